@@ -1,0 +1,1 @@
+"""Sans-IO MQTT protocol: packets, codec, topic rules. No sockets, no clocks."""

@@ -1,0 +1,172 @@
+"""One frozen, slotted dataclass per MQTT control packet.
+
+The packets describe what is on the wire independent of protocol version;
+the codec decides how a field is written for 3.1 (level 3), 3.1.1 (level 4)
+and, later, 5.0 (level 5). Fields that 5.0 adds (properties, reason codes
+beyond 3.1.1's) get defaults so that adding them does not change callers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class PacketType(IntEnum):
+    """The control packet type: the high nibble of the first byte."""
+
+    CONNECT = 1
+    CONNACK = 2
+    PUBLISH = 3
+    PUBACK = 4
+    PUBREC = 5
+    PUBREL = 6
+    PUBCOMP = 7
+    SUBSCRIBE = 8
+    SUBACK = 9
+    UNSUBSCRIBE = 10
+    UNSUBACK = 11
+    PINGREQ = 12
+    PINGRESP = 13
+    DISCONNECT = 14
+
+
+class ConnectReturnCode(IntEnum):
+    """CONNACK return codes of MQTT 3.1 / 3.1.1."""
+
+    ACCEPTED = 0
+    UNACCEPTABLE_PROTOCOL_VERSION = 1
+    IDENTIFIER_REJECTED = 2
+    SERVER_UNAVAILABLE = 3
+    BAD_USERNAME_OR_PASSWORD = 4
+    NOT_AUTHORIZED = 5
+
+
+SUBACK_FAILURE = 0x80
+"""SUBACK return code for a refused subscription."""
+
+PROTOCOL_MQTT_3_1 = 3
+PROTOCOL_MQTT_3_1_1 = 4
+PROTOCOL_MQTT_5 = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The will message a client registers in CONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    client_id: str
+    clean_session: bool = True
+    keep_alive: int = 0
+    username: str | None = None
+    password: bytes | None = None
+    will: Will | None = None
+    protocol_level: int = PROTOCOL_MQTT_3_1_1
+    protocol_name: str = "MQTT"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnAck:
+    return_code: int
+    session_present: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    topic: str
+    payload: bytes = b""
+    qos: int = 0
+    retain: bool = False
+    dup: bool = False
+    packet_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PubAck:
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PubRec:
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PubRel:
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PubComp:
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One topic filter of a SUBSCRIBE with its requested QoS."""
+
+    topic_filter: str
+    qos: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    packet_id: int
+    subscriptions: tuple[Subscription, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SubAck:
+    packet_id: int
+    return_codes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    packet_id: int
+    topic_filters: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubAck:
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PingReq:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PingResp:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    pass
+
+
+Packet = (
+    Connect
+    | ConnAck
+    | Publish
+    | PubAck
+    | PubRec
+    | PubRel
+    | PubComp
+    | Subscribe
+    | SubAck
+    | Unsubscribe
+    | UnsubAck
+    | PingReq
+    | PingResp
+    | Disconnect
+)

@@ -1,0 +1,45 @@
+"""Topic names and topic filters: validation and matching (MQTT 3.1.1 section 4.7)."""
+
+from __future__ import annotations
+
+MULTI_LEVEL = "#"
+SINGLE_LEVEL = "+"
+SEPARATOR = "/"
+
+
+def is_valid_topic_name(topic: str) -> bool:
+    """A topic name for PUBLISH: at least one character, no wildcards [MQTT-4.7.3-1, 3.3.2-2]."""
+    return bool(topic) and "+" not in topic and "#" not in topic
+
+
+def is_valid_topic_filter(topic_filter: str) -> bool:
+    """A filter for SUBSCRIBE: `#` only as a whole last level, `+` only as a whole level."""
+    if not topic_filter:
+        return False
+    if "+" not in topic_filter and "#" not in topic_filter:
+        return True
+    levels = topic_filter.split(SEPARATOR)
+    last = len(levels) - 1
+    for index, level in enumerate(levels):
+        if level == MULTI_LEVEL:
+            if index != last:
+                return False
+        elif level != SINGLE_LEVEL and ("+" in level or "#" in level):
+            return False
+    return True
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """Whether `topic` matches `topic_filter`; wildcards never match a leading `$` level."""
+    if topic.startswith("$") and topic_filter[:1] in (SINGLE_LEVEL, MULTI_LEVEL):
+        return False
+    filter_levels = topic_filter.split(SEPARATOR)
+    topic_levels = topic.split(SEPARATOR)
+    for index, level in enumerate(filter_levels):
+        if level == MULTI_LEVEL:
+            return True
+        if index >= len(topic_levels):
+            return False
+        if level != SINGLE_LEVEL and level != topic_levels[index]:
+            return False
+    return len(filter_levels) == len(topic_levels)
