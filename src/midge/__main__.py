@@ -1,0 +1,3 @@
+from midge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,273 @@
+"""The broker's shared state and the paths every packet handler relies on.
+
+Sans-IO like the rest of the core: connections hand it packets and the
+current time; it answers by writing bytes to connection transports. The
+packet handlers (one per packet type) are in `handlers.py`; this module owns
+what several of them share: sessions, routing and delivery, closing a
+connection (will, session clean-up, one log line), and timers.
+
+Delivery to one session (`deliver`): QoS 0 goes straight to the socket
+unless the client is not reading (then it is dropped and counted). QoS 1/2
+goes out while the in-flight window has room and nothing older waits;
+otherwise it waits in the session's bounded queue. At the queue's bound the
+message is dropped (counted) or, with slow_consumer_policy = "disconnect",
+the client is disconnected.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from dataclasses import dataclass
+
+from midge.broker.auth import Authenticator
+from midge.broker.config import BrokerConfig
+from midge.broker.connection import Connection, State, Transport
+from midge.broker.handlers import HANDLERS
+from midge.broker.message import Message
+from midge.broker.router import RetainedStore, SubscriptionTrie
+from midge.broker.session import Awaiting, InflightMessage, Session
+from midge.protocol.codec import encode, encode_publish
+from midge.protocol.errors import ProtocolError
+from midge.protocol.packets import Connect, Packet, PubRel
+
+log = logging.getLogger("midge.broker")
+
+KEEP_ALIVE_GRACE = 1.5  # a client is gone after 1.5 x keep-alive of silence [MQTT-3.1.2-24]
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters since start; later published under $SYS and to Prometheus."""
+
+    connections_accepted: int = 0
+    messages_received: int = 0
+    messages_sent: int = 0
+    messages_dropped: int = 0
+    protocol_violations: int = 0
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig, authenticator: Authenticator | None = None) -> None:
+        self.config = config
+        self.authenticator = authenticator or Authenticator.from_settings(
+            config.allow_anonymous, config.password_file
+        )
+        self.sessions: dict[str, Session] = {}
+        self.connections: dict[str, Connection] = {}  # client id -> its live connection
+        self.subscriptions = SubscriptionTrie()
+        self.retained = RetainedStore()
+        self.stats = Stats()
+        self._open: set[Connection] = set()  # every socket, CONNECT or not
+        self._timers: list[tuple[float, int, Connection]] = []
+        self._timer_order = itertools.count()
+        self._client_numbers = itertools.count(1)
+
+    # ------------------------------------------------------------ connections
+
+    def connection_made(self, transport: Transport, peer: str, now: float) -> Connection:
+        connection = Connection(self, transport, peer, now)
+        self._open.add(connection)
+        self.stats.connections_accepted += 1
+        self.schedule_timer(connection, now + self.config.connect_timeout)
+        return connection
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    def handle_packet(self, connection: Connection, packet: Packet, now: float) -> None:
+        if connection.state is State.AWAITING_CONNECT:
+            if type(packet) is not Connect:
+                raise ProtocolError(f"first packet is {type(packet).__name__}, not CONNECT")
+        elif type(packet) is Connect:
+            raise ProtocolError("second CONNECT on one connection")  # [MQTT-3.1.0-2]
+        HANDLERS[type(packet)](self, connection, packet, now)
+
+    def close_connection(
+        self, connection: Connection, reason: str, publish_will: bool = True
+    ) -> None:
+        """The one way a connection ends: socket, session, will, log line."""
+        if connection.state is State.CLOSED:
+            return
+        connection.state = State.CLOSED
+        self._open.discard(connection)
+        if connection.write_blocked:
+            connection.transport.abort()  # it is not reading: a flush could wait forever
+        else:
+            connection.transport.close()
+        if reason.startswith("protocol violation"):
+            self.stats.protocol_violations += 1
+        log.info("closing %s: %s", connection.name, reason)
+        will, connection.will = connection.will, None
+        session = connection.session
+        if session is not None and self.connections.get(session.client_id) is connection:
+            del self.connections[session.client_id]
+            session.connected = False
+            if not session.persistent:
+                self.discard_session(session)  # [MQTT-3.1.2-6]
+        if will is not None and publish_will:
+            self.publish(Message(will.topic, will.payload, will.qos, will.retain))
+
+    def close_all(self, reason: str) -> None:
+        """Broker shutdown: every socket closes; wills stay unpublished."""
+        for connection in list(self._open):
+            self.close_connection(connection, reason, publish_will=False)
+
+    def new_client_id(self) -> str:
+        """A unique id for a client that sent an empty one [MQTT-3.1.3-6]."""
+        while True:
+            client_id = f"midge-auto-{next(self._client_numbers)}"
+            if client_id not in self.sessions:
+                return client_id
+
+    # --------------------------------------------------------------- sessions
+
+    def discard_session(self, session: Session) -> None:
+        for topic_filter in session.subscriptions:
+            self.subscriptions.remove(topic_filter, session.client_id)
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+
+    def subscribe(self, session: Session, topic_filter: str, qos: int) -> None:
+        session.subscriptions[topic_filter] = qos
+        self.subscriptions.add(topic_filter, session.client_id, qos)
+
+    def unsubscribe(self, session: Session, topic_filter: str) -> None:
+        if session.subscriptions.pop(topic_filter, None) is not None:
+            self.subscriptions.remove(topic_filter, session.client_id)
+
+    # ------------------------------------------------------ routing, delivery
+
+    def publish(self, message: Message) -> None:
+        """Route an incoming application message to every matching session."""
+        self.stats.messages_received += 1
+        if message.retain:
+            self.retained.set(message)
+        sessions = self.sessions
+        for client_id, granted_qos in self.subscriptions.match(message.topic).items():
+            qos = granted_qos if granted_qos < message.qos else message.qos
+            # Forwards to existing subscribers carry retain 0 [MQTT-3.3.1-9].
+            self.deliver(sessions[client_id], message.with_delivery(qos, False))
+
+    def deliver(self, session: Session, message: Message) -> None:
+        connection = self.connections.get(session.client_id)
+        if connection is None:
+            self._deliver_offline(session, message)
+        elif message.qos == 0:
+            if connection.write_blocked:
+                self._drop(session, "socket buffer full")
+            else:
+                self._write_publish(connection, message, None)
+        elif (
+            session.queue
+            or connection.write_blocked
+            or len(session.inflight) >= self.config.max_inflight_messages
+        ):
+            self._queue(session, connection, message)
+        else:
+            self._send_inflight(session, connection, message)
+
+    def _deliver_offline(self, session: Session, message: Message) -> None:
+        if message.qos == 0 and not self.config.queue_qos0_messages:
+            return  # QoS 0 is not kept for offline clients by default
+        self._queue(session, None, message)
+
+    def _queue(self, session: Session, connection: Connection | None, message: Message) -> None:
+        config = self.config
+        if session.can_queue(message, config.max_queued_messages, config.max_queued_bytes):
+            session.enqueue(message)
+        elif connection is not None and config.slow_consumer_policy == "disconnect":
+            self.close_connection(connection, "slow consumer: message queue full")
+            session.dropped_messages += 1
+            self.stats.messages_dropped += 1
+        else:
+            self._drop(session, "message queue full")
+
+    def _drop(self, session: Session, why: str) -> None:
+        if session.dropped_messages == 0:
+            log.warning("dropping messages for %r: %s", session.client_id, why)
+        session.dropped_messages += 1
+        self.stats.messages_dropped += 1
+
+    def _send_inflight(self, session: Session, connection: Connection, message: Message) -> None:
+        packet_id = session.allocate_packet_id()
+        awaiting = Awaiting.PUBACK if message.qos == 1 else Awaiting.PUBREC
+        session.inflight[packet_id] = InflightMessage(packet_id, message, awaiting)
+        self._write_publish(connection, message, packet_id)
+
+    def _write_publish(
+        self, connection: Connection, message: Message, packet_id: int | None, dup: bool = False
+    ) -> None:
+        self.stats.messages_sent += 1
+        connection.send(
+            encode_publish(
+                message.topic, message.payload, message.qos, message.retain, dup, packet_id
+            )
+        )
+
+    def resume_delivery(self, connection: Connection) -> None:
+        """Send queued messages while the window and the socket have room."""
+        session = connection.session
+        if session is None:
+            return
+        window = self.config.max_inflight_messages
+        queue = session.queue
+        while queue and not connection.write_blocked and connection.state is State.CONNECTED:
+            if queue[0].qos and len(session.inflight) >= window:
+                return
+            message = session.dequeue()
+            if message.qos:
+                self._send_inflight(session, connection, message)
+            else:
+                self._write_publish(connection, message, None)
+
+    def resend_inflight(self, session: Session, connection: Connection) -> None:
+        """On a resumed session, repeat every unacknowledged PUBLISH (DUP) and PUBREL."""
+        for entry in session.inflight.values():
+            if entry.awaiting is Awaiting.PUBCOMP:
+                connection.send(encode(PubRel(entry.packet_id)))
+            else:
+                self._write_publish(connection, entry.message, entry.packet_id, dup=True)
+
+    def deliver_retained(self, session: Session, topic_filter: str, granted_qos: int) -> None:
+        """Retained messages for a new subscription, with the retain flag [MQTT-3.3.1-6]."""
+        for message in self.retained.match(topic_filter):
+            qos = min(granted_qos, message.qos)
+            self.deliver(session, message.with_delivery(qos, True))
+
+    # ----------------------------------------------------------------- timers
+
+    def schedule_timer(self, connection: Connection, deadline: float) -> None:
+        current = connection.timer_at
+        if current is None or deadline < current:
+            connection.timer_at = deadline
+            heapq.heappush(self._timers, (deadline, next(self._timer_order), connection))
+
+    def next_timer(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def handle_timer(self, now: float) -> None:
+        """Close connections silent past their keep-alive or CONNECT deadline."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, _, connection = heapq.heappop(timers)
+            if connection.timer_at != deadline or connection.state is State.CLOSED:
+                continue  # superseded by an earlier deadline, or already gone
+            connection.timer_at = None
+            self._check_deadline(connection, now)
+
+    def _check_deadline(self, connection: Connection, now: float) -> None:
+        if connection.state is State.AWAITING_CONNECT:
+            deadline = connection.opened_at + self.config.connect_timeout
+            reason = "no CONNECT within connect_timeout"
+        elif connection.keep_alive:
+            deadline = connection.last_activity + KEEP_ALIVE_GRACE * connection.keep_alive
+            reason = f"keep-alive timeout ({connection.keep_alive} s x {KEEP_ALIVE_GRACE})"
+        else:
+            return
+        if deadline <= now:
+            self.close_connection(connection, reason)  # sends nothing [MQTT-3.1.2-24]
+        else:
+            self.schedule_timer(connection, deadline)

@@ -1,0 +1,129 @@
+"""One client connection: bytes in, packets to the broker's handlers, bytes out.
+
+Theory of operation. A connection starts in AWAITING_CONNECT; the only
+packet it accepts there is CONNECT [MQTT-3.1.0-1]. The CONNECT handler moves
+it to CONNECTED, where a second CONNECT is a protocol violation
+[MQTT-3.1.0-2]. CLOSED is final: nothing more is read or written. Every way
+out of the first two states goes through `Broker.close_connection`, which
+decides about the will, the session and the log line, once.
+
+The connection does no I/O itself: the front end calls `data_received` with
+bytes and the current time, and `transport` (anything with `write` and
+`close`) carries bytes out. That is what lets tests drive it byte by byte.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol
+
+from midge.protocol.codec import Decoder
+from midge.protocol.errors import MQTTError
+from midge.protocol.packets import Will
+
+if TYPE_CHECKING:
+    from midge.broker.broker import Broker
+    from midge.broker.session import Session
+
+log = logging.getLogger("midge.connection")
+
+
+class Transport(Protocol):
+    """What a front end gives a connection: a byte sink it can close."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None:
+        """Close after what is buffered has been sent."""
+
+    def abort(self) -> None:
+        """Close at once, discarding what is buffered."""
+
+
+class State(Enum):
+    AWAITING_CONNECT = "awaiting-connect"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class Connection:
+    __slots__ = (
+        "broker",
+        "client_id",
+        "decoder",
+        "keep_alive",
+        "last_activity",
+        "opened_at",
+        "peer",
+        "session",
+        "state",
+        "timer_at",
+        "transport",
+        "version",
+        "will",
+        "write_blocked",
+    )
+
+    def __init__(self, broker: Broker, transport: Transport, peer: str, now: float) -> None:
+        self.broker = broker
+        self.transport = transport
+        self.peer = peer
+        self.opened_at = now
+        self.last_activity = now
+        self.state = State.AWAITING_CONNECT
+        self.decoder = Decoder(max_packet_size=broker.config.max_packet_size)
+        self.client_id = ""
+        self.version = 0
+        self.keep_alive = 0
+        self.will: Will | None = None
+        self.session: Session | None = None
+        # Set while the socket's buffer is above its high-water mark: the client
+        # is not reading fast enough, so QoS 0 is dropped and QoS 1/2 waits.
+        self.write_blocked = False
+        self.timer_at: float | None = None  # the broker's next deadline check
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.client_id or '?'} from {self.peer} {self.state.value}>"
+
+    @property
+    def name(self) -> str:
+        """How logs name this client: its id once known, else its address."""
+        return f"{self.client_id!r} ({self.peer})" if self.client_id else self.peer
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def data_received(self, data: bytes, now: float) -> None:
+        """Handle every whole packet in `data`; any violation closes the connection."""
+        if self.closed:
+            return
+        self.last_activity = now
+        self.decoder.feed(data)
+        try:
+            while not self.closed:
+                packet = self.decoder.next_packet()
+                if packet is None:
+                    break
+                self.broker.handle_packet(self, packet, now)
+        except MQTTError as exc:
+            self.broker.close_connection(self, f"protocol violation: {exc}")
+        except Exception:
+            # A bug must cost one connection, never the broker or other clients.
+            log.exception("internal error handling data from %s", self.name)
+            self.broker.close_connection(self, "internal error")
+
+    def connection_lost(self) -> None:
+        """The front end saw the socket close (by the peer, or after our close)."""
+        self.broker.close_connection(self, "connection closed by the network")
+
+    def writable(self, now: float) -> None:
+        """The socket drained below its low-water mark: send what waited."""
+        self.write_blocked = False
+        if self.state is State.CONNECTED:
+            self.broker.resume_delivery(self)
+
+    def send(self, data: bytes) -> None:
+        if self.state is not State.CLOSED:
+            self.transport.write(data)

@@ -1,0 +1,290 @@
+"""One handler per control packet a client may send; `HANDLERS` dispatches by type.
+
+Each handler gets the broker, the connection the packet came on, the packet
+and the current time. Handlers raise `ProtocolError` for violations; the
+connection turns that into a close (with the will) in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from midge.broker.connection import State
+from midge.broker.message import Message
+from midge.broker.session import Awaiting, Session
+from midge.protocol.codec import encode
+from midge.protocol.errors import ProtocolError
+from midge.protocol.packets import (
+    PROTOCOL_MQTT_3_1,
+    PROTOCOL_MQTT_3_1_1,
+    SUBACK_FAILURE,
+    ConnAck,
+    Connect,
+    ConnectReturnCode,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+)
+from midge.protocol.topics import is_valid_topic_filter
+
+if TYPE_CHECKING:
+    from midge.broker.broker import Broker
+    from midge.broker.connection import Connection
+
+log = logging.getLogger("midge.broker")
+
+SUPPORTED_LEVELS = (PROTOCOL_MQTT_3_1, PROTOCOL_MQTT_3_1_1)
+_PINGRESP = encode(PingResp())
+_SYS_PREFIX = "$SYS/"
+
+
+def _session(connection: Connection) -> Session:
+    session = connection.session
+    assert session is not None, "handlers after CONNECT always have a session"
+    return session
+
+
+# ----------------------------------------------------------------- CONNECT
+
+
+def handle_connect(broker: Broker, connection: Connection, packet: Connect, now: float) -> None:
+    code = _refusal(broker, packet)
+    if code is not None:
+        version = packet.protocol_level if packet.protocol_level in SUPPORTED_LEVELS else 4
+        connection.send(encode(ConnAck(code), version))
+        broker.close_connection(connection, f"CONNECT refused: {code.name}", publish_will=False)
+        return
+    client_id = packet.client_id or broker.new_client_id()
+    previous = broker.connections.get(client_id)
+    if previous is not None:
+        # One connection per client id: the newcomer takes over [MQTT-3.1.4-2].
+        broker.close_connection(previous, "session taken over by a new connection")
+    session = broker.sessions.get(client_id)
+    if session is not None and (packet.clean_session or not session.persistent):
+        broker.discard_session(session)  # clean session discards the old one [MQTT-3.1.2-6]
+        session = None
+    present = session is not None
+    if session is None:
+        session = Session(client_id, persistent=not packet.clean_session)
+        broker.sessions[client_id] = session
+    _attach(broker, connection, packet, session, client_id, now)
+    # Session present is 1 only when a stored session resumes [MQTT-3.2.2-1/2/3].
+    connection.send(encode(ConnAck(ConnectReturnCode.ACCEPTED, present), connection.version))
+    log.info(
+        "client %r connected from %s (MQTT level %d, clean session %d, keep-alive %d s)",
+        client_id,
+        connection.peer,
+        packet.protocol_level,
+        packet.clean_session,
+        packet.keep_alive,
+    )
+    if present:
+        broker.resend_inflight(session, connection)  # [MQTT-4.4.0-1]
+        broker.resume_delivery(connection)
+
+
+def _refusal(broker: Broker, packet: Connect) -> ConnectReturnCode | None:
+    """The CONNACK code refusing this CONNECT, or None to accept it."""
+    if packet.protocol_level not in SUPPORTED_LEVELS:
+        return ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION  # [MQTT-3.1.2-2]
+    if not _client_id_acceptable(broker, packet):
+        return ConnectReturnCode.IDENTIFIER_REJECTED
+    config = broker.config
+    if (
+        config.max_connections
+        and len(broker.connections) >= config.max_connections
+        and packet.client_id not in broker.connections
+    ):
+        return ConnectReturnCode.SERVER_UNAVAILABLE
+    code = broker.authenticator.check(packet.username, packet.password)
+    return None if code is ConnectReturnCode.ACCEPTED else code
+
+
+def _client_id_acceptable(broker: Broker, packet: Connect) -> bool:
+    client_id = packet.client_id
+    if not client_id:
+        # 3.1 requires an id; 3.1.1 assigns one, but only for a clean session
+        # [MQTT-3.1.3-7, 3.1.3-8].
+        return packet.protocol_level >= PROTOCOL_MQTT_3_1_1 and packet.clean_session
+    if broker.config.strict_client_id:
+        return len(client_id) <= 23 and client_id.isascii() and client_id.isalnum()
+    return True
+
+
+def _attach(
+    broker: Broker,
+    connection: Connection,
+    packet: Connect,
+    session: Session,
+    client_id: str,
+    now: float,
+) -> None:
+    connection.client_id = client_id
+    connection.session = session
+    connection.version = packet.protocol_level
+    connection.decoder.version = packet.protocol_level
+    connection.keep_alive = packet.keep_alive
+    connection.will = packet.will
+    connection.state = State.CONNECTED
+    session.connected = True
+    broker.connections[client_id] = connection
+    if packet.keep_alive:
+        broker.schedule_timer(connection, now + 1.5 * packet.keep_alive)
+
+
+# ----------------------------------------------------------------- PUBLISH
+
+
+def handle_publish(broker: Broker, connection: Connection, packet: Publish, now: float) -> None:
+    message = Message(packet.topic, packet.payload, packet.qos, packet.retain)
+    qos = packet.qos
+    if qos == 0:
+        _route(broker, connection, message)
+    elif qos == 1:
+        _route(broker, connection, message)
+        connection.send(encode(PubAck(packet.packet_id or 0)))
+    else:
+        packet_id = packet.packet_id or 0
+        pending = _session(connection).pending_releases
+        # A repeated PUBLISH before PUBREL is the same message: forward it once.
+        if packet_id not in pending:
+            if broker.config.qos2_delivery == "on_release":
+                pending[packet_id] = message  # method A: forward at PUBREL
+            else:
+                pending[packet_id] = None  # method B: forward now, remember the id
+                _route(broker, connection, message)
+        connection.send(encode(PubRec(packet_id)))
+
+
+def _route(broker: Broker, connection: Connection, message: Message) -> None:
+    if message.topic.startswith(_SYS_PREFIX):
+        # $SYS belongs to the broker; clients cannot publish there (as in Mosquitto).
+        log.debug("ignoring PUBLISH to %r from %s", message.topic, connection.name)
+        return
+    broker.publish(message)
+
+
+def handle_pubrel(broker: Broker, connection: Connection, packet: PubRel, now: float) -> None:
+    pending = _session(connection).pending_releases
+    if packet.packet_id in pending:
+        message = pending.pop(packet.packet_id)
+        if message is not None:
+            _route(broker, connection, message)
+    # PUBCOMP even for an unknown id, so a retrying client can finish (section 4.3.3).
+    connection.send(encode(PubComp(packet.packet_id)))
+
+
+# ------------------------------------------------- acknowledgements of ours
+
+
+def handle_puback(broker: Broker, connection: Connection, packet: PubAck, now: float) -> None:
+    _complete(broker, connection, packet.packet_id, Awaiting.PUBACK)
+
+
+def handle_pubcomp(broker: Broker, connection: Connection, packet: PubComp, now: float) -> None:
+    _complete(broker, connection, packet.packet_id, Awaiting.PUBCOMP)
+
+
+def _complete(broker: Broker, connection: Connection, packet_id: int, awaited: Awaiting) -> None:
+    session = _session(connection)
+    entry = session.inflight.get(packet_id)
+    if entry is None or entry.awaiting is not awaited:
+        log.debug("%s acknowledged unknown packet id %d", connection.name, packet_id)
+        return
+    del session.inflight[packet_id]
+    broker.resume_delivery(connection)
+
+
+def handle_pubrec(broker: Broker, connection: Connection, packet: PubRec, now: float) -> None:
+    entry = _session(connection).inflight.get(packet.packet_id)
+    if entry is not None:
+        if entry.awaiting is Awaiting.PUBACK:
+            raise ProtocolError(f"PUBREC for QoS 1 message {packet.packet_id}")
+        entry.awaiting = Awaiting.PUBCOMP
+    # PUBREL even for an unknown id: the client believes the message is in flight.
+    connection.send(encode(PubRel(packet.packet_id)))
+
+
+# --------------------------------------------------------------- SUBSCRIBE
+
+
+def handle_subscribe(
+    broker: Broker, connection: Connection, packet: Subscribe, now: float
+) -> None:
+    session = _session(connection)
+    codes = []
+    granted = []
+    for subscription in packet.subscriptions:
+        topic_filter = subscription.topic_filter
+        if not is_valid_topic_filter(topic_filter):
+            log.info("%s: refusing invalid topic filter %r", connection.name, topic_filter)
+            codes.append(SUBACK_FAILURE)
+            continue
+        # The same filter again replaces the old subscription [MQTT-3.8.4-3].
+        broker.subscribe(session, topic_filter, subscription.qos)
+        codes.append(subscription.qos)
+        granted.append((topic_filter, subscription.qos))
+    # One return code per filter, same packet id [MQTT-3.8.4-1, 3.8.4-5].
+    connection.send(encode(SubAck(packet.packet_id, tuple(codes))))
+    for topic_filter, qos in granted:
+        broker.deliver_retained(session, topic_filter, qos)
+
+
+def handle_unsubscribe(
+    broker: Broker, connection: Connection, packet: Unsubscribe, now: float
+) -> None:
+    session = _session(connection)
+    for topic_filter in packet.topic_filters:
+        broker.unsubscribe(session, topic_filter)
+    # UNSUBACK even when nothing matched [MQTT-3.10.4-5].
+    connection.send(encode(UnsubAck(packet.packet_id)))
+
+
+# ----------------------------------------------------------- the rest
+
+
+def handle_pingreq(broker: Broker, connection: Connection, packet: PingReq, now: float) -> None:
+    connection.send(_PINGRESP)  # [MQTT-3.12.4-1]
+
+
+def handle_disconnect(
+    broker: Broker, connection: Connection, packet: Disconnect, now: float
+) -> None:
+    # A clean DISCONNECT discards the will [MQTT-3.14.4-3].
+    broker.close_connection(connection, "client sent DISCONNECT", publish_will=False)
+
+
+def reject_server_packet(
+    broker: Broker, connection: Connection, packet: Packet, now: float
+) -> None:
+    raise ProtocolError(f"a client sent {type(packet).__name__}, which only servers send")
+
+
+HANDLERS: dict[type, Callable[[Broker, Connection, Any, float], None]] = {
+    Connect: handle_connect,
+    Publish: handle_publish,
+    PubAck: handle_puback,
+    PubRec: handle_pubrec,
+    PubRel: handle_pubrel,
+    PubComp: handle_pubcomp,
+    Subscribe: handle_subscribe,
+    Unsubscribe: handle_unsubscribe,
+    PingReq: handle_pingreq,
+    Disconnect: handle_disconnect,
+    ConnAck: reject_server_packet,
+    SubAck: reject_server_packet,
+    UnsubAck: reject_server_packet,
+    PingResp: reject_server_packet,
+}

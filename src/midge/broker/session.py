@@ -1,0 +1,95 @@
+"""Session state: what MQTT says the server keeps for a client id (section 4.1).
+
+A session is plain data — subscriptions, QoS 1/2 messages in flight to the
+client, messages queued for it, QoS 2 packet ids received from it and not yet
+released — so it can outlive a connection, and a store can persist it. It
+never touches the network: the broker decides when a queued message is sent.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import IntEnum
+
+from midge.broker.message import Message
+
+MAX_PACKET_ID = 0xFFFF
+
+
+class Awaiting(IntEnum):
+    """What the broker waits for from the client for an outbound message."""
+
+    PUBACK = 1  # QoS 1 PUBLISH sent
+    PUBREC = 2  # QoS 2 PUBLISH sent
+    PUBCOMP = 3  # QoS 2 PUBREC received, PUBREL sent
+
+
+@dataclass(slots=True)
+class InflightMessage:
+    packet_id: int
+    message: Message
+    awaiting: Awaiting
+
+
+class Session:
+    """The server side of one client id's session."""
+
+    __slots__ = (
+        "_next_packet_id",
+        "client_id",
+        "connected",
+        "dropped_messages",
+        "inflight",
+        "pending_releases",
+        "persistent",
+        "queue",
+        "queued_bytes",
+        "subscriptions",
+    )
+
+    def __init__(self, client_id: str, persistent: bool) -> None:
+        self.client_id = client_id
+        self.persistent = persistent
+        self.connected = False
+        # Filter -> granted QoS; the router's trie holds the same facts, indexed.
+        self.subscriptions: dict[str, int] = {}
+        # Packet id -> message, in the order sent (dicts keep insertion order).
+        self.inflight: dict[int, InflightMessage] = {}
+        # Messages waiting for a free in-flight slot or for the client to return.
+        self.queue: deque[Message] = deque()
+        self.queued_bytes = 0
+        # Inbound QoS 2 ids not yet released; the value is the message itself when
+        # delivery waits for PUBREL (method A), None when it already went out (B).
+        self.pending_releases: dict[int, Message | None] = {}
+        self.dropped_messages = 0
+        self._next_packet_id = 1
+
+    def allocate_packet_id(self) -> int:
+        """A non-zero id not used by any message in flight [MQTT-2.3.1-2]."""
+        if len(self.inflight) >= MAX_PACKET_ID:
+            raise RuntimeError("every packet id is in flight")
+        packet_id = self._next_packet_id
+        while packet_id in self.inflight:
+            packet_id = packet_id % MAX_PACKET_ID + 1
+        self._next_packet_id = packet_id % MAX_PACKET_ID + 1
+        return packet_id
+
+    def can_queue(self, message: Message, max_messages: int, max_bytes: int) -> bool:
+        """Whether the queue has room; a limit of 0 means no limit."""
+        if max_messages and len(self.queue) >= max_messages:
+            return False
+        return not (max_bytes and self.queued_bytes + message.size > max_bytes)
+
+    def enqueue(self, message: Message) -> None:
+        self.queue.append(message)
+        self.queued_bytes += message.size
+
+    def dequeue(self) -> Message:
+        message = self.queue.popleft()
+        self.queued_bytes -= message.size
+        return message
+
+    def clear_queue(self) -> None:
+        self.queue.clear()
+        self.queued_bytes = 0

@@ -1,0 +1,61 @@
+"""`midge` command line: `midge serve` (more commands arrive with later issues)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from midge import __version__
+from midge.broker.auth import PasswordFileError
+from midge.broker.config import LOG_LEVELS, BrokerConfig, ConfigError, load_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="midge", description="Midge MQTT broker and tools")
+    parser.add_argument("--version", action="version", version=f"midge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the MQTT broker")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (default 1883; 0 picks a free one)")
+    serve.add_argument("--config", metavar="FILE", help="TOML config file; flags override it")
+    serve.add_argument("--data-dir", metavar="DIR", help="where the broker keeps its data")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from midge.server import run  # noqa: PLC0415 - keeps `midge --help` fast
+
+    try:
+        config: BrokerConfig = load_config(args.config).override(
+            host=args.host, port=args.port, data_dir=args.data_dir, log_level=args.log_level
+        )
+    except ConfigError as exc:
+        print(f"midge: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    try:
+        run(config)
+    except PasswordFileError as exc:
+        print(f"midge: bad password file: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"midge: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve_command(args)
+    return 2
