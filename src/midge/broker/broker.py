@@ -60,6 +60,7 @@ class Broker:
         self.retained = RetainedStore()
         self.stats = Stats()
         self._open: set[Connection] = set()  # every socket, CONNECT or not
+        self._pending_output: list[Connection] = []  # connections with bytes to write
         self._timers: list[tuple[float, int, Connection]] = []
         self._timer_order = itertools.count()
         self._client_numbers = itertools.count(1)
@@ -94,8 +95,10 @@ class Broker:
         connection.state = State.CLOSED
         self._open.discard(connection)
         if connection.write_blocked:
+            connection.outbox.clear()
             connection.transport.abort()  # it is not reading: a flush could wait forever
         else:
+            connection.write_outbox()
             connection.transport.close()
         if reason.startswith("protocol violation"):
             self.stats.protocol_violations += 1
@@ -114,6 +117,18 @@ class Broker:
         """Broker shutdown: every socket closes; wills stay unpublished."""
         for connection in list(self._open):
             self.close_connection(connection, reason, publish_will=False)
+        self.flush()
+
+    def mark_pending(self, connection: Connection) -> None:
+        self._pending_output.append(connection)
+
+    def flush(self) -> None:
+        """Write every connection's queued bytes: once per batch of input or timers."""
+        pending = self._pending_output
+        if pending:
+            self._pending_output = []
+            for connection in pending:
+                connection.write_outbox()
 
     def new_client_id(self) -> str:
         """A unique id for a client that sent an empty one [MQTT-3.1.3-6]."""
@@ -257,6 +272,7 @@ class Broker:
                 continue  # superseded by an earlier deadline, or already gone
             connection.timer_at = None
             self._check_deadline(connection, now)
+        self.flush()
 
     def _check_deadline(self, connection: Connection, now: float) -> None:
         if connection.state is State.AWAITING_CONNECT:

@@ -55,6 +55,7 @@ class Connection:
         "keep_alive",
         "last_activity",
         "opened_at",
+        "outbox",
         "peer",
         "session",
         "state",
@@ -82,6 +83,9 @@ class Connection:
         # is not reading fast enough, so QoS 0 is dropped and QoS 1/2 waits.
         self.write_blocked = False
         self.timer_at: float | None = None  # the broker's next deadline check
+        # Bytes sent during one batch of input, written to the socket in one
+        # call by `Broker.flush`: a syscall per batch, not per packet.
+        self.outbox: list[bytes] = []
 
     def __repr__(self) -> str:
         return f"<Connection {self.client_id or '?'} from {self.peer} {self.state.value}>"
@@ -113,17 +117,31 @@ class Connection:
             # A bug must cost one connection, never the broker or other clients.
             log.exception("internal error handling data from %s", self.name)
             self.broker.close_connection(self, "internal error")
+        self.broker.flush()
 
     def connection_lost(self) -> None:
         """The front end saw the socket close (by the peer, or after our close)."""
         self.broker.close_connection(self, "connection closed by the network")
+        self.broker.flush()
 
     def writable(self, now: float) -> None:
         """The socket drained below its low-water mark: send what waited."""
         self.write_blocked = False
         if self.state is State.CONNECTED:
             self.broker.resume_delivery(self)
+            self.broker.flush()
 
     def send(self, data: bytes) -> None:
-        if self.state is not State.CLOSED:
+        """Queue bytes for the socket; `Broker.flush` writes them."""
+        if self.state is State.CLOSED:
+            return
+        if not self.outbox:
+            self.broker.mark_pending(self)
+        self.outbox.append(data)
+
+    def write_outbox(self) -> None:
+        outbox = self.outbox
+        if outbox:
+            data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+            outbox.clear()
             self.transport.write(data)

@@ -10,18 +10,24 @@ from midge.broker.connection import Connection
 
 
 class MQTTProtocol(asyncio.Protocol):
-    """One TCP connection. Flow control: the transport's high-water mark is the
-    broker's `max_write_buffer`; above it the connection counts as blocked."""
+    """One TCP connection.
 
-    __slots__ = ("broker", "connection", "loop")
+    Flow control: the transport's high-water mark is the broker's
+    `max_write_buffer`. Above it the connection counts as blocked (the broker
+    drops or queues what it would send) and we stop reading from it, so a
+    client that sends without reading our answers cannot grow our buffers.
+    """
+
+    __slots__ = ("broker", "connection", "loop", "transport")
 
     def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop) -> None:
         self.broker = broker
         self.loop = loop
         self.connection: Connection | None = None
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        stream = cast(asyncio.Transport, transport)
+        stream = self.transport = cast(asyncio.Transport, transport)
         high = self.broker.config.max_write_buffer
         stream.set_write_buffer_limits(high=high, low=high // 4)
         peer = stream.get_extra_info("peername")
@@ -43,15 +49,17 @@ class MQTTProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self.connection is not None:
             self.connection.write_blocked = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
         if self.connection is not None:
             self.connection.writable(self.loop.time())
 
 
-async def start_tcp_listener(
-    broker: Broker, host: str, port: int
-) -> asyncio.Server:
+async def start_tcp_listener(broker: Broker, host: str, port: int) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
         lambda: MQTTProtocol(broker, loop), host, port, reuse_address=True, backlog=1024
