@@ -162,9 +162,12 @@ class Broker:
             self.retained.set(message)
         sessions = self.sessions
         for client_id, granted_qos in self.subscriptions.match(message.topic).items():
+            session = sessions.get(client_id)
+            if session is None:
+                continue  # discarded while this loop ran (a slow consumer's will)
             qos = granted_qos if granted_qos < message.qos else message.qos
             # Forwards to existing subscribers carry retain 0 [MQTT-3.3.1-9].
-            self.deliver(sessions[client_id], message.with_delivery(qos, False))
+            self.deliver(session, message.with_delivery(qos, False))
 
     def deliver(self, session: Session, message: Message) -> None:
         connection = self.connections.get(session.client_id)

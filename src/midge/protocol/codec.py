@@ -213,7 +213,12 @@ def _encode_connect(packet: Connect, version: int) -> bytes:
 
 def _encode_connack(packet: ConnAck, version: int) -> bytes:
     # MQTT 3.1 has no session present flag: its first byte is reserved.
-    present = 1 if packet.session_present and version >= PROTOCOL_MQTT_3_1_1 else 0
+    # A refusal never claims a session [MQTT-3.2.2-4].
+    present = (
+        1
+        if packet.session_present and version >= PROTOCOL_MQTT_3_1_1 and not packet.return_code
+        else 0
+    )
     return bytes((0x20, 2, present, packet.return_code))
 
 
@@ -393,6 +398,8 @@ def _decode_subscribe(flags: int, body: bytes, version: int) -> Subscribe:
 def _decode_suback(flags: int, body: bytes, version: int) -> SubAck:
     reader = _Reader(body)
     packet_id = reader.uint16()
+    if packet_id == 0:
+        raise ProtocolError("SUBACK with packet id 0")
     codes = tuple(reader.rest())
     if not codes or any(code not in _SUBACK_CODES for code in codes):
         raise MalformedPacket("SUBACK return codes must be 0, 1, 2 or 0x80")

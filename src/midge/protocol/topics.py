@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+MAX_TOPIC_BYTES = 65535  # a UTF-8 string field's limit [MQTT-4.7.3-3]
 MULTI_LEVEL = "#"
 SINGLE_LEVEL = "+"
 SEPARATOR = "/"
 
 
+def _is_valid_string(text: str) -> bool:
+    """Non-empty, no U+0000, at most 65535 bytes of UTF-8 [MQTT-4.7.3-1/2/3]."""
+    if not text or "\x00" in text:
+        return False
+    # Only a string of more than 65535 / 4 characters can be too long in UTF-8.
+    return len(text) <= MAX_TOPIC_BYTES // 4 or len(text.encode("utf-8")) <= MAX_TOPIC_BYTES
+
+
 def is_valid_topic_name(topic: str) -> bool:
-    """A topic name for PUBLISH: at least one character, no wildcards [MQTT-4.7.3-1, 3.3.2-2]."""
-    return bool(topic) and "+" not in topic and "#" not in topic
+    """A topic name for PUBLISH: a valid string without wildcards [MQTT-3.3.2-2]."""
+    return "+" not in topic and "#" not in topic and _is_valid_string(topic)
 
 
 def is_valid_topic_filter(topic_filter: str) -> bool:
     """A filter for SUBSCRIBE: `#` only as a whole last level, `+` only as a whole level."""
-    if not topic_filter:
+    if not _is_valid_string(topic_filter):
         return False
     if "+" not in topic_filter and "#" not in topic_filter:
         return True
