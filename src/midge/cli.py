@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from midge import __version__
 from midge.broker.auth import PasswordFileError
@@ -43,6 +44,11 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"midge: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
+    try:
+        Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"midge: cannot use data dir {config.data_dir}: {exc.strerror}", file=sys.stderr)
+        return 2
     try:
         run(config)
     except PasswordFileError as exc:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-from pathlib import Path
 
 from midge import __version__
 from midge.broker.broker import Broker
@@ -20,7 +19,6 @@ TIMER_RESOLUTION = 0.1  # seconds between keep-alive / connect-timeout checks
 
 async def serve(config: BrokerConfig) -> None:
     """Serve until a stop signal; returns after every connection is closed."""
-    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
     broker = Broker(config)
     loop = asyncio.get_running_loop()
     server = await start_tcp_listener(broker, config.host, config.port)

@@ -87,19 +87,28 @@ class Broker:
         HANDLERS[type(packet)](self, connection, packet, now)
 
     def close_connection(
-        self, connection: Connection, reason: str, publish_will: bool = True
+        self,
+        connection: Connection,
+        reason: str,
+        publish_will: bool = True,
+        flush: bool = False,
     ) -> None:
-        """The one way a connection ends: socket, session, will, log line."""
+        """The one way a connection ends: socket, session, will, log line.
+
+        With `flush` the bytes already sent (a refusing CONNACK) go out first;
+        otherwise the socket is dropped at once, since waiting to flush to a
+        client that stopped reading could keep it open forever.
+        """
         if connection.state is State.CLOSED:
             return
         connection.state = State.CLOSED
         self._open.discard(connection)
-        if connection.write_blocked:
-            connection.outbox.clear()
-            connection.transport.abort()  # it is not reading: a flush could wait forever
-        else:
+        if flush and not connection.write_blocked:
             connection.write_outbox()
             connection.transport.close()
+        else:
+            connection.outbox.clear()
+            connection.transport.abort()
         if reason.startswith("protocol violation"):
             self.stats.protocol_violations += 1
         log.info("closing %s: %s", connection.name, reason)
@@ -116,7 +125,7 @@ class Broker:
     def close_all(self, reason: str) -> None:
         """Broker shutdown: every socket closes; wills stay unpublished."""
         for connection in list(self._open):
-            self.close_connection(connection, reason, publish_will=False)
+            self.close_connection(connection, reason, publish_will=False, flush=True)
         self.flush()
 
     def mark_pending(self, connection: Connection) -> None:

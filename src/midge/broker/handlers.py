@@ -64,7 +64,9 @@ def handle_connect(broker: Broker, connection: Connection, packet: Connect, now:
     if code is not None:
         version = packet.protocol_level if packet.protocol_level in SUPPORTED_LEVELS else 4
         connection.send(encode(ConnAck(code), version))
-        broker.close_connection(connection, f"CONNECT refused: {code.name}", publish_will=False)
+        broker.close_connection(
+            connection, f"CONNECT refused: {code.name}", publish_will=False, flush=True
+        )
         return
     client_id = packet.client_id or broker.new_client_id()
     previous = broker.connections.get(client_id)
