@@ -34,6 +34,7 @@ from midge.protocol.packets import Connect, Packet, PubRel
 
 log = logging.getLogger("midge.broker")
 
+SYS_PREFIX = "$SYS/"  # clients cannot publish here, as in Mosquitto
 KEEP_ALIVE_GRACE = 1.5  # a client is gone after 1.5 x keep-alive of silence [MQTT-3.1.2-24]
 
 
@@ -120,7 +121,8 @@ class Broker:
             if not session.persistent:
                 self.discard_session(session)  # [MQTT-3.1.2-6]
         if will is not None and publish_will:
-            self.publish(Message(will.topic, will.payload, will.qos, will.retain))
+            will_message = Message(will.topic, will.payload, will.qos, will.retain)
+            self.publish_from_client(will_message, connection.name)
 
     def close_all(self, reason: str) -> None:
         """Broker shutdown: every socket closes; wills stay unpublished."""
@@ -163,6 +165,13 @@ class Broker:
             self.subscriptions.remove(topic_filter, session.client_id)
 
     # ------------------------------------------------------ routing, delivery
+
+    def publish_from_client(self, message: Message, origin: str) -> None:
+        """Route a client's PUBLISH or will; `$SYS/...` belongs to the broker alone."""
+        if message.topic.startswith(SYS_PREFIX):
+            log.debug("ignoring message to %r from %s", message.topic, origin)
+            return
+        self.publish(message)
 
     def publish(self, message: Message) -> None:
         """Route an incoming application message to every matching session."""

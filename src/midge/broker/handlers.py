@@ -17,9 +17,9 @@ from midge.broker.session import Awaiting, Session
 from midge.protocol.codec import encode
 from midge.protocol.errors import ProtocolError
 from midge.protocol.packets import (
-    PROTOCOL_MQTT_3_1,
     PROTOCOL_MQTT_3_1_1,
     SUBACK_FAILURE,
+    SUPPORTED_PROTOCOLS,
     ConnAck,
     Connect,
     ConnectReturnCode,
@@ -45,9 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("midge.broker")
 
-SUPPORTED_LEVELS = (PROTOCOL_MQTT_3_1, PROTOCOL_MQTT_3_1_1)
 _PINGRESP = encode(PingResp())
-_SYS_PREFIX = "$SYS/"
 
 
 def _session(connection: Connection) -> Session:
@@ -62,8 +60,7 @@ def _session(connection: Connection) -> Session:
 def handle_connect(broker: Broker, connection: Connection, packet: Connect, now: float) -> None:
     code = _refusal(broker, packet)
     if code is not None:
-        version = packet.protocol_level if packet.protocol_level in SUPPORTED_LEVELS else 4
-        connection.send(encode(ConnAck(code), version))
+        connection.send(encode(ConnAck(code)))  # a refusal reads the same in 3.1 and 3.1.1
         broker.close_connection(
             connection, f"CONNECT refused: {code.name}", publish_will=False, flush=True
         )
@@ -99,7 +96,7 @@ def handle_connect(broker: Broker, connection: Connection, packet: Connect, now:
 
 def _refusal(broker: Broker, packet: Connect) -> ConnectReturnCode | None:
     """The CONNACK code refusing this CONNECT, or None to accept it."""
-    if packet.protocol_level not in SUPPORTED_LEVELS:
+    if SUPPORTED_PROTOCOLS.get(packet.protocol_name) != packet.protocol_level:
         return ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION  # [MQTT-3.1.2-2]
     if not _client_id_acceptable(broker, packet):
         return ConnectReturnCode.IDENTIFIER_REJECTED
@@ -153,9 +150,9 @@ def handle_publish(broker: Broker, connection: Connection, packet: Publish, now:
     message = Message(packet.topic, packet.payload, packet.qos, packet.retain)
     qos = packet.qos
     if qos == 0:
-        _route(broker, connection, message)
+        broker.publish_from_client(message, connection.name)
     elif qos == 1:
-        _route(broker, connection, message)
+        broker.publish_from_client(message, connection.name)
         connection.send(encode(PubAck(packet.packet_id or 0)))
     else:
         packet_id = packet.packet_id or 0
@@ -166,16 +163,9 @@ def handle_publish(broker: Broker, connection: Connection, packet: Publish, now:
                 pending[packet_id] = message  # method A: forward at PUBREL
             else:
                 pending[packet_id] = None  # method B: forward now, remember the id
-                _route(broker, connection, message)
+                broker.publish_from_client(message, connection.name)
         connection.send(encode(PubRec(packet_id)))
 
-
-def _route(broker: Broker, connection: Connection, message: Message) -> None:
-    if message.topic.startswith(_SYS_PREFIX):
-        # $SYS belongs to the broker; clients cannot publish there (as in Mosquitto).
-        log.debug("ignoring PUBLISH to %r from %s", message.topic, connection.name)
-        return
-    broker.publish(message)
 
 
 def handle_pubrel(broker: Broker, connection: Connection, packet: PubRel, now: float) -> None:
@@ -183,7 +173,7 @@ def handle_pubrel(broker: Broker, connection: Connection, packet: PubRel, now: f
     if packet.packet_id in pending:
         message = pending.pop(packet.packet_id)
         if message is not None:
-            _route(broker, connection, message)
+            broker.publish_from_client(message, connection.name)
     # PUBCOMP even for an unknown id, so a retrying client can finish (section 4.3.3).
     connection.send(encode(PubComp(packet.packet_id)))
 
@@ -265,7 +255,9 @@ def handle_disconnect(
     broker: Broker, connection: Connection, packet: Disconnect, now: float
 ) -> None:
     # A clean DISCONNECT discards the will [MQTT-3.14.4-3].
-    broker.close_connection(connection, "client sent DISCONNECT", publish_will=False)
+    broker.close_connection(
+        connection, "client sent DISCONNECT", publish_will=False, flush=True
+    )
 
 
 def reject_server_packet(

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 from midge.protocol.errors import MalformedPacket, PacketTooLarge, ProtocolError
 from midge.protocol.packets import (
-    PROTOCOL_MQTT_3_1,
     PROTOCOL_MQTT_3_1_1,
+    SUPPORTED_PROTOCOLS,
     ConnAck,
     Connect,
     Disconnect,
@@ -47,9 +47,6 @@ MAX_PACKET_SIZE = MAX_REMAINING_LENGTH + 5
 """A whole packet: one type byte, four length bytes, the rest."""
 
 _SUBACK_CODES = frozenset((0, 1, 2, 0x80))
-
-# The protocol level each protocol name is spoken at.
-_SUPPORTED_LEVELS = {"MQTT": PROTOCOL_MQTT_3_1_1, "MQIsdp": PROTOCOL_MQTT_3_1}
 
 # Flag nibble each packet type must carry; PUBLISH (None) has its own rules.
 _REQUIRED_FLAGS: dict[int, int | None] = {
@@ -294,9 +291,9 @@ def _decode_connect(flags: int, body: bytes, version: int) -> Connect:
     level = reader.byte()
     connect_flags = reader.byte()
     keep_alive = reader.uint16()
-    if protocol_name not in _SUPPORTED_LEVELS:
+    if protocol_name not in SUPPORTED_PROTOCOLS:
         raise ProtocolError(f"unknown protocol name {protocol_name!r}")  # [MQTT-3.1.2-1]
-    if level != _SUPPORTED_LEVELS[protocol_name]:
+    if level != SUPPORTED_PROTOCOLS[protocol_name]:
         # The layout of the rest depends on the level, so it is not parsed: the
         # broker answers CONNACK 1 (unacceptable protocol version) [MQTT-3.1.2-2].
         return Connect(client_id="", protocol_level=level, protocol_name=protocol_name)

@@ -49,6 +49,9 @@ PROTOCOL_MQTT_3_1 = 3
 PROTOCOL_MQTT_3_1_1 = 4
 PROTOCOL_MQTT_5 = 5
 
+SUPPORTED_PROTOCOLS = {"MQTT": PROTOCOL_MQTT_3_1_1, "MQIsdp": PROTOCOL_MQTT_3_1}
+"""The level each protocol name is spoken at; any other pairing gets CONNACK 1."""
+
 
 @dataclass(frozen=True, slots=True)
 class Will:
