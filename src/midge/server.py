@@ -21,13 +21,14 @@ async def serve(config: BrokerConfig) -> None:
     """Serve until a stop signal; returns after every connection is closed."""
     broker = Broker(config)
     loop = asyncio.get_running_loop()
+    # Signals first: whoever reads the "listening" line may stop us at once.
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     server = await start_tcp_listener(broker, config.host, config.port)
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
         log.info("midge %s listening on %s:%d", __version__, host, port)
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     ticker = asyncio.create_task(_run_timers(broker, loop))
     try:
         await stop.wait()

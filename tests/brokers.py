@@ -1,0 +1,184 @@
+"""Start real brokers as subprocesses on ephemeral loopback ports, and stop them by PID.
+
+`start_midge` runs `python -m midge serve --port 0` and reads the bound port
+from its `listening on HOST:PORT` log line; `start_mosquitto` runs Debian's
+mosquitto with a temporary configuration on a port found by binding port 0.
+Both are context managers yielding `(host, port, process)`; leaving the
+context sends SIGTERM, waits, and kills the process only if it does not exit.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+Broker = tuple[str, int, "subprocess.Popen[str]"]
+
+
+class BrokerStartError(RuntimeError):
+    """The broker process did not come up; the message carries its output."""
+
+
+class OutputPump:
+    """Drains a process's stderr on a thread so the broker never blocks on a full pipe."""
+
+    def __init__(self, process: subprocess.Popen[str], keep: int = 500) -> None:
+        self.lines: deque[str] = deque(maxlen=keep)
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self._stream = process.stderr
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        assert self._stream is not None
+        for line in self._stream:
+            self.lines.append(line)
+            self.queue.put(line)
+        self.queue.put(None)
+
+    def text(self) -> str:
+        return "".join(self.lines) or "(no output)"
+
+    def join(self) -> None:
+        self._thread.join(timeout=STOP_TIMEOUT)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    """SIGTERM, wait with a timeout, SIGKILL as the last resort; only this PID."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)
+
+
+def _wait_for_listening_line(process: subprocess.Popen[str], pump: OutputPump) -> int:
+    deadline = time.monotonic() + START_TIMEOUT
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            line = pump.queue.get(timeout=remaining)
+        except queue.Empty:
+            break
+        if line is None:
+            process.wait(timeout=STOP_TIMEOUT)
+            raise BrokerStartError(
+                f"midge exited with code {process.returncode} before listening:\n{pump.text()}"
+            )
+        if match := LISTENING.search(line):
+            return int(match.group(2))
+    raise BrokerStartError(
+        f"midge logged no 'listening on HOST:PORT' line within {START_TIMEOUT:g}s:\n{pump.text()}"
+    )
+
+
+@contextmanager
+def start_midge(config_toml: str | None = None, extra_args: Sequence[str] = ()) -> Iterator[Broker]:
+    """Run the Midge broker on an ephemeral port; yields (host, port, process)."""
+    with tempfile.TemporaryDirectory(prefix="midge-test-") as tmp:
+        args = [sys.executable, "-m", "midge", "serve", "--host", HOST, "--port", "0"]
+        args += ["--log-level", "info"]
+        if config_toml is not None:
+            config = Path(tmp) / "midge.toml"
+            config.write_text(config_toml, encoding="utf-8")
+            args += ["--config", str(config)]
+        args += list(extra_args)
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+        pump = OutputPump(process)
+        try:
+            port = _wait_for_listening_line(process, pump)
+            yield HOST, port, process
+        finally:
+            stop(process)
+            pump.join()
+
+
+def mosquitto_binary() -> str | None:
+    """The mosquitto executable, or None when it is not installed."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    debian = Path("/usr/sbin/mosquitto")
+    return str(debian) if debian.exists() else None
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (bind port 0, read it, release it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_until_accepting(process: subprocess.Popen[str], pump: OutputPump, port: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pump.join()
+            raise BrokerStartError(
+                f"mosquitto exited with code {process.returncode}:\n{pump.text()}"
+            )
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise BrokerStartError(
+        f"mosquitto did not accept on port {port} within {START_TIMEOUT:g}s:\n{pump.text()}"
+    )
+
+
+@contextmanager
+def start_mosquitto(extra_conf: str = "") -> Iterator[Broker]:
+    """Run mosquitto with a temporary config on a free loopback port."""
+    binary = mosquitto_binary()
+    if binary is None:
+        raise BrokerStartError("mosquitto is not installed")
+    with tempfile.TemporaryDirectory(prefix="mosquitto-test-") as tmp:
+        port = free_port()
+        config = Path(tmp) / "mosquitto.conf"
+        config.write_text(
+            f"listener {port} {HOST}\nallow_anonymous true\npersistence false\n"
+            f"log_dest stderr\n{extra_conf}\n",
+            encoding="utf-8",
+        )
+        process = subprocess.Popen(
+            [binary, "-c", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+        pump = OutputPump(process)
+        try:
+            _wait_until_accepting(process, pump, port)
+            yield HOST, port, process
+        finally:
+            stop(process)
+            pump.join()
