@@ -94,7 +94,8 @@ def start_midge(config_toml: str | None = None, extra_args: Sequence[str] = ()) 
     """Run the Midge broker on an ephemeral port; yields (host, port, process)."""
     with tempfile.TemporaryDirectory(prefix="midge-test-") as tmp:
         args = [sys.executable, "-m", "midge", "serve", "--host", HOST, "--port", "0"]
-        args += ["--log-level", "info"]
+        # Each broker gets its own store, so no state leaks between tests.
+        args += ["--log-level", "info", "--data-dir", str(Path(tmp) / "data")]
         if config_toml is not None:
             config = Path(tmp) / "midge.toml"
             config.write_text(config_toml, encoding="utf-8")

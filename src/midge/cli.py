@@ -10,6 +10,7 @@ from pathlib import Path
 from midge import __version__
 from midge.broker.auth import PasswordFileError
 from midge.broker.config import LOG_LEVELS, BrokerConfig, ConfigError, load_config
+from midge.store.base import StoreError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +54,9 @@ def serve_command(args: argparse.Namespace) -> int:
         run(config)
     except PasswordFileError as exc:
         print(f"midge: bad password file: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"midge: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"midge: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Run a broker until SIGINT/SIGTERM: listener, timers, clean shutdown."""
+"""Run a broker until SIGINT/SIGTERM: store, listener, timers, clean shutdown."""
 
 from __future__ import annotations
 
@@ -6,21 +6,45 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 
 from midge import __version__
 from midge.broker.broker import Broker
 from midge.broker.config import BrokerConfig
 from midge.broker.listeners import start_tcp_listener
+from midge.store.base import Store
+from midge.store.memory import MemoryStore
+from midge.store.sqlite import SQLiteStore
+from midge.store.writer import GroupCommitWriter
 
 log = logging.getLogger("midge.server")
 
 TIMER_RESOLUTION = 0.1  # seconds between keep-alive / connect-timeout checks
+STORE_FILE = "midge.db"
+
+
+def open_store(config: BrokerConfig) -> Store:
+    """The configured store; raises StoreError when its file cannot be used."""
+    if config.store == "memory":
+        return MemoryStore()
+    synchronous = "full" if config.durability == "full" else "normal"
+    return SQLiteStore(Path(config.data_dir) / STORE_FILE, synchronous)
 
 
 async def serve(config: BrokerConfig) -> None:
     """Serve until a stop signal; returns after every connection is closed."""
-    broker = Broker(config)
+    store = open_store(config)
+    state = store.load()
+    broker = Broker(config, store=store)
+    broker.restore(state)
+    log.info(
+        "store: %s; %d sessions, %d retained messages",
+        store.description,
+        len(state.sessions),
+        len(state.retained),
+    )
     loop = asyncio.get_running_loop()
+    writer = _start_writer(broker, store, loop)
     # Signals first: whoever reads the "listening" line may stop us at once.
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -40,7 +64,26 @@ async def serve(config: BrokerConfig) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
         await server.wait_closed()
+        if writer is not None:
+            await asyncio.to_thread(writer.stop)
+        store.close()
         log.info("stopped")
+
+
+def _start_writer(
+    broker: Broker, store: Store, loop: asyncio.AbstractEventLoop
+) -> GroupCommitWriter | None:
+    """A disk store commits on its own thread, so the loop never waits on the disk."""
+    if isinstance(store, MemoryStore):
+        return None
+
+    def on_commit(epoch: int) -> None:  # runs on the writer thread
+        loop.call_soon_threadsafe(broker.committed, epoch)
+
+    writer = GroupCommitWriter(store, on_commit)
+    broker.persistence.submit = writer.submit
+    writer.start()
+    return writer
 
 
 async def _run_timers(broker: Broker, loop: asyncio.AbstractEventLoop) -> None:

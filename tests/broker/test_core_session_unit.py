@@ -11,7 +11,7 @@ from midge.broker.session import MAX_PACKET_ID, Awaiting, InflightMessage, Sessi
 def in_flight(session: Session, *packet_ids: int) -> None:
     for packet_id in packet_ids:
         session.inflight[packet_id] = InflightMessage(
-            packet_id, Message("t", b"", 1), Awaiting.PUBACK
+            packet_id, Message("t", b"", 1), Awaiting.PUBACK, packet_id
         )
 
 
@@ -65,14 +65,14 @@ def test_queue_bounds_and_byte_accounting():
     session = Session("c", persistent=True)
     message = Message("tt", b"12345678")  # 10 bytes
     assert session.can_queue(message, 2, 20)
-    session.enqueue(message)
-    session.enqueue(message)
+    session.enqueue(1, message)
+    session.enqueue(2, message)
     assert session.queued_bytes == 20
     assert not session.can_queue(message, 3, 20)  # bytes
     assert not session.can_queue(message, 2, 0)  # count
     assert session.can_queue(message, 0, 0)  # no bounds
     assert session.can_queue(Message("", b""), 3, 20)  # zero bytes still fits
-    assert session.dequeue() is message
+    assert session.dequeue() == (1, message)
     assert session.queued_bytes == 10
     session.clear_queue()
     assert len(session.queue) == 0

@@ -42,7 +42,7 @@ def test_qos1_to_a_blocked_client_queues_up_to_max_queued_messages(make_harness)
         pub.published("t", b"m%d" % number, 1)
     assert slow.raw() == b""
     session = harness.broker.sessions["slow"]
-    assert [message.payload for message in session.queue] == [b"m0", b"m1", b"m2"]
+    assert [message.payload for _, message in session.queue] == [b"m0", b"m1", b"m2"]
     assert harness.broker.stats.messages_dropped == 2
     assert session.dropped_messages == 2
     slow.connection.writable(harness.now)
@@ -153,7 +153,7 @@ def test_disconnect_policy_keeps_a_persistent_session(make_harness):
         pub.published("t", b"m%d" % number, 1)
     assert slow.transport.aborted
     session = harness.broker.sessions["slow"]
-    assert [message.payload for message in session.queue] == [b"m0", b"m1"]
+    assert [message.payload for _, message in session.queue] == [b"m0", b"m1"]
     back = harness.open()
     assert back.connect("slow", clean_session=False)[1:] == [
         Publish("t", b"m0", 1, packet_id=1),

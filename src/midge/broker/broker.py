@@ -19,6 +19,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from midge.broker.auth import Authenticator
@@ -26,16 +28,31 @@ from midge.broker.config import BrokerConfig
 from midge.broker.connection import Connection, State, Transport
 from midge.broker.handlers import HANDLERS
 from midge.broker.message import Message
+from midge.broker.persistence import Persistence, restore_session
 from midge.broker.router import RetainedStore, SubscriptionTrie
 from midge.broker.session import Awaiting, InflightMessage, Session
 from midge.protocol.codec import encode, encode_publish
 from midge.protocol.errors import ProtocolError
 from midge.protocol.packets import Connect, Packet, PubRel
+from midge.store.base import (
+    OutboundAdded,
+    OutboundDeleted,
+    OutboundSent,
+    RetainedDeleted,
+    RetainedSet,
+    SessionDeleted,
+    SessionSaved,
+    Store,
+    StoredState,
+    SubscriptionDeleted,
+    SubscriptionSet,
+)
 
 log = logging.getLogger("midge.broker")
 
 SYS_PREFIX = "$SYS/"  # clients cannot publish here, as in Mosquitto
 KEEP_ALIVE_GRACE = 1.5  # a client is gone after 1.5 x keep-alive of silence [MQTT-3.1.2-24]
+EXPIRY_CHECK_SECONDS = 60.0  # how often abandoned persistent sessions are looked for
 
 
 @dataclass(slots=True)
@@ -50,7 +67,14 @@ class Stats:
 
 
 class Broker:
-    def __init__(self, config: BrokerConfig, authenticator: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        authenticator: Authenticator | None = None,
+        store: Store | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`store` receives every change to durable state; None keeps nothing."""
         self.config = config
         self.authenticator = authenticator or Authenticator.from_settings(
             config.allow_anonymous, config.password_file
@@ -65,6 +89,23 @@ class Broker:
         self._timers: list[tuple[float, int, Connection]] = []
         self._timer_order = itertools.count()
         self._client_numbers = itertools.count(1)
+        self.wall_clock = wall_clock
+        self._next_expiry_check = 0.0
+        self.persistence = Persistence(store, hold=config.durability != "memory")
+        self.persistence.on_commit = self.committed
+        self.holding: set[Connection] = set()  # connections with output awaiting a commit
+
+    def restore(self, state: StoredState) -> None:
+        """Take over what the store kept: offline sessions and retained messages."""
+        now_wall = self.wall_clock()
+        for stored in state.sessions:
+            session = restore_session(stored, now_wall)
+            self.sessions[session.client_id] = session
+            for topic_filter, qos in session.subscriptions.items():
+                self.subscriptions.add(topic_filter, session.client_id, qos)
+        for message in state.retained:
+            self.retained.set(message)
+        self.expire_sessions(now_wall)
 
     # ------------------------------------------------------------ connections
 
@@ -104,6 +145,8 @@ class Broker:
             return
         connection.state = State.CLOSED
         self._open.discard(connection)
+        connection.held.clear()
+        self.holding.discard(connection)
         if flush and not connection.write_blocked:
             connection.write_outbox()
             connection.transport.close()
@@ -118,7 +161,10 @@ class Broker:
         if session is not None and self.connections.get(session.client_id) is connection:
             del self.connections[session.client_id]
             session.connected = False
-            if not session.persistent:
+            if session.persistent:
+                session.disconnected_at = self.wall_clock()
+                self.persistence.record(SessionSaved(session.client_id, session.disconnected_at))
+            else:
                 self.discard_session(session)  # [MQTT-3.1.2-6]
         if will is not None and publish_will:
             will_message = Message(will.topic, will.payload, will.qos, will.retain)
@@ -134,12 +180,21 @@ class Broker:
         self._pending_output.append(connection)
 
     def flush(self) -> None:
-        """Write every connection's queued bytes: once per batch of input or timers."""
+        """End of a batch of input or timers: submit its store operations, then
+        write every connection's queued bytes (one write each)."""
+        self.persistence.end_batch()
         pending = self._pending_output
         if pending:
             self._pending_output = []
             for connection in pending:
                 connection.write_outbox()
+
+    def committed(self, epoch: int) -> None:
+        """Batches up to `epoch` are durable: release what waited for them."""
+        self.persistence.committed = max(self.persistence.committed, epoch)
+        for connection in list(self.holding):
+            connection.release_held(epoch)
+        self.flush()
 
     def new_client_id(self) -> str:
         """A unique id for a client that sent an empty one [MQTT-3.1.3-6]."""
@@ -150,19 +205,42 @@ class Broker:
 
     # --------------------------------------------------------------- sessions
 
+    def add_session(self, client_id: str, persistent: bool) -> Session:
+        session = self.sessions[client_id] = Session(client_id, persistent)
+        if persistent:
+            self.persistence.record(SessionSaved(client_id))
+        return session
+
     def discard_session(self, session: Session) -> None:
         for topic_filter in session.subscriptions:
             self.subscriptions.remove(topic_filter, session.client_id)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+        if session.persistent:
+            self.persistence.record(SessionDeleted(session.client_id))
+
+    def expire_sessions(self, now_wall: float) -> None:
+        """Delete persistent sessions offline longer than persistent_session_expiry."""
+        expiry = self.config.persistent_session_expiry
+        if not expiry:
+            return
+        for session in list(self.sessions.values()):
+            offline_since = session.disconnected_at
+            if not session.connected and offline_since and now_wall - offline_since > expiry:
+                log.info("session %r expired after %d s offline", session.client_id, expiry)
+                self.discard_session(session)
 
     def subscribe(self, session: Session, topic_filter: str, qos: int) -> None:
         session.subscriptions[topic_filter] = qos
         self.subscriptions.add(topic_filter, session.client_id, qos)
+        if session.persistent:
+            self.persistence.record(SubscriptionSet(session.client_id, topic_filter, qos))
 
     def unsubscribe(self, session: Session, topic_filter: str) -> None:
         if session.subscriptions.pop(topic_filter, None) is not None:
             self.subscriptions.remove(topic_filter, session.client_id)
+            if session.persistent:
+                self.persistence.record(SubscriptionDeleted(session.client_id, topic_filter))
 
     # ------------------------------------------------------ routing, delivery
 
@@ -178,6 +256,9 @@ class Broker:
         self.stats.messages_received += 1
         if message.retain:
             self.retained.set(message)
+            self.persistence.record(
+                RetainedSet(message) if message.payload else RetainedDeleted(message.topic)
+            )
         sessions = self.sessions
         for client_id, granted_qos in self.subscriptions.match(message.topic).items():
             session = sessions.get(client_id)
@@ -203,7 +284,7 @@ class Broker:
         ):
             self._queue(session, connection, message)
         else:
-            self._send_inflight(session, connection, message)
+            self._send_inflight(session, connection, message, None)
 
     def _deliver_offline(self, session: Session, message: Message) -> None:
         if message.qos == 0 and not self.config.queue_qos0_messages:
@@ -213,7 +294,10 @@ class Broker:
     def _queue(self, session: Session, connection: Connection | None, message: Message) -> None:
         config = self.config
         if session.can_queue(message, config.max_queued_messages, config.max_queued_bytes):
-            session.enqueue(message)
+            seq = session.next_seq()
+            session.enqueue(seq, message)
+            if session.persistent:
+                self.persistence.record(OutboundAdded(session.client_id, seq, message))
         elif connection is not None and config.slow_consumer_policy == "disconnect":
             self.close_connection(connection, "slow consumer: message queue full")
             session.dropped_messages += 1
@@ -227,11 +311,36 @@ class Broker:
         session.dropped_messages += 1
         self.stats.messages_dropped += 1
 
-    def _send_inflight(self, session: Session, connection: Connection, message: Message) -> None:
+    def _send_inflight(
+        self, session: Session, connection: Connection, message: Message, seq: int | None
+    ) -> None:
+        """Send a QoS 1/2 message; `seq` is None for one the store has not seen yet."""
         packet_id = session.allocate_packet_id()
         awaiting = Awaiting.PUBACK if message.qos == 1 else Awaiting.PUBREC
-        session.inflight[packet_id] = InflightMessage(packet_id, message, awaiting)
+        if seq is None:
+            seq = session.next_seq()
+            if session.persistent:
+                self.persistence.record(
+                    OutboundAdded(session.client_id, seq, message, packet_id, awaiting)
+                )
+        elif session.persistent:
+            self.persistence.record(OutboundSent(session.client_id, seq, packet_id, awaiting))
+        session.inflight[packet_id] = InflightMessage(packet_id, message, awaiting, seq)
         self._write_publish(connection, message, packet_id)
+
+    def acknowledged(self, session: Session, entry: InflightMessage) -> None:
+        """The client completed the flow of an outbound message (PUBACK / PUBCOMP)."""
+        del session.inflight[entry.packet_id]
+        if session.persistent:
+            self.persistence.record(OutboundDeleted(session.client_id, entry.seq))
+
+    def received(self, session: Session, entry: InflightMessage) -> None:
+        """The client sent PUBREC: from now on the broker re-sends PUBREL, not PUBLISH."""
+        entry.awaiting = Awaiting.PUBCOMP
+        if session.persistent:
+            self.persistence.record(
+                OutboundSent(session.client_id, entry.seq, entry.packet_id, Awaiting.PUBCOMP)
+            )
 
     def _write_publish(
         self, connection: Connection, message: Message, packet_id: int | None, dup: bool = False
@@ -251,13 +360,15 @@ class Broker:
         window = self.config.max_inflight_messages
         queue = session.queue
         while queue and not connection.write_blocked and connection.state is State.CONNECTED:
-            if queue[0].qos and len(session.inflight) >= window:
+            if queue[0][1].qos and len(session.inflight) >= window:
                 return
-            message = session.dequeue()
+            seq, message = session.dequeue()
             if message.qos:
-                self._send_inflight(session, connection, message)
+                self._send_inflight(session, connection, message, seq)
             else:
                 self._write_publish(connection, message, None)
+                if session.persistent:
+                    self.persistence.record(OutboundDeleted(session.client_id, seq))
 
     def resend_inflight(self, session: Session, connection: Connection) -> None:
         """On a resumed session, repeat every unacknowledged PUBLISH (DUP) and PUBREL."""
@@ -293,6 +404,9 @@ class Broker:
                 continue  # superseded by an earlier deadline, or already gone
             connection.timer_at = None
             self._check_deadline(connection, now)
+        if now >= self._next_expiry_check:
+            self._next_expiry_check = now + EXPIRY_CHECK_SECONDS
+            self.expire_sessions(self.wall_clock())
         self.flush()
 
     def _check_deadline(self, connection: Connection, now: float) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 QOS2_DELIVERY_MODES = ("on_publish", "on_release")
+STORES = ("sqlite", "memory")
+DURABILITY_LEVELS = ("full", "normal", "memory")
 SLOW_CONSUMER_POLICIES = ("drop", "disconnect")
 
 
@@ -28,6 +30,13 @@ class BrokerConfig:
     port: int = 1883
     data_dir: str = "data"
     log_level: str = "info"
+    # Persistence: "sqlite" (data_dir/midge.db) or "memory" (nothing survives).
+    store: str = "sqlite"
+    # "full": every commit fsynced (survives power loss); "normal": survives a
+    # broker crash or kill -9; "memory": acknowledge before the commit (a
+    # crash loses what arrived in the last milliseconds).
+    durability: str = "normal"
+    persistent_session_expiry: int = 0  # seconds offline before a session is deleted; 0: never
     # Authentication: anonymous clients, and an optional password file in
     # Mosquitto's format (user:hash lines, `$6$` or `$7$` hashes).
     allow_anonymous: bool = True
@@ -52,6 +61,15 @@ class BrokerConfig:
     def validate(self) -> BrokerConfig:
         _check(0 <= self.port <= 65535, "port", "must be 0..65535")
         _check(self.log_level in LOG_LEVELS, "log_level", f"must be one of {LOG_LEVELS}")
+        _check(self.store in STORES, "store", f"must be one of {STORES}")
+        _check(
+            self.durability in DURABILITY_LEVELS,
+            "durability",
+            f"must be one of {DURABILITY_LEVELS}",
+        )
+        _check(
+            self.persistent_session_expiry >= 0, "persistent_session_expiry", "must be >= 0"
+        )
         _check(self.max_connections >= 0, "max_connections", "must be >= 0")
         _check(self.connect_timeout > 0, "connect_timeout", "must be > 0")
         _check(self.max_packet_size >= 2, "max_packet_size", "must be >= 2")

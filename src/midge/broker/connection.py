@@ -52,6 +52,7 @@ class Connection:
         "broker",
         "client_id",
         "decoder",
+        "held",
         "keep_alive",
         "last_activity",
         "opened_at",
@@ -86,6 +87,8 @@ class Connection:
         # Bytes sent during one batch of input, written to the socket in one
         # call by `Broker.flush`: a syscall per batch, not per packet.
         self.outbox: list[bytes] = []
+        # (epoch, bytes) that wait for the store to commit that batch.
+        self.held: list[tuple[int, bytes]] = []
 
     def __repr__(self) -> str:
         return f"<Connection {self.client_id or '?'} from {self.peer} {self.state.value}>"
@@ -132,12 +135,36 @@ class Connection:
             self.broker.flush()
 
     def send(self, data: bytes) -> None:
-        """Queue bytes for the socket; `Broker.flush` writes them."""
+        """Queue bytes for the socket; `Broker.flush` writes them.
+
+        Bytes that follow a change to durable state wait for its commit, and
+        so does everything after them: one connection's packets keep order.
+        """
         if self.state is State.CLOSED:
+            return
+        persistence = self.broker.persistence
+        if self.held or persistence.must_hold():
+            epoch = persistence.next_epoch if persistence.operations else self.held[-1][0]
+            if not self.held:
+                self.broker.holding.add(self)
+            self.held.append((epoch, data))
             return
         if not self.outbox:
             self.broker.mark_pending(self)
         self.outbox.append(data)
+
+    def release_held(self, committed: int) -> None:
+        held = self.held
+        index = 0
+        while index < len(held) and held[index][0] <= committed:
+            index += 1
+        if index:
+            if not self.outbox:
+                self.broker.mark_pending(self)
+            self.outbox.extend(data for _, data in held[:index])
+            del held[:index]
+        if not held:
+            self.broker.holding.discard(self)
 
     def write_outbox(self) -> None:
         outbox = self.outbox

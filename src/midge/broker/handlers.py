@@ -38,6 +38,7 @@ from midge.protocol.packets import (
     Unsubscribe,
 )
 from midge.protocol.topics import is_valid_topic_filter
+from midge.store.base import ReleaseDone, ReleasePending, SessionSaved
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
@@ -76,8 +77,10 @@ def handle_connect(broker: Broker, connection: Connection, packet: Connect, now:
         session = None
     present = session is not None
     if session is None:
-        session = Session(client_id, persistent=not packet.clean_session)
-        broker.sessions[client_id] = session
+        session = broker.add_session(client_id, persistent=not packet.clean_session)
+    elif session.disconnected_at is not None:
+        session.disconnected_at = None
+        broker.persistence.record(SessionSaved(client_id))
     _attach(broker, connection, packet, session, client_id, now)
     # Session present is 1 only when a stored session resumes [MQTT-3.2.2-1/2/3].
     connection.send(encode(ConnAck(ConnectReturnCode.ACCEPTED, present), connection.version))
@@ -159,19 +162,26 @@ def handle_publish(broker: Broker, connection: Connection, packet: Publish, now:
         pending = _session(connection).pending_releases
         # A repeated PUBLISH before PUBREL is the same message: forward it once.
         if packet_id not in pending:
-            if broker.config.qos2_delivery == "on_release":
-                pending[packet_id] = message  # method A: forward at PUBREL
-            else:
-                pending[packet_id] = None  # method B: forward now, remember the id
+            session = _session(connection)
+            held = message if broker.config.qos2_delivery == "on_release" else None
+            # Method A keeps the message until PUBREL; method B forwards it now
+            # and keeps only the id.
+            pending[packet_id] = held
+            if session.persistent:
+                broker.persistence.record(ReleasePending(session.client_id, packet_id, held))
+            if held is None:
                 broker.publish_from_client(message, connection.name)
         connection.send(encode(PubRec(packet_id)))
 
 
 
 def handle_pubrel(broker: Broker, connection: Connection, packet: PubRel, now: float) -> None:
-    pending = _session(connection).pending_releases
+    session = _session(connection)
+    pending = session.pending_releases
     if packet.packet_id in pending:
         message = pending.pop(packet.packet_id)
+        if session.persistent:
+            broker.persistence.record(ReleaseDone(session.client_id, packet.packet_id))
         if message is not None:
             broker.publish_from_client(message, connection.name)
     # PUBCOMP even for an unknown id, so a retrying client can finish (section 4.3.3).
@@ -195,16 +205,17 @@ def _complete(broker: Broker, connection: Connection, packet_id: int, awaited: A
     if entry is None or entry.awaiting is not awaited:
         log.debug("%s acknowledged unknown packet id %d", connection.name, packet_id)
         return
-    del session.inflight[packet_id]
+    broker.acknowledged(session, entry)
     broker.resume_delivery(connection)
 
 
 def handle_pubrec(broker: Broker, connection: Connection, packet: PubRec, now: float) -> None:
-    entry = _session(connection).inflight.get(packet.packet_id)
+    session = _session(connection)
+    entry = session.inflight.get(packet.packet_id)
     if entry is not None:
         if entry.awaiting is Awaiting.PUBACK:
             raise ProtocolError(f"PUBREC for QoS 1 message {packet.packet_id}")
-        entry.awaiting = Awaiting.PUBCOMP
+        broker.received(session, entry)
     # PUBREL even for an unknown id: the client believes the message is in flight.
     connection.send(encode(PubRel(packet.packet_id)))
 

@@ -30,6 +30,7 @@ class InflightMessage:
     packet_id: int
     message: Message
     awaiting: Awaiting
+    seq: int  # its place in the session's outbound order; the store's key
 
 
 class Session:
@@ -37,8 +38,10 @@ class Session:
 
     __slots__ = (
         "_next_packet_id",
+        "_next_seq",
         "client_id",
         "connected",
+        "disconnected_at",
         "dropped_messages",
         "inflight",
         "pending_releases",
@@ -56,14 +59,16 @@ class Session:
         self.subscriptions: dict[str, int] = {}
         # Packet id -> message, in the order sent (dicts keep insertion order).
         self.inflight: dict[int, InflightMessage] = {}
-        # Messages waiting for a free in-flight slot or for the client to return.
-        self.queue: deque[Message] = deque()
+        # (seq, message) waiting for a free in-flight slot or for the client.
+        self.queue: deque[tuple[int, Message]] = deque()
         self.queued_bytes = 0
         # Inbound QoS 2 ids not yet released; the value is the message itself when
         # delivery waits for PUBREL (method A), None when it already went out (B).
         self.pending_releases: dict[int, Message | None] = {}
         self.dropped_messages = 0
+        self.disconnected_at: float | None = None  # wall clock, for session expiry
         self._next_packet_id = 1
+        self._next_seq = 1
 
     def allocate_packet_id(self) -> int:
         """A non-zero id not used by any message in flight [MQTT-2.3.1-2]."""
@@ -81,14 +86,25 @@ class Session:
             return False
         return not (max_bytes and self.queued_bytes + message.size > max_bytes)
 
-    def enqueue(self, message: Message) -> None:
-        self.queue.append(message)
-        self.queued_bytes += message.size
+    def next_seq(self) -> int:
+        """Numbers outbound messages in the order the session got them."""
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        return seq
 
-    def dequeue(self) -> Message:
-        message = self.queue.popleft()
+    def enqueue(self, seq: int, message: Message) -> None:
+        self.queue.append((seq, message))
+        self.queued_bytes += message.size
+        self._next_seq = max(self._next_seq, seq + 1)
+
+    def dequeue(self) -> tuple[int, Message]:
+        seq, message = self.queue.popleft()
         self.queued_bytes -= message.size
-        return message
+        return seq, message
+
+    def restore_inflight(self, entry: InflightMessage) -> None:
+        self.inflight[entry.packet_id] = entry
+        self._next_seq = max(self._next_seq, entry.seq + 1)
 
     def clear_queue(self) -> None:
         self.queue.clear()

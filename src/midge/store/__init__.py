@@ -1,0 +1,1 @@
+"""Durable broker state: the Store interface and its implementations."""

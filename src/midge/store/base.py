@@ -1,0 +1,163 @@
+"""The Store interface: what the broker persists, as a stream of operations.
+
+The broker never reads the store while it runs: it keeps its state in
+memory and describes every change to durable state as an operation
+(`SessionSaved`, `OutboundAdded`, ...). A batch of operations is applied in
+one transaction (`Store.apply`) and the acknowledgements that depend on it
+are released when that returns. At start the broker reads everything back
+once (`Store.load`). Three methods, so a Redis store can implement it too.
+
+Only persistent sessions (clean session 0) and retained messages are
+stored; a clean session ends with its connection anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from midge.broker.message import Message
+
+
+class StoreError(Exception):
+    """The store cannot be used; the message names the file and what to do."""
+
+
+# ---------------------------------------------------------------- operations
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSaved:
+    """A persistent session exists; `disconnected_at` (wall clock) when offline."""
+
+    client_id: str
+    disconnected_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDeleted:
+    """The session and everything it holds are gone."""
+
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSet:
+    client_id: str
+    topic_filter: str
+    qos: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionDeleted:
+    client_id: str
+    topic_filter: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundAdded:
+    """A message for the session, queued (packet_id None) or already in flight."""
+
+    client_id: str
+    seq: int
+    message: Message
+    packet_id: int | None = None
+    awaiting: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundSent:
+    """An outbound message went out, or moved on (PUBREC received: awaits PUBCOMP)."""
+
+    client_id: str
+    seq: int
+    packet_id: int
+    awaiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundDeleted:
+    """Acknowledged (or, for QoS 0, sent): no longer the broker's to deliver."""
+
+    client_id: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasePending:
+    """An inbound QoS 2 packet id received and not yet released by PUBREL;
+    `message` is kept only when delivery waits for the PUBREL (method A)."""
+
+    client_id: str
+    packet_id: int
+    message: Message | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseDone:
+    client_id: str
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedSet:
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedDeleted:
+    topic: str
+
+
+Operation = (
+    SessionSaved
+    | SessionDeleted
+    | SubscriptionSet
+    | SubscriptionDeleted
+    | OutboundAdded
+    | OutboundSent
+    | OutboundDeleted
+    | ReleasePending
+    | ReleaseDone
+    | RetainedSet
+    | RetainedDeleted
+)
+
+
+# ------------------------------------------------------------ loaded state
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRow:
+    seq: int
+    message: Message
+    packet_id: int | None = None
+    awaiting: int | None = None
+
+
+@dataclass(slots=True)
+class StoredSession:
+    client_id: str
+    disconnected_at: float | None = None
+    subscriptions: dict[str, int] = field(default_factory=dict)
+    outbound: list[OutboundRow] = field(default_factory=list)  # in seq order
+    pending_releases: dict[int, Message | None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StoredState:
+    sessions: list[StoredSession] = field(default_factory=list)
+    retained: list[Message] = field(default_factory=list)
+
+
+class Store(Protocol):
+    """Durable broker state. `apply` is durable when it returns."""
+
+    description: str  # for logs: "sqlite data/midge.db", "memory"
+
+    def load(self) -> StoredState: ...
+
+    def apply(self, operations: Sequence[Operation]) -> None: ...
+
+    def close(self) -> None: ...

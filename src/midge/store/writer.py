@@ -1,0 +1,92 @@
+"""Group commit: a thread that applies batches of operations to a Store.
+
+The event loop hands over a batch at the end of each turn that changed
+durable state (`submit`) and never waits. The thread applies everything
+that has arrived since its last commit in one transaction — while it
+commits, the next batches pile up, so the busier the broker, the more
+messages share one commit — and reports the highest committed batch number
+back to the loop, where the acknowledgements that waited for it go out.
+
+A failing commit (a full disk, say) is logged with what to do and retried;
+the acknowledgements keep waiting, so nothing is acknowledged that is not
+stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from midge.store.base import Operation, Store, StoreError
+
+log = logging.getLogger("midge.store")
+
+RETRY_SECONDS = 1.0
+
+
+class GroupCommitWriter:
+    def __init__(
+        self,
+        store: Store,
+        on_commit: Callable[[int], None],
+    ) -> None:
+        """`on_commit(epoch)` is called from the writer thread: make it thread-safe."""
+        self.store = store
+        self._on_commit = on_commit
+        self._pending: list[tuple[int, list[Operation]]] = []
+        self._condition = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="midge-store", daemon=True)
+        self.commits = 0
+        self.operations = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, epoch: int, operations: list[Operation]) -> None:
+        with self._condition:
+            self._pending.append((epoch, operations))
+            self._condition.notify()
+
+    def stop(self) -> None:
+        """Commit what was submitted, then end the thread."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._pending and not self._stopping:
+                    self._condition.wait()
+                if not self._pending:
+                    return
+                batches, self._pending = self._pending, []
+            operations = [op for _, ops in batches for op in ops]
+            self._commit(operations)
+            self.commits += 1
+            self.operations += len(operations)
+            self._on_commit(batches[-1][0])
+
+    def _commit(self, operations: list[Operation]) -> None:
+        failures = 0
+        while True:
+            try:
+                self.store.apply(operations)
+                if failures:
+                    log.warning("store writes work again after %d failed attempts", failures)
+                return
+            except StoreError as exc:
+                failures += 1
+                if failures == 1:
+                    log.error(
+                        "cannot write the store, acknowledgements are held until it works: %s",
+                        exc,
+                    )
+                with self._condition:
+                    if self._stopping and failures > 3:
+                        log.error("shutdown: %d operations not stored", len(operations))
+                        return
+                    self._condition.wait(RETRY_SECONDS)
