@@ -106,6 +106,7 @@ class Broker:
         for message in state.retained:
             self.retained.set(message)
         self.expire_sessions(now_wall)
+        self.flush()  # expired sessions leave the store now, not at the next batch
 
     # ------------------------------------------------------------ connections
 
@@ -226,7 +227,11 @@ class Broker:
             return
         for session in list(self.sessions.values()):
             offline_since = session.disconnected_at
-            if not session.connected and offline_since and now_wall - offline_since > expiry:
+            if (
+                not session.connected
+                and offline_since is not None
+                and now_wall - offline_since > expiry
+            ):
                 log.info("session %r expired after %d s offline", session.client_id, expiry)
                 self.discard_session(session)
 

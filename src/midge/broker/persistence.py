@@ -59,7 +59,8 @@ def restore_session(stored: StoredSession, now_wall: float) -> Session:
     """A persistent session as the store kept it: offline, with its messages in order."""
     session = Session(stored.client_id, persistent=True)
     # A session that was online when the broker stopped went offline then.
-    session.disconnected_at = stored.disconnected_at or now_wall
+    offline_since = stored.disconnected_at
+    session.disconnected_at = now_wall if offline_since is None else offline_since
     session.subscriptions = dict(stored.subscriptions)
     for row in stored.outbound:
         if row.packet_id is None or row.awaiting is None:

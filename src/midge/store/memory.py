@@ -39,7 +39,9 @@ class MemoryStore:
 
     def load(self) -> StoredState:
         sessions = []
-        for client_id, stored in self._sessions.items():
+        # A client with outbound rows is a session, saved or not (as in SQLite).
+        for client_id in self._sessions | dict.fromkeys(self._outbound):
+            stored = self._session(client_id)
             rows = self._outbound.get(client_id, {})
             sessions.append(
                 StoredSession(

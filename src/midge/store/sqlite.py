@@ -41,6 +41,7 @@ from midge.store.base import (
 )
 
 SCHEMA_VERSION = 1
+SQLITE_HEADER = b"SQLite format 3\x00"
 SYNCHRONOUS_LEVELS = ("full", "normal", "off")
 
 _MIGRATIONS: list[str] = [
@@ -154,15 +155,40 @@ class SQLiteStore:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_LEVELS}")
         self.path = Path(path)
         self.description = f"sqlite {self.path} (synchronous={synchronous})"
+        self._refuse_foreign_file()
         try:
             # The writer thread uses the connection after the loading thread did;
             # never two threads at once.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(self._explain(exc)) from None
+        try:
+            self._check_version()  # before anything writes to the file
             self._db.execute("PRAGMA journal_mode=WAL").fetchone()
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._migrate()
         except sqlite3.Error as exc:
+            self._db.close()
             raise StoreError(self._explain(exc)) from None
+        except StoreError:
+            self._db.close()
+            raise
+
+    def _refuse_foreign_file(self) -> None:
+        """SQLite would silently format a tiny non-empty file; refuse it instead."""
+        try:
+            with open(self.path, "rb") as file:
+                head = file.read(len(SQLITE_HEADER))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot read the store ({exc.strerror}).") from None
+        if head and head != SQLITE_HEADER:
+            raise StoreError(
+                f"{self.path} is not a Midge store or is corrupt (no SQLite header). The "
+                "broker will not start over it: restore it from a backup, or move it away "
+                "to start empty."
+            )
 
     def _explain(self, exc: sqlite3.Error) -> str:
         text = str(exc)
@@ -175,7 +201,7 @@ class SQLiteStore:
             return f"{self.path}: the disk is full ({text}); free some space and start again."
         return f"{self.path}: cannot use the store ({text})."
 
-    def _migrate(self) -> None:
+    def _check_version(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(
@@ -183,6 +209,9 @@ class SQLiteStore:
                 f"one knows up to version {SCHEMA_VERSION}. Run the newer Midge, or restore "
                 "a backup made by this version."
             )
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
         for target in range(version, SCHEMA_VERSION):
             self._db.execute("BEGIN IMMEDIATE")
             for statement in _MIGRATIONS[target].split(";"):

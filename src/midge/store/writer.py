@@ -65,19 +65,21 @@ class GroupCommitWriter:
                     return
                 batches, self._pending = self._pending, []
             operations = [op for _, ops in batches for op in ops]
-            self._commit(operations)
+            if not self._commit(operations):
+                return  # gave up at shutdown: report no commit that did not happen
             self.commits += 1
             self.operations += len(operations)
             self._on_commit(batches[-1][0])
 
-    def _commit(self, operations: list[Operation]) -> None:
+    def _commit(self, operations: list[Operation]) -> bool:
+        """Apply, retrying while the store fails; False only if shutdown gave up."""
         failures = 0
         while True:
             try:
                 self.store.apply(operations)
                 if failures:
                     log.warning("store writes work again after %d failed attempts", failures)
-                return
+                return True
             except StoreError as exc:
                 failures += 1
                 if failures == 1:
@@ -88,5 +90,5 @@ class GroupCommitWriter:
                 with self._condition:
                     if self._stopping and failures > 3:
                         log.error("shutdown: %d operations not stored", len(operations))
-                        return
+                        return False
                     self._condition.wait(RETRY_SECONDS)
