@@ -556,3 +556,58 @@ def test_stored_outbound_rows_match_the_session(make_node: MakeNode) -> None:
         OutboundRow(3, Message("t", b"c", 2), None, None),
     ]
     assert stored(node.store)["sub"].disconnected_at == WALL_START
+
+
+def _online_persistent_subscriber(node: Any, recorder: Recorder, qos: int) -> Any:
+    sub = node.open()
+    sub.connect("sub", clean_session=False)
+    sub.send(Subscribe(1, (Subscription("t", qos),)))
+    recorder.commit()
+    assert sub.received() == [ConnAck(0, False), SubAck(1, (qos,))]
+    return sub
+
+
+def test_a_qos1_puback_lets_the_next_queued_message_out_before_any_commit(
+    make_node: MakeNode,
+) -> None:
+    """Deleting an acknowledged QoS 1 message and numbering the next one vouch for
+    nothing a crash could contradict (a re-send is a permitted QoS 1 duplicate), so
+    the subscriber's window refills without waiting for the disk."""
+    node = make_node(max_inflight_messages=1)
+    recorder = Recorder(node)
+    sub = _online_persistent_subscriber(node, recorder, 1)
+    pub = node.connect("pub")
+    pub.publish("t", b"a", 1, packet_id=1)
+    pub.publish("t", b"b", 1, packet_id=2)
+    recorder.commit()
+    first = sub.received()
+    assert publishes(first) == [("t", b"a", 1, False, False)]
+    batches = len(recorder.batches)
+    sub.acknowledge(first)
+    assert publishes(sub.received()) == [("t", b"b", 1, False, False)]  # no commit needed
+    assert len(recorder.batches) == batches + 1  # but the changes are still stored
+
+
+def test_a_qos2_delivery_from_the_queue_waits_for_its_packet_id_to_commit(
+    make_node: MakeNode,
+) -> None:
+    """A QoS 2 message sent under a packet id the store does not know yet could be
+    sent again under another id after a crash: a duplicate QoS 2 forbids."""
+    node = make_node(max_inflight_messages=1)
+    recorder = Recorder(node)
+    sub = _online_persistent_subscriber(node, recorder, 2)
+    pub = node.connect("pub")
+    pub.publish("t", b"a", 2, packet_id=1)
+    pub.publish("t", b"b", 2, packet_id=2)
+    recorder.commit()
+    first = sub.received()
+    assert publishes(first) == [("t", b"a", 2, False, False)]
+    assert first[0].packet_id is not None
+    sub.send(PubRec(first[0].packet_id))
+    assert sub.received() == []  # PUBREL waits for "PUBREC received" to be stored
+    recorder.commit()
+    assert sub.received() == [PubRel(first[0].packet_id)]
+    sub.send(PubComp(first[0].packet_id))
+    assert sub.received() == []  # the next QoS 2 PUBLISH waits for its packet id
+    recorder.commit()
+    assert publishes(sub.received()) == [("t", b"b", 2, False, False)]

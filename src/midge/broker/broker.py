@@ -164,7 +164,10 @@ class Broker:
             session.connected = False
             if session.persistent:
                 session.disconnected_at = self.wall_clock()
-                self.persistence.record(SessionSaved(session.client_id, session.disconnected_at))
+                # Not a barrier: lost in a crash, the restart dates it itself.
+                self.persistence.record(
+                    SessionSaved(session.client_id, session.disconnected_at), barrier=False
+                )
             else:
                 self.discard_session(session)  # [MQTT-3.1.2-6]
         if will is not None and publish_will:
@@ -329,7 +332,12 @@ class Broker:
                     OutboundAdded(session.client_id, seq, message, packet_id, awaiting)
                 )
         elif session.persistent:
-            self.persistence.record(OutboundSent(session.client_id, seq, packet_id, awaiting))
+            # A QoS 1 message whose packet id is lost in a crash is sent again under
+            # a new one: a duplicate QoS 1 allows. A QoS 2 one must not be.
+            self.persistence.record(
+                OutboundSent(session.client_id, seq, packet_id, awaiting),
+                barrier=message.qos == 2,
+            )
         session.inflight[packet_id] = InflightMessage(packet_id, message, awaiting, seq)
         self._write_publish(connection, message, packet_id)
 
@@ -337,7 +345,7 @@ class Broker:
         """The client completed the flow of an outbound message (PUBACK / PUBCOMP)."""
         del session.inflight[entry.packet_id]
         if session.persistent:
-            self.persistence.record(OutboundDeleted(session.client_id, entry.seq))
+            self.persistence.record(OutboundDeleted(session.client_id, entry.seq), barrier=False)
 
     def received(self, session: Session, entry: InflightMessage) -> None:
         """The client sent PUBREC: from now on the broker re-sends PUBREL, not PUBLISH."""
@@ -371,9 +379,10 @@ class Broker:
             if message.qos:
                 self._send_inflight(session, connection, message, seq)
             else:
-                self._write_publish(connection, message, None)
                 if session.persistent:
+                    # Deleted before it goes out: QoS 0 is at most once, even across a crash.
                     self.persistence.record(OutboundDeleted(session.client_id, seq))
+                self._write_publish(connection, message, None)
 
     def resend_inflight(self, session: Session, connection: Connection) -> None:
         """On a resumed session, repeat every unacknowledged PUBLISH (DUP) and PUBREL."""

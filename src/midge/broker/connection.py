@@ -144,7 +144,7 @@ class Connection:
             return
         persistence = self.broker.persistence
         if self.held or persistence.must_hold():
-            epoch = persistence.next_epoch if persistence.operations else self.held[-1][0]
+            epoch = persistence.next_epoch if persistence.barrier else self.held[-1][0]
             if not self.held:
                 self.broker.holding.add(self)
             self.held.append((epoch, data))

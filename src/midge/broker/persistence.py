@@ -19,25 +19,40 @@ from midge.store.base import Operation, Store, StoredSession
 
 
 class Persistence:
-    __slots__ = ("committed", "epoch", "hold", "on_commit", "operations", "store", "submit")
+    __slots__ = (
+        "barrier",
+        "committed",
+        "epoch",
+        "hold",
+        "on_commit",
+        "operations",
+        "store",
+        "submit",
+    )
 
     def __init__(self, store: Store | None, hold: bool) -> None:
         self.store = store
         self.hold = hold and store is not None  # durability "memory" acknowledges at once
         self.operations: list[Operation] = []
+        self.barrier = False  # the current batch recorded something a reply vouches for
         self.epoch = 0  # the last batch submitted
         self.committed = 0  # the last batch known to be durable
         self.on_commit: Callable[[int], None] = lambda epoch: None
         # Where batches go: applied here at once, unless a writer thread takes over.
         self.submit: Callable[[int, list[Operation]], None] = self._apply_now
 
-    def record(self, operation: Operation) -> None:
+    def record(self, operation: Operation, barrier: bool = True) -> None:
+        """Add to the current batch. A *barrier* operation holds every later send of
+        the batch until it commits; pass False for one no reply depends on (an
+        acknowledged message's deletion: if a crash loses it, the message is sent
+        again, which QoS 1 and a PUBREL re-send allow)."""
         if self.store is not None:
             self.operations.append(operation)
+            self.barrier = self.barrier or barrier
 
     def must_hold(self) -> bool:
         """Whether what is sent now has to wait for the current batch's commit."""
-        return self.hold and bool(self.operations)
+        return self.hold and self.barrier
 
     @property
     def next_epoch(self) -> int:
@@ -47,6 +62,7 @@ class Persistence:
         if self.operations:
             self.epoch += 1
             operations, self.operations = self.operations, []
+            self.barrier = False
             self.submit(self.epoch, operations)
 
     def _apply_now(self, epoch: int, operations: list[Operation]) -> None:
