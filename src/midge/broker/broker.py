@@ -267,14 +267,19 @@ class Broker:
             self.persistence.record(
                 RetainedSet(message) if message.payload else RetainedDeleted(message.topic)
             )
+        targets = self.subscriptions.match(message.topic)
+        if not targets:
+            return
         sessions = self.sessions
-        for client_id, granted_qos in self.subscriptions.match(message.topic).items():
+        # One object per delivered QoS, so each is encoded once for all receivers.
+        # Forwards to existing subscribers carry retain 0 [MQTT-3.3.1-9].
+        variants = [message.with_delivery(qos, False) for qos in range(message.qos + 1)]
+        top = message.qos
+        for client_id, granted_qos in targets.items():
             session = sessions.get(client_id)
             if session is None:
                 continue  # discarded while this loop ran (a slow consumer's will)
-            qos = granted_qos if granted_qos < message.qos else message.qos
-            # Forwards to existing subscribers carry retain 0 [MQTT-3.3.1-9].
-            self.deliver(session, message.with_delivery(qos, False))
+            self.deliver(session, variants[granted_qos if granted_qos < top else top])
 
     def deliver(self, session: Session, message: Message) -> None:
         connection = self.connections.get(session.client_id)
@@ -359,11 +364,14 @@ class Broker:
         self, connection: Connection, message: Message, packet_id: int | None, dup: bool = False
     ) -> None:
         self.stats.messages_sent += 1
-        connection.send(
-            encode_publish(
-                message.topic, message.payload, message.qos, message.retain, dup, packet_id
+        if dup:
+            connection.send(
+                encode_publish(
+                    message.topic, message.payload, message.qos, message.retain, dup, packet_id
+                )
             )
-        )
+        else:
+            connection.send(message.wire(packet_id))
 
     def resume_delivery(self, connection: Connection) -> None:
         """Send queued messages while the window and the socket have room."""

@@ -2,27 +2,46 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
+
+from midge.protocol.codec import encode_publish_head
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
     """A message on its way to one receiver: `qos` and `retain` are as delivered.
 
     Plain data (no connection, no future), so sessions holding it can be
-    written to a store as they are.
+    written to a store as they are. Immutable by convention: one object is
+    shared by every receiver and store row, so nothing may change it (not
+    frozen only because a frozen dataclass costs four times as much to create,
+    and one is created per routed message).
     """
 
     topic: str
     payload: bytes
     qos: int = 0
     retain: bool = False
+    # The encoded PUBLISH up to the packet id, built on first use and shared by
+    # every receiver of this delivery variant: encode once, write many.
+    _head: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def with_delivery(self, qos: int, retain: bool) -> Message:
         """The same message at another QoS / retain flag (reused when nothing changes)."""
         if qos == self.qos and retain == self.retain:
             return self
-        return replace(self, qos=qos, retain=retain)
+        return Message(self.topic, self.payload, qos, retain)
+
+    def wire(self, packet_id: int | None) -> bytes:
+        """The PUBLISH bytes for one receiver (DUP clear)."""
+        head = self._head
+        if head is None:
+            head = self._head = encode_publish_head(
+                self.topic, len(self.payload), self.qos, self.retain
+            )
+        if packet_id is None:
+            return head + self.payload
+        return head + packet_id.to_bytes(2, "big") + self.payload
 
     @property
     def size(self) -> int:

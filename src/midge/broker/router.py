@@ -23,14 +23,24 @@ class _SubscriptionNode:
         self.subscribers: dict[str, int] = {}
 
 
+MATCH_CACHE_SIZE = 65536  # topics whose receivers are remembered between changes
+
+
 class SubscriptionTrie:
-    """Topic filters of every session, indexed by level."""
+    """Topic filters of every session, indexed by level.
+
+    `match` results are cached per topic until the next subscribe or
+    unsubscribe: most traffic repeats a few topics, and subscriptions change
+    far less often than messages arrive. Callers must not change the result.
+    """
 
     def __init__(self) -> None:
         self._root = _SubscriptionNode()
         self.count = 0
+        self._cache: dict[str, dict[str, int]] = {}
 
     def add(self, topic_filter: str, client_id: str, qos: int) -> None:
+        self._cache.clear()
         node = self._root
         for level in topic_filter.split(SEPARATOR):
             child = node.children.get(level)
@@ -43,6 +53,7 @@ class SubscriptionTrie:
 
     def remove(self, topic_filter: str, client_id: str) -> bool:
         """Remove one subscription; prune branches left empty. False if it was absent."""
+        self._cache.clear()
         path = [self._root]
         for level in topic_filter.split(SEPARATOR):
             child = path[-1].children.get(level)
@@ -62,6 +73,14 @@ class SubscriptionTrie:
 
     def match(self, topic: str) -> dict[str, int]:
         """Client id -> highest granted QoS among its filters matching `topic`."""
+        cached = self._cache.get(topic)
+        if cached is None:
+            if len(self._cache) >= MATCH_CACHE_SIZE:
+                self._cache.clear()
+            cached = self._cache[topic] = self._match(topic)
+        return cached
+
+    def _match(self, topic: str) -> dict[str, int]:
         result: dict[str, int] = {}
         levels = topic.split(SEPARATOR)
         # Wildcards never match a first level starting with '$' [MQTT-4.7.2-1].

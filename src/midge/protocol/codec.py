@@ -174,17 +174,26 @@ def encode_publish(
     packet_id: int | None = None,
 ) -> bytes:
     """PUBLISH bytes; the hot path calls this directly, skipping the packet object."""
-    topic_bytes = topic.encode("utf-8")
-    first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    head = encode_publish_head(topic, len(payload), qos, retain, dup)
     if qos:
         if not packet_id:
             raise ValueError("PUBLISH with QoS > 0 needs a non-zero packet id")
-        variable = (
-            len(topic_bytes).to_bytes(2, "big") + topic_bytes + packet_id.to_bytes(2, "big")
-        )
-    else:
-        variable = len(topic_bytes).to_bytes(2, "big") + topic_bytes
-    return _fixed_header(first, len(variable) + len(payload)) + variable + payload
+        return head + packet_id.to_bytes(2, "big") + payload
+    return head + payload
+
+
+def encode_publish_head(
+    topic: str, payload_length: int, qos: int, retain: bool, dup: bool = False
+) -> bytes:
+    """A PUBLISH up to its packet id: fixed header, topic. With QoS > 0 the
+    packet id (2 bytes) and then the payload follow; QoS 0 has only the payload.
+    Routing builds it once per message and reuses it for every receiver."""
+    topic_bytes = topic.encode("utf-8")
+    first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    length = 2 + len(topic_bytes) + (2 if qos else 0) + payload_length
+    return (
+        _fixed_header(first, length) + len(topic_bytes).to_bytes(2, "big") + topic_bytes
+    )
 
 
 def _encode_connect(packet: Connect, version: int) -> bytes:
@@ -341,23 +350,32 @@ def _decode_connack(flags: int, body: bytes, version: int) -> ConnAck:
     return ConnAck(return_code=body[1], session_present=bool(body[0] & 0x01))
 
 
-def _decode_publish(flags: int, body: bytes, version: int) -> Publish:
+def _decode_publish(flags: int, body: bytes | bytearray, version: int) -> Publish:
+    """PUBLISH, parsed inline: it is most of the traffic, so no `_Reader` here."""
     qos = (flags >> 1) & 0x03
     if qos == 3:
         raise MalformedPacket("PUBLISH with QoS 3")  # [MQTT-3.3.1-4]
     dup = bool(flags & 0x08)
     if dup and qos == 0:
         raise MalformedPacket("PUBLISH with QoS 0 and DUP set")  # [MQTT-3.3.1-2]
-    reader = _Reader(body)
-    topic = reader.string()
+    size = len(body)
+    if size < 2:
+        raise MalformedPacket("packet ends before a two-byte field")
+    start = 2 + ((body[0] << 8) | body[1])
+    if start > size:
+        raise MalformedPacket("length-prefixed field runs past the end of the packet")
+    topic = decode_utf8(bytes(body[2:start]))
     if not is_valid_topic_name(topic):
         raise ProtocolError(f"invalid topic name {topic!r} in PUBLISH")  # [MQTT-3.3.2-2]
     packet_id = None
     if qos:
-        packet_id = reader.uint16()
+        if start + 2 > size:
+            raise MalformedPacket("packet ends before a two-byte field")
+        packet_id = (body[start] << 8) | body[start + 1]
         if packet_id == 0:
             raise ProtocolError("PUBLISH with QoS > 0 and packet id 0")  # [MQTT-2.3.1-1]
-    return Publish(topic, reader.rest(), qos, bool(flags & 0x01), dup, packet_id)
+        start += 2
+    return Publish(topic, bytes(body[start:]), qos, bool(flags & 0x01), dup, packet_id)
 
 
 def _packet_id_only(cls: type) -> Callable[[int, bytes, int], Packet]:
@@ -451,6 +469,14 @@ def decode_body(first_byte: int, body: bytes, version: int = PROTOCOL_MQTT_3_1_1
     return _DECODERS[first_byte >> 4](first_byte & 0x0F, body, version)
 
 
+def _first_byte_is_valid(first_byte: int) -> bool:
+    try:
+        check_first_byte(first_byte)
+    except MalformedPacket:
+        return False
+    return True
+
+
 def check_first_byte(first_byte: int) -> None:
     """Reject reserved packet types 0 and 15 and wrong fixed-header flags [MQTT-2.2.2-2]."""
     packet_type = first_byte >> 4
@@ -462,6 +488,9 @@ def check_first_byte(first_byte: int) -> None:
         raise MalformedPacket(
             f"{PacketType(packet_type).name} with flags {flags:04b}, expected {required:04b}"
         )
+
+
+_VALID_FIRST_BYTES = frozenset(byte for byte in range(256) if _first_byte_is_valid(byte))
 
 
 class Decoder:
@@ -495,7 +524,8 @@ class Decoder:
             return None
         first_byte = buffer[pos]
         # Judge the first byte at once: garbage must not sit waiting for a length.
-        check_first_byte(first_byte)
+        if first_byte not in _VALID_FIRST_BYTES:
+            check_first_byte(first_byte)
         length = 0
         shift = 0
         index = pos + 1
@@ -515,8 +545,11 @@ class Decoder:
             raise PacketTooLarge(f"packet of {end - pos} bytes exceeds {self.max_packet_size}")
         if end > len(buffer):
             return None
-        body = bytes(buffer[index:end])
         self._pos = end
+        if first_byte >> 4 == PacketType.PUBLISH:
+            # Sliced straight from the buffer: one copy of the payload, not two.
+            return _decode_publish(first_byte & 0x0F, buffer[index:end], self.version)
+        body = bytes(buffer[index:end])
         return _DECODERS[first_byte >> 4](first_byte & 0x0F, body, self.version)
 
 

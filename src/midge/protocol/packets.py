@@ -1,4 +1,7 @@
-"""One frozen, slotted dataclass per MQTT control packet.
+"""One slotted dataclass per MQTT control packet, frozen except PUBLISH.
+
+PUBLISH is the hot path: a frozen dataclass costs four times as much to
+create, so `Publish` is only immutable by convention (nobody mutates one).
 
 The packets describe what is on the wire independent of protocol version;
 the codec decides how a field is written for 3.1 (level 3), 3.1.1 (level 4)
@@ -81,7 +84,7 @@ class ConnAck:
     session_present: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Publish:
     topic: str
     payload: bytes = b""
