@@ -22,6 +22,8 @@ from midge.protocol.codec import (
     decode_all,
     decode_body,
     encode,
+    encode_publish,
+    encode_publish_head,
     encode_remaining_length,
 )
 from midge.protocol.errors import MalformedPacket, MQTTError, PacketTooLarge, ProtocolError
@@ -1207,3 +1209,22 @@ def test_suback_with_packet_id_zero_is_a_protocol_error() -> None:
     # SUBACK echoes the SUBSCRIBE's packet id, which is never 0 [MQTT-2.3.1-1]
     with pytest.raises(ProtocolError):
         decode_all(b"\x90\x03\x00\x00\x00")
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_decoded_publish_keeps_its_header_for_forwarding(qos: int) -> None:
+    """The bytes up to the packet id come back as `head` when DUP and RETAIN are clear:
+    exactly what encode_publish_head builds, so forwarding needs no encoding."""
+    packet_id = 9 if qos else None
+    wire = encode_publish("a/b", b"payload", qos, packet_id=packet_id)
+    (decoded,) = decode_all(wire)
+    assert isinstance(decoded, Publish)
+    assert decoded.head == encode_publish_head("a/b", 7, qos, False)
+    assert wire.startswith(decoded.head)
+
+
+@pytest.mark.parametrize(("retain", "dup"), [(True, False), (False, True), (True, True)])
+def test_retained_or_duplicate_publish_has_no_forwardable_header(retain: bool, dup: bool) -> None:
+    (decoded,) = decode_all(encode_publish("a/b", b"p", 1, retain, dup, 3))
+    assert isinstance(decoded, Publish)
+    assert decoded.head is None

@@ -151,6 +151,8 @@ def _attach(
 
 def handle_publish(broker: Broker, connection: Connection, packet: Publish, now: float) -> None:
     message = Message(packet.topic, packet.payload, packet.qos, packet.retain)
+    if packet.head is not None:
+        message.reuse_head(packet.head)
     qos = packet.qos
     if qos == 0:
         broker.publish_from_client(message, connection.name)

@@ -32,6 +32,11 @@ class Message:
             return self
         return Message(self.topic, self.payload, qos, retain)
 
+    def reuse_head(self, head: bytes | None) -> None:
+        """Adopt the header bytes of the PUBLISH this message arrived in (same QoS,
+        retain and DUP clear), so forwarding it encodes nothing."""
+        self._head = head
+
     def wire(self, packet_id: int | None) -> bytes:
         """The PUBLISH bytes for one receiver (DUP clear)."""
         head = self._head

@@ -548,7 +548,11 @@ class Decoder:
         self._pos = end
         if first_byte >> 4 == PacketType.PUBLISH:
             # Sliced straight from the buffer: one copy of the payload, not two.
-            return _decode_publish(first_byte & 0x0F, buffer[index:end], self.version)
+            publish = _decode_publish(first_byte & 0x0F, buffer[index:end], self.version)
+            if not first_byte & 0x09:  # neither DUP nor RETAIN: forwardable as it came
+                topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])
+                publish.head = bytes(buffer[pos:topic_end])
+            return publish
         body = bytes(buffer[index:end])
         return _DECODERS[first_byte >> 4](first_byte & 0x0F, body, self.version)
 

@@ -11,7 +11,7 @@ beyond 3.1.1's) get defaults so that adding them does not change callers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 
@@ -92,6 +92,10 @@ class Publish:
     retain: bool = False
     dup: bool = False
     packet_id: int | None = None
+    # As decoded: the received bytes up to the packet id (fixed header, topic)
+    # when DUP and RETAIN are clear, so a broker can forward the packet at the
+    # same QoS without encoding it again. Never part of equality.
+    head: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
