@@ -31,9 +31,9 @@ from midge.broker.message import Message
 from midge.broker.persistence import Persistence, restore_session
 from midge.broker.router import RetainedStore, SubscriptionTrie
 from midge.broker.session import Awaiting, InflightMessage, Session
-from midge.protocol.codec import encode, encode_publish
+from midge.protocol.codec import PUBREL_HEADER, encode_ack, encode_publish
 from midge.protocol.errors import ProtocolError
-from midge.protocol.packets import Connect, Packet, PubRel
+from midge.protocol.packets import Connect, Packet
 from midge.store.base import (
     OutboundAdded,
     OutboundDeleted,
@@ -396,7 +396,7 @@ class Broker:
         """On a resumed session, repeat every unacknowledged PUBLISH (DUP) and PUBREL."""
         for entry in session.inflight.values():
             if entry.awaiting is Awaiting.PUBCOMP:
-                connection.send(encode(PubRel(entry.packet_id)))
+                connection.send(encode_ack(PUBREL_HEADER, entry.packet_id))
             else:
                 self._write_publish(connection, entry.message, entry.packet_id, dup=True)
 

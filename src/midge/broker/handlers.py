@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 from midge.broker.connection import State
 from midge.broker.message import Message
 from midge.broker.session import Awaiting, Session
-from midge.protocol.codec import encode
+from midge.protocol.codec import (
+    PUBACK_HEADER,
+    PUBCOMP_HEADER,
+    PUBREC_HEADER,
+    PUBREL_HEADER,
+    encode,
+    encode_ack,
+)
 from midge.protocol.errors import ProtocolError
 from midge.protocol.packets import (
     PROTOCOL_MQTT_3_1_1,
@@ -158,7 +165,7 @@ def handle_publish(broker: Broker, connection: Connection, packet: Publish, now:
         broker.publish_from_client(message, connection.name)
     elif qos == 1:
         broker.publish_from_client(message, connection.name)
-        connection.send(encode(PubAck(packet.packet_id or 0)))
+        connection.send(encode_ack(PUBACK_HEADER, packet.packet_id or 0))
     else:
         packet_id = packet.packet_id or 0
         pending = _session(connection).pending_releases
@@ -173,7 +180,7 @@ def handle_publish(broker: Broker, connection: Connection, packet: Publish, now:
                 broker.persistence.record(ReleasePending(session.client_id, packet_id, held))
             if held is None:
                 broker.publish_from_client(message, connection.name)
-        connection.send(encode(PubRec(packet_id)))
+        connection.send(encode_ack(PUBREC_HEADER, packet_id))
 
 
 
@@ -187,7 +194,7 @@ def handle_pubrel(broker: Broker, connection: Connection, packet: PubRel, now: f
         if message is not None:
             broker.publish_from_client(message, connection.name)
     # PUBCOMP even for an unknown id, so a retrying client can finish (section 4.3.3).
-    connection.send(encode(PubComp(packet.packet_id)))
+    connection.send(encode_ack(PUBCOMP_HEADER, packet.packet_id))
 
 
 # ------------------------------------------------- acknowledgements of ours
@@ -219,7 +226,7 @@ def handle_pubrec(broker: Broker, connection: Connection, packet: PubRec, now: f
             raise ProtocolError(f"PUBREC for QoS 1 message {packet.packet_id}")
         broker.received(session, entry)
     # PUBREL even for an unknown id: the client believes the message is in flight.
-    connection.send(encode(PubRel(packet.packet_id)))
+    connection.send(encode_ack(PUBREL_HEADER, packet.packet_id))
 
 
 # --------------------------------------------------------------- SUBSCRIBE

@@ -250,6 +250,18 @@ def _encode_unsubscribe(packet: Unsubscribe, version: int) -> bytes:
 _Acknowledgement = PubAck | PubRec | PubRel | PubComp | UnsubAck
 
 
+PUBACK_HEADER = b"\x40\x02"
+PUBREC_HEADER = b"\x50\x02"
+PUBREL_HEADER = b"\x62\x02"
+PUBCOMP_HEADER = b"\x70\x02"
+
+
+def encode_ack(header: bytes, packet_id: int) -> bytes:
+    """PUBACK/PUBREC/PUBREL/PUBCOMP without a packet object: `header` is one of the
+    *_HEADER constants. The broker sends one per QoS 1/2 message."""
+    return header + packet_id.to_bytes(2, "big")
+
+
 def _acknowledgement(first_byte: int) -> Callable[[_Acknowledgement, int], bytes]:
     def encode_ack(packet: _Acknowledgement, version: int) -> bytes:
         return bytes((first_byte, 2)) + packet.packet_id.to_bytes(2, "big")
