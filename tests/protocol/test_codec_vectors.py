@@ -1228,3 +1228,9 @@ def test_retained_or_duplicate_publish_has_no_forwardable_header(retain: bool, d
     (decoded,) = decode_all(encode_publish("a/b", b"p", 1, retain, dup, 3))
     assert isinstance(decoded, Publish)
     assert decoded.head is None
+
+
+def test_publish_packets_are_hashable_by_value() -> None:
+    """Unfrozen for speed, PUBLISH still hashes like every other packet (sets of them)."""
+    one = Publish("a", b"x", 1, packet_id=2)
+    assert {one, Publish("a", b"x", 1, packet_id=2)} == {one}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from midge.protocol.codec import encode_publish_head
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # hashable, as immutable by convention
 class Message:
     """A message on its way to one receiver: `qos` and `retain` are as delivered.
 

@@ -84,7 +84,7 @@ class ConnAck:
     session_present: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # hashable like the frozen packets
 class Publish:
     topic: str
     payload: bytes = b""
