@@ -1,4 +1,4 @@
-"""`midge` command line: `midge serve` (more commands arrive with later issues)."""
+"""`midge` command line: `midge serve`, `midge bench` (more commands arrive with later issues)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from midge import __version__
+from midge.bench.cli import add_arguments as add_bench_arguments
 from midge.broker.auth import PasswordFileError
 from midge.broker.config import LOG_LEVELS, BrokerConfig, ConfigError, load_config
 from midge.store.base import StoreError
@@ -23,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="TOML config file; flags override it")
     serve.add_argument("--data-dir", metavar="DIR", help="where the broker keeps its data")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    bench = commands.add_parser("bench", help="load-test a broker; compare Midge with Mosquitto")
+    add_bench_arguments(bench)
     return parser
 
 
@@ -68,4 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve_command(args)
+    if args.command == "bench":
+        from midge.bench.cli import run as bench_command  # noqa: PLC0415
+
+        return bench_command(args)
     return 2

@@ -1,0 +1,11 @@
+"""`midge bench`: a load generator and benchmark scenarios that run against any MQTT broker.
+
+- `wire`: raw-socket MQTT clients: pre-encoded packets, fixed-header counting.
+- `loadgen`: the worker processes (publishers, subscribers, connection
+  openers) and the sink that shows the generator's own ceiling.
+- `scenarios`: the scenarios, each bounded in time and counting lost messages.
+- `brokers`: start Midge, Mosquitto (and amqtt when installed) as subprocesses.
+- `runner`: every scenario against every broker, alternating, several rounds;
+  the table, the JSON file and the ratio chart.
+- `cli`: the `midge bench` command line.
+"""

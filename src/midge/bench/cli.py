@@ -1,0 +1,196 @@
+"""`midge bench`: run scenarios against a broker, or Midge against Mosquitto.
+
+    midge bench --host H --port P --scenario NAME [--duration S] ...   one broker, any broker
+    midge bench --against mosquitto [--rounds 3] ...                   the side-by-side runner
+    midge bench --sink [--scenario qos0-fan-in]                       the generator's ceiling
+
+This module only defines the arguments (so `midge --help` stays fast); the
+work is imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from midge.bench.scenarios import Params
+
+SCENARIO_NAMES = (
+    "qos0-fan-in",
+    "qos0-fan-out",
+    "qos1",
+    "qos2",
+    "latency",
+    "connections",
+    "wildcard",
+    "retained",
+    "persistent-qos1",
+)
+DEFAULT_OUTPUT = Path("benchmarks/results/latest.json")
+
+# Params fields set from flags of the same name (dashes for underscores).
+_SIZE_FLAGS = {
+    "duration": (float, "seconds of publishing per throughput/latency run (default 5)"),
+    "payload": (int, "payload bytes per message (default 64, at least 8)"),
+    "window": (int, "QoS 1: messages in flight end to end at most (default 100)"),
+    "qos2_window": (int, "QoS 2: the same (default 20, Mosquitto's incoming QoS 2 limit)"),
+    "rate": (float, "latency: messages per second (default 1000)"),
+    "publishers": (int, "qos0-fan-in: publishers (default 4)"),
+    "subscribers": (int, "qos0-fan-out: subscribers (default 8)"),
+    "connections": (int, "connections: idle connections to open (default 5000)"),
+    "wildcard_connections": (int, "wildcard: subscriber connections (default 100)"),
+    "wildcard_filters": (int, "wildcard: distinct filters per connection (default 100)"),
+    "retained": (int, "retained: retained messages to store (default 100000)"),
+    "max_messages": (int, "per publisher at most, whichever comes first (default 10000000)"),
+    "quiet": (float, "seconds without data after which a subscriber stops (default 2)"),
+    "timeout": (float, "hard limit in seconds for one phase of a scenario (default 120)"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Load-test an MQTT broker, or compare Midge with Mosquitto."
+    target = parser.add_argument_group("one broker")
+    target.add_argument("--host", default="127.0.0.1", help="broker address (default 127.0.0.1)")
+    target.add_argument("--port", type=int, default=1883, help="broker port (default 1883)")
+    target.add_argument(
+        "--pid", type=int, help="the broker's PID on this host: adds its RSS and CPU to the results"
+    )
+    parser.add_argument(
+        "--scenario",
+        default="all",
+        help=f"comma-separated scenarios or 'all' (default): {', '.join(SCENARIO_NAMES)}",
+    )
+    modes = parser.add_argument_group("runner")
+    modes.add_argument(
+        "--against",
+        metavar="BROKERS",
+        help="start Midge and these brokers (mosquitto, amqtt; comma-separated) and compare",
+    )
+    modes.add_argument(
+        "--rounds", type=int, default=3, help="runs per scenario and broker (default 3)"
+    )
+    modes.add_argument(
+        "--output", type=Path, help=f"JSON results (runner default: {DEFAULT_OUTPUT})"
+    )
+    modes.add_argument(
+        "--chart", type=Path, help="PNG of the ratios (runner default: ratios.png beside --output)"
+    )
+    modes.add_argument("--no-chart", action="store_true", help="do not draw the chart")
+    modes.add_argument(
+        "--no-ceiling", action="store_true", help="runner: skip the generator-ceiling measurement"
+    )
+    modes.add_argument(
+        "--sink",
+        action="store_true",
+        help="no broker: qos0-fan-in / qos0-fan-out into a sink, to show the generator's ceiling",
+    )
+    sizes = parser.add_argument_group("sizes")
+    for name, (kind, text) in _SIZE_FLAGS.items():
+        sizes.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+
+
+def run(args: argparse.Namespace) -> int:
+    from midge.bench import runner, scenarios  # noqa: PLC0415 - keeps `midge --help` fast
+
+    names = _scenarios(args.scenario)
+    if names is None:
+        print(
+            f"midge bench: unknown scenario in {args.scenario!r}; "
+            f"choose from {', '.join(SCENARIO_NAMES)}",
+            file=sys.stderr,
+        )
+        return 2
+    given = {
+        f.name: getattr(args, f.name)
+        for f in fields(scenarios.Params)
+        if getattr(args, f.name, None) is not None
+    }
+    params = scenarios.Params(**given)
+    if params.payload < 8 or params.duration <= 0 or args.rounds < 1:
+        print("midge bench: need --payload >= 8, --duration > 0, --rounds >= 1", file=sys.stderr)
+        return 2
+    if args.sink:
+        return _sink(params, names)
+    if args.against:
+        others = [b.strip() for b in args.against.split(",") if b.strip()]
+        unknown = [b for b in others if b not in ("mosquitto", "amqtt", "midge")]
+        if unknown:
+            print(
+                f"midge bench: cannot start {unknown}; --against takes mosquitto, amqtt",
+                file=sys.stderr,
+            )
+            return 2
+        brokers = ["midge", *[b for b in others if b != "midge"]]
+        output = args.output or DEFAULT_OUTPUT
+        chart = None if args.no_chart else (args.chart or output.with_name("ratios.png"))
+        command = "midge bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        return runner.run_against(
+            brokers, names, args.rounds, params, output, chart, not args.no_ceiling, command
+        )
+    return _single(args, params, names)
+
+
+def _scenarios(text: str) -> list[str] | None:
+    if text.strip() == "all":
+        return list(SCENARIO_NAMES)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names or any(name not in SCENARIO_NAMES for name in names):
+        return None
+    return names
+
+
+def _single(args: argparse.Namespace, params: Params, names: list[str]) -> int:
+    from midge.bench import runner, scenarios  # noqa: PLC0415
+    from midge.bench.wire import BenchError  # noqa: PLC0415
+
+    target = scenarios.Target(args.host, args.port, args.pid)
+    failed = False
+    results = {}
+    for name in names:
+        scenario = scenarios.SCENARIOS[name]
+        print(f"{name}: {scenario.title}", flush=True)
+        try:
+            outcome = scenario.run(target, params)
+        except (OSError, BenchError) as exc:
+            print(f"  ERROR {type(exc).__name__}: {exc}")
+            failed = True
+            continue
+        for metric in scenario.metrics:
+            better = "higher" if metric.higher_is_better else "lower"
+            value = runner.fmt(outcome.values.get(metric.key, float("nan")))
+            print(f"  {metric.label:<28} {value:>14}   ({better} is better)")
+        if outcome.expected:
+            print(f"  {'lost / expected':<28} {outcome.lost:>7,}/{outcome.expected:,}")
+        if outcome.duplicates:
+            print(f"  {'duplicates':<28} {outcome.duplicates:>14,}")
+        for key in ("broker_cpu", "generator_cpu"):
+            if key in outcome.info:
+                print(f"  {key.replace('_', ' '):<28} {outcome.info[key]:>14.2f}   (CPUs)")
+        results[name] = {
+            "values": outcome.values,
+            "expected": outcome.expected,
+            "lost": outcome.lost,
+            "duplicates": outcome.duplicates,
+            "info": outcome.info,
+        }
+        failed |= bool(outcome.lost) and not scenario.loss_allowed
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(runner.clean(results), indent=2) + "\n", encoding="utf-8")
+    return 1 if failed else 0
+
+
+def _sink(params: Params, names: list[str]) -> int:
+    from midge.bench import runner, scenarios  # noqa: PLC0415
+
+    flood = [name for name in names if name in ("qos0-fan-in", "qos0-fan-out")] or ["qos0-fan-in"]
+    for name in flood:
+        figures = scenarios.generator_ceiling(params, name)
+        print(f"generator ceiling ({name} into the sink): {runner.ceiling_text(figures)}")
+    return 0

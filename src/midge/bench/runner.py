@@ -1,0 +1,410 @@
+"""Every scenario against Midge and Mosquitto (and amqtt if installed), side by side.
+
+For each round, for each scenario, each broker gets a fresh process with the
+scenario's settings (`Scenario.settings`, translated per broker in
+`brokers.py`), the scenario runs, and the broker stops. The brokers'
+order alternates from round to round, so drift on a shared machine spreads
+over all of them. The table shows, per metric, the median of the rounds,
+their range, and the ratio Midge / other of the medians with the direction
+that is better; the JSON file keeps every run; the chart shows every ratio
+turned so that above 1 means Midge is better.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from midge import __version__
+from midge.bench.brokers import STARTERS, RunningBroker, available, mosquitto_version
+from midge.bench.scenarios import SCENARIOS, Params, Scenario, Target, generator_ceiling
+from midge.bench.wire import BenchError
+
+REFERENCE = "midge"
+
+
+@dataclass(slots=True)
+class Run:
+    round: int
+    scenario: str
+    broker: str
+    values: dict[str, float] = field(default_factory=dict)
+    expected: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    seconds: float = 0.0
+
+
+def run_one(scenario: Scenario, broker: str, params: Params, round_number: int) -> Run:
+    """A fresh broker, one scenario, the broker stopped again."""
+    run = Run(round_number, scenario.name, broker)
+    began = time.monotonic()
+    try:
+        with STARTERS[broker](scenario.settings) as running:
+            outcome = scenario.run(Target(running.host, running.port, running.pid), params)
+            _check_alive(running)
+        run.values, run.expected, run.lost = outcome.values, outcome.expected, outcome.lost
+        run.duplicates, run.info = outcome.duplicates, outcome.info
+    except (BenchError, OSError) as exc:
+        run.error = f"{type(exc).__name__}: {exc}"
+    except Exception:  # a bug in a scenario must not lose the other runs
+        run.error = traceback.format_exc()
+    run.seconds = time.monotonic() - began
+    return run
+
+
+def _check_alive(running: RunningBroker) -> None:
+    if not Path(f"/proc/{running.pid}").exists():
+        raise BenchError(f"{running.name} died during the run:\n{running.log_tail()}")
+
+
+def describe(run: Run, scenario: Scenario) -> str:
+    if run.error:
+        first_line = run.error.strip().splitlines()[-1]
+        return f"round {run.round} {run.scenario:<16} {run.broker:<10} ERROR {first_line}"
+    parts = [f"{m.label} {fmt(run.values.get(m.key, math.nan))}" for m in scenario.metrics]
+    if run.expected:
+        parts.append(f"lost {run.lost}/{run.expected}")
+    if run.duplicates:
+        parts.append(f"dup {run.duplicates}")
+    if "broker_cpu" in run.info:
+        parts.append(f"broker CPU {run.info['broker_cpu']:.0%}")
+    if "generator_cpu" in run.info:
+        parts.append(f"generator {run.info['generator_cpu']:.2f} CPU")
+    return (
+        f"round {run.round} {run.scenario:<16} {run.broker:<10} "
+        + ", ".join(parts)
+        + f" ({run.seconds:.0f} s)"
+    )
+
+
+def fmt(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+# ------------------------------------------------------------------ summary
+
+
+def summarise(runs: list[Run], brokers: list[str], scenarios: list[Scenario]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for scenario in scenarios:
+        mine = [run for run in runs if run.scenario == scenario.name]
+        entry: dict[str, Any] = {"title": scenario.title, "metrics": {}, "losses": {}}
+        for metric in scenario.metrics:
+            per_broker = {}
+            for broker in brokers:
+                values = [
+                    run.values[metric.key]
+                    for run in mine
+                    if run.broker == broker
+                    and not run.error
+                    and not math.isnan(run.values.get(metric.key, math.nan))
+                ]
+                if values:
+                    per_broker[broker] = {
+                        "median": statistics.median(values),
+                        "min": min(values),
+                        "max": max(values),
+                        "runs": len(values),
+                    }
+            ratios = {
+                other: per_broker[REFERENCE]["median"] / per_broker[other]["median"]
+                for other in brokers
+                if other != REFERENCE
+                and REFERENCE in per_broker
+                and other in per_broker
+                and per_broker[other]["median"]
+            }
+            entry["metrics"][metric.key] = {
+                "label": metric.label,
+                "higher_is_better": metric.higher_is_better,
+                "brokers": per_broker,
+                "ratios": ratios,
+            }
+        for broker in brokers:
+            done = [run for run in mine if run.broker == broker and not run.error]
+            entry["losses"][broker] = {
+                "lost": sum(run.lost for run in done),
+                "expected": sum(run.expected for run in done),
+                "duplicates": sum(run.duplicates for run in done),
+                "errors": sum(1 for run in mine if run.broker == broker and run.error),
+                "broker_cpu_median": _median([run.info.get("broker_cpu") for run in done]),
+                "generator_cpu_median": _median([run.info.get("generator_cpu") for run in done]),
+            }
+        summary[scenario.name] = entry
+    return summary
+
+
+def _median(values: list[Any]) -> float | None:
+    found = [v for v in values if isinstance(v, int | float)]
+    return statistics.median(found) if found else None
+
+
+def table(summary: dict[str, Any], brokers: list[str]) -> str:
+    others = [b for b in brokers if b != REFERENCE]
+    header = f"{'scenario':<16} {'metric':<26} {'better':<6}"
+    for broker in brokers:
+        header += f" {broker + ' median (min-max)':>34}"
+    for other in others:
+        header += f" {'midge/' + other:>16}"
+    lines = [header, "-" * len(header)]
+    for name, entry in summary.items():
+        first = True
+        for metric in entry["metrics"].values():
+            line = f"{name if first else '':<16} {metric['label']:<26} "
+            line += f"{'higher' if metric['higher_is_better'] else 'lower':<6}"
+            first = False
+            for broker in brokers:
+                cell = metric["brokers"].get(broker)
+                text = (
+                    f"{fmt(cell['median'])} ({fmt(cell['min'])}-{fmt(cell['max'])})"
+                    if cell
+                    else "-"
+                )
+                line += f" {text:>34}"
+            for other in others:
+                ratio = metric["ratios"].get(other)
+                line += f" {f'{ratio:.2f}' if ratio is not None else '-':>16}"
+            lines.append(line)
+        losses = entry["losses"]
+        line = f"{'':<16} {'lost/expected (all runs)':<26} {'':<6}"
+        for broker in brokers:
+            loss = losses.get(broker, {})
+            text = (
+                f"{loss.get('lost', 0):,}/{loss.get('expected', 0):,}"
+                if loss.get("expected")
+                else "-"
+            )
+            if loss.get("duplicates"):
+                text += f" +{loss['duplicates']:,} extra"
+            if loss.get("errors"):
+                text += f" ({loss['errors']} failed)"
+            line += f" {text:>34}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ chart
+
+
+def chart(summary: dict[str, Any], brokers: list[str], path: Path) -> bool:
+    """A PNG of every ratio, turned so that > 1 means Midge is better; False without matplotlib."""
+    try:
+        import matplotlib  # noqa: PLC0415 - optional (extra "bench")
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+        from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
+    except ImportError:
+        return False
+    others = [b for b in brokers if b != REFERENCE]
+    labels: list[str] = []
+    series: dict[str, list[float]] = {other: [] for other in others}
+    for name, entry in summary.items():
+        for metric in entry["metrics"].values():
+            labels.append(f"{name}: {metric['label']}")
+            for other in others:
+                ratio = metric["ratios"].get(other)
+                if ratio is None or ratio <= 0:
+                    series[other].append(math.nan)
+                else:
+                    series[other].append(ratio if metric["higher_is_better"] else 1 / ratio)
+    if not labels:
+        return False
+    height = 0.8 / max(1, len(others))
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(labels) + 1.8))
+    positions = list(range(len(labels)))
+    for number, other in enumerate(others):
+        values = series[other]
+        offsets = [p + (number - (len(others) - 1) / 2) * height for p in positions]
+        colors = ["#2a9d8f" if v >= 1 else "#e76f51" for v in values]
+        ax.barh(offsets, values, height=height, color=colors, label=f"vs {other}")
+        for y, v in zip(offsets, values, strict=True):
+            if not math.isnan(v):
+                ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xscale("log")
+    plain = FuncFormatter(lambda value, _position: f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_yticks(positions)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("Midge relative to the other broker (> 1: Midge better; log scale)")
+    ax.set_title("midge bench: medians, " + ", ".join(f"midge vs {o}" for o in others))
+    if len(others) > 1:
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# ------------------------------------------------------------------ machine
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        uvloop_version: str | None = metadata.version("uvloop")
+    except metadata.PackageNotFoundError:
+        uvloop_version = None
+    return {
+        "git": _git(),
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": sys.version.split()[0],
+        "uvloop": uvloop_version,
+        "mosquitto": mosquitto_version(),
+        "midge": __version__,
+        "platform": platform.platform(),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def _git() -> dict[str, Any] | None:
+    """The commit measured and whether the work tree differed from it (read-only git)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "modified": [line[3:] for line in changed if line.strip()]}
+
+
+# ------------------------------------------------------------------ main
+
+
+def run_against(
+    brokers: list[str],
+    scenario_names: list[str],
+    rounds: int,
+    params: Params,
+    output: Path,
+    chart_path: Path | None,
+    measure_ceiling: bool = True,
+    command: str = "",
+) -> int:
+    missing = [b for b in brokers if not available(b)]
+    for name in missing:
+        print(f"{name} is not installed: skipping it", file=sys.stderr)
+    brokers = [b for b in brokers if b not in missing]
+    scenarios = [SCENARIOS[name] for name in scenario_names]
+    info = machine()
+    print(
+        f"midge bench: {', '.join(brokers)}; {len(scenarios)} scenarios x {rounds} rounds; "
+        f"{info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}, "
+        f"uvloop {info['uvloop']}, mosquitto {info['mosquitto']}",
+        flush=True,
+    )
+    ceiling: dict[str, Any] = {}
+    if measure_ceiling:
+        for name in ("qos0-fan-in", "qos0-fan-out"):
+            if name in scenario_names:
+                try:
+                    ceiling[name] = generator_ceiling(params, name)
+                except (BenchError, OSError) as exc:
+                    ceiling[name] = {"error": str(exc)}
+                print(
+                    f"generator ceiling ({name} into the sink): {ceiling_text(ceiling[name])}",
+                    flush=True,
+                )
+    runs: list[Run] = []
+    for round_number in range(1, rounds + 1):
+        order = brokers if round_number % 2 else brokers[::-1]
+        for scenario in scenarios:
+            for broker in order:
+                run = run_one(scenario, broker, params, round_number)
+                runs.append(run)
+                print(describe(run, scenario), flush=True)
+    summary = summarise(runs, brokers, scenarios)
+    print()
+    print(table(summary, brokers))
+    if ceiling:
+        print()
+        for name, figures in ceiling.items():
+            print(f"generator ceiling ({name} into the sink): {ceiling_text(figures)}")
+    result = {
+        "benchmark": "midge bench",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command,
+        "machine": info,
+        "parameters": asdict(params),
+        "rounds": rounds,
+        "brokers": brokers,
+        "ceiling": ceiling,
+        "summary": summary,
+        "runs": [asdict(run) for run in runs],
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(clean(result), indent=2) + "\n", encoding="utf-8")
+    print(f"\nresults: {output}")
+    if chart_path is not None:
+        if chart(summary, brokers, chart_path):
+            print(f"chart: {chart_path}")
+        else:
+            print("chart: skipped (pip install 'midge[bench]' for matplotlib)")
+    return 1 if _failures(runs, scenarios) else 0
+
+
+def ceiling_text(figures: dict[str, Any]) -> str:
+    if "error" in figures:
+        return f"ERROR {figures['error']}"
+    return (
+        f"publishers {fmt(figures['publish_msg_per_s'])} msg/s, "
+        f"subscribers {fmt(figures['subscribe_msg_per_s'])} msg/s, "
+        f"generator {figures['generator_cpu']:.2f} CPU"
+    )
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe: NaN becomes null, tuples lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(key): clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(item) for item in value]
+    return value
+
+
+def _failures(runs: list[Run], scenarios: list[Scenario]) -> list[Run]:
+    strict = {s.name for s in scenarios if not s.loss_allowed}
+    return [run for run in runs if run.error or (run.scenario in strict and run.lost)]

@@ -1,0 +1,266 @@
+"""Raw-socket MQTT for the load generator: pre-encoded packets, fixed-header framing.
+
+Nothing here decodes a payload it only has to count. A subscriber that gets
+PUBLISH packets of one known size (one topic length, one payload size, one
+QoS) counts them from the byte count and checks the first byte of each with
+one strided slice (`data[0::size].count(first)`), which runs at C speed; any
+other stream goes through `scan`, which reads first byte and remaining
+length only.
+"""
+
+from __future__ import annotations
+
+import resource
+import select
+import socket
+import time
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from midge.protocol.codec import encode, encode_publish, encode_remaining_length
+from midge.protocol.packets import Connect, Disconnect, Subscribe, Subscription
+
+HOST = "127.0.0.1"
+BATCH_BYTES = 64 * 1024  # a publisher writes at least this much per send
+RECV_BYTES = 1 << 20
+SEQ = array("I")  # 4-byte unsigned, the sequence number at the start of a payload
+SEQ_BYTES = SEQ.itemsize
+PINGREQ = b"\xc0\x00"
+PINGRESP = b"\xd0\x00"
+DISCONNECT = encode(Disconnect())
+PUBLISH = 3
+PUBACK_FIRST, PUBREC_FIRST, PUBREL_FIRST, PUBCOMP_FIRST = 0x40, 0x50, 0x62, 0x70
+
+if SEQ_BYTES != 4:  # pragma: no cover - every platform CPython runs on today
+    raise ImportError("array('I') is not 4 bytes here")
+
+
+class BenchError(RuntimeError):
+    """The broker refused, closed or did not answer where the benchmark needs it to."""
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's RLIMIT_NOFILE soft limit to the hard limit; returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft
+    return hard
+
+
+# ------------------------------------------------------------------ packets
+
+
+def seq_payload(seq: int, size: int) -> bytes:
+    """A payload of `size` bytes starting with `seq` (4 bytes, native order)."""
+    head = array("I", (seq & 0xFFFFFFFF,)).tobytes()
+    return head + b"x" * (size - SEQ_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishShape:
+    """Where things are in a PUBLISH of one topic length, payload size and QoS."""
+
+    size: int  # the whole packet
+    header: int  # fixed header: first byte + remaining length bytes
+    packet_id_at: int  # offset of the packet id (QoS > 0)
+    payload_at: int  # offset of the payload
+    second: int  # the first remaining-length byte, the same in every such packet
+
+    @classmethod
+    def of(cls, topic_bytes: int, payload: int, qos: int) -> PublishShape:
+        body = 2 + topic_bytes + (2 if qos else 0) + payload
+        header = 1 + len(encode_remaining_length(body))
+        packet_id_at = header + 2 + topic_bytes
+        payload_at = packet_id_at + (2 if qos else 0)
+        return cls(
+            header + body, header, packet_id_at, payload_at, encode_remaining_length(body)[0]
+        )
+
+
+def publish_stream(
+    topics: list[str], payload: int, qos: int, first_seq: int, count: int, retain: bool = False
+) -> bytes:
+    """`count` PUBLISH packets cycling over `topics`, sequence numbers from `first_seq`,
+    packet ids 1..65535 in turn (QoS > 0)."""
+    packets = []
+    for seq in range(first_seq, first_seq + count):
+        packet_id = seq % 0xFFFF + 1 if qos else None
+        topic = topics[seq % len(topics)]
+        packets.append(
+            encode_publish(topic, seq_payload(seq, payload), qos, retain, False, packet_id)
+        )
+    return b"".join(packets)
+
+
+def acks(first: int, packet_ids_hi: bytes | bytearray, packet_ids_lo: bytes | bytearray) -> bytes:
+    """4-byte acknowledgements (`first`, 2, id) for columns of packet id bytes, at C speed."""
+    count = len(packet_ids_hi)
+    out = bytearray(4 * count)
+    out[0::4] = bytes((first,)) * count
+    out[1::4] = b"\x02" * count
+    out[2::4] = packet_ids_hi
+    out[3::4] = packet_ids_lo
+    return bytes(out)
+
+
+def seq_column(data: bytes | bytearray, start: int, stride: int, count: int) -> array[int]:
+    """The sequence numbers at `start`, `start + stride`, ... (count of them)."""
+    end = start + stride * (count - 1) + 1
+    out = bytearray(SEQ_BYTES * count)
+    for byte in range(SEQ_BYTES):
+        out[byte::SEQ_BYTES] = data[start + byte : end + byte : stride]
+    return array("I", bytes(out))
+
+
+def scan(buffer: bytearray) -> Iterator[tuple[int, int, int]]:
+    """(first byte, body start, body end) of each complete packet in `buffer`.
+
+    The caller deletes `buffer[:end]` of the last packet it took; the
+    generator stops at the first incomplete one.
+    """
+    size = len(buffer)
+    pos = 0
+    while pos + 2 <= size:
+        first = buffer[pos]
+        length = shift = 0
+        index = pos + 1
+        while True:
+            if index >= size:
+                return
+            byte = buffer[index]
+            index += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise BenchError("malformed remaining length from the broker")
+        end = index + length
+        if end > size:
+            return
+        yield first, index, end
+        pos = end
+
+
+# ------------------------------------------------------------------ clients
+
+
+class Client:
+    """A blocking socket with a read buffer: CONNECT, SUBSCRIBE, read whole packets."""
+
+    def __init__(self, sock: socket.socket, client_id: str) -> None:
+        self.sock = sock
+        self.client_id = client_id
+        self.buffer = bytearray()
+
+    @classmethod
+    def connect(
+        cls,
+        host: str,
+        port: int,
+        client_id: str,
+        clean_session: bool = True,
+        timeout: float = 10.0,
+    ) -> Client:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client = cls(sock, client_id)
+        try:
+            sock.sendall(encode(Connect(client_id, clean_session=clean_session)))
+            client.expect_connack()
+        except BaseException:
+            sock.close()
+            raise
+        return client
+
+    def expect_connack(self) -> None:
+        first, body = self.read_packet()
+        if first != 0x20 or len(body) != 2 or body[1] != 0:
+            raise BenchError(
+                f"{self.client_id}: CONNACK refused: {bytes((first,)).hex()} {body.hex()}"
+            )
+
+    def read_packet(self, timeout: float = 10.0) -> tuple[int, bytes]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for first, start, end in scan(self.buffer):
+                body = bytes(self.buffer[start:end])
+                del self.buffer[:end]
+                return first, body
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BenchError(
+                    f"{self.client_id}: no packet from the broker within {timeout:g} s"
+                )
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(RECV_BYTES)
+            except TimeoutError:
+                continue
+            if not data:
+                raise BenchError(f"{self.client_id}: the broker closed the connection")
+            self.buffer += data
+
+    def send_subscribe(self, filters: list[tuple[str, int]], packet_id: int = 1) -> None:
+        subscriptions = tuple(Subscription(topic_filter, qos) for topic_filter, qos in filters)
+        self.sock.sendall(encode(Subscribe(packet_id, subscriptions)))
+
+    def expect_suback(self, count: int, timeout: float = 30.0) -> None:
+        first, body = self.read_packet(timeout)
+        if first != 0x90 or len(body) != 2 + count or 0x80 in body[2:]:
+            raise BenchError(
+                f"{self.client_id}: unexpected SUBACK {bytes((first,)).hex()} {body.hex()}"
+            )
+
+    def subscribe(self, filters: list[tuple[str, int]], timeout: float = 30.0) -> None:
+        self.send_subscribe(filters)
+        self.expect_suback(len(filters), timeout)
+
+    def ping(self, timeout: float) -> None:
+        """PINGREQ, then wait for PINGRESP: the broker has handled all we sent before."""
+        self.sock.sendall(PINGREQ)
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            first, _ = self.read_packet(remaining)
+            if first == 0xD0:
+                return
+        raise BenchError(f"{self.client_id}: no PINGRESP within {timeout:g} s")
+
+    def discard_available(self) -> int:
+        """Read what has arrived without waiting; drop the whole packets; return how many."""
+        dropped = 0
+        for _ in range(64):  # bounded even if the broker never stops sending
+            if not select.select([self.sock], [], [], 0)[0]:
+                break
+            data = self.sock.recv(RECV_BYTES)
+            if not data:
+                raise BenchError(f"{self.client_id}: the broker closed the connection")
+            self.buffer += data
+            taken = 0
+            for _first, _start, end in scan(self.buffer):
+                taken = end
+                dropped += 1
+            del self.buffer[:taken]
+        return dropped
+
+    def close(self) -> None:
+        try:
+            self.sock.settimeout(1.0)
+            self.sock.sendall(DISCONNECT)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """The value below which `fraction` of the sorted values lie (nearest rank)."""
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
