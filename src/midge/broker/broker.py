@@ -172,7 +172,7 @@ class Broker:
                 self.discard_session(session)  # [MQTT-3.1.2-6]
         if will is not None and publish_will:
             will_message = Message(will.topic, will.payload, will.qos, will.retain)
-            self.publish_from_client(will_message, connection.name)
+            self.publish_from_client(will_message, connection)
 
     def close_all(self, reason: str) -> None:
         """Broker shutdown: every socket closes; wills stay unpublished."""
@@ -252,10 +252,10 @@ class Broker:
 
     # ------------------------------------------------------ routing, delivery
 
-    def publish_from_client(self, message: Message, origin: str) -> None:
+    def publish_from_client(self, message: Message, origin: Connection) -> None:
         """Route a client's PUBLISH or will; `$SYS/...` belongs to the broker alone."""
         if message.topic.startswith(SYS_PREFIX):
-            log.debug("ignoring message to %r from %s", message.topic, origin)
+            log.debug("ignoring message to %r from %s", message.topic, origin.name)
             return
         self.publish(message)
 

@@ -47,6 +47,11 @@ class State(Enum):
     CLOSED = "closed"
 
 
+# Typed as plain State so checks after the handlers ran are not "unreachable"
+# to mypy: a handler may close the connection.
+_CLOSED: State = State.CLOSED
+
+
 class Connection:
     __slots__ = (
         "broker",
@@ -98,18 +103,14 @@ class Connection:
         """How logs name this client: its id once known, else its address."""
         return f"{self.client_id!r} ({self.peer})" if self.client_id else self.peer
 
-    @property
-    def closed(self) -> bool:
-        return self.state is State.CLOSED
-
     def data_received(self, data: bytes, now: float) -> None:
         """Handle every whole packet in `data`; any violation closes the connection."""
-        if self.closed:
+        if self.state is _CLOSED:
             return
         self.last_activity = now
         self.decoder.feed(data)
         try:
-            while not self.closed:
+            while self.state is not _CLOSED:
                 packet = self.decoder.next_packet()
                 if packet is None:
                     break

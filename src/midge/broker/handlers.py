@@ -162,9 +162,9 @@ def handle_publish(broker: Broker, connection: Connection, packet: Publish, now:
         message.reuse_head(packet.head)
     qos = packet.qos
     if qos == 0:
-        broker.publish_from_client(message, connection.name)
+        broker.publish_from_client(message, connection)
     elif qos == 1:
-        broker.publish_from_client(message, connection.name)
+        broker.publish_from_client(message, connection)
         connection.send(encode_ack(PUBACK_HEADER, packet.packet_id or 0))
     else:
         packet_id = packet.packet_id or 0
@@ -179,7 +179,7 @@ def handle_publish(broker: Broker, connection: Connection, packet: Publish, now:
             if session.persistent:
                 broker.persistence.record(ReleasePending(session.client_id, packet_id, held))
             if held is None:
-                broker.publish_from_client(message, connection.name)
+                broker.publish_from_client(message, connection)
         connection.send(encode_ack(PUBREC_HEADER, packet_id))
 
 
@@ -192,7 +192,7 @@ def handle_pubrel(broker: Broker, connection: Connection, packet: PubRel, now: f
         if session.persistent:
             broker.persistence.record(ReleaseDone(session.client_id, packet.packet_id))
         if message is not None:
-            broker.publish_from_client(message, connection.name)
+            broker.publish_from_client(message, connection)
     # PUBCOMP even for an unknown id, so a retrying client can finish (section 4.3.3).
     connection.send(encode_ack(PUBCOMP_HEADER, packet.packet_id))
 
