@@ -1234,3 +1234,9 @@ def test_publish_packets_are_hashable_by_value() -> None:
     """Unfrozen for speed, PUBLISH still hashes like every other packet (sets of them)."""
     one = Publish("a", b"x", 1, packet_id=2)
     assert {one, Publish("a", b"x", 1, packet_id=2)} == {one}
+
+
+def test_refusing_connack_that_claims_a_session_is_a_protocol_error() -> None:
+    # [MQTT-3.2.2-4]: a non-zero return code comes with Session Present 0
+    with pytest.raises(ProtocolError):
+        decode_all(b"\x20\x02\x01\x05")

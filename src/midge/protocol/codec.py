@@ -359,7 +359,15 @@ def _decode_connack(flags: int, body: bytes, version: int) -> ConnAck:
         raise MalformedPacket("CONNACK remaining length must be 2")
     if body[0] & 0xFE:
         raise MalformedPacket("CONNACK acknowledge flags have reserved bits set")
+    if body[0] and body[1]:
+        raise ProtocolError("refusing CONNACK claims a session")  # [MQTT-3.2.2-4]
     return ConnAck(return_code=body[1], session_present=bool(body[0] & 0x01))
+
+
+VALID_TOPIC_CACHE_SIZE = 4096
+# Topic bytes already decoded and found valid: most traffic repeats a few
+# topics, so a dict lookup replaces UTF-8 decoding and the topic checks.
+_valid_topics: dict[bytes, str] = {}
 
 
 def _decode_publish(flags: int, body: bytes | bytearray, version: int) -> Publish:
@@ -376,9 +384,15 @@ def _decode_publish(flags: int, body: bytes | bytearray, version: int) -> Publis
     start = 2 + ((body[0] << 8) | body[1])
     if start > size:
         raise MalformedPacket("length-prefixed field runs past the end of the packet")
-    topic = decode_utf8(bytes(body[2:start]))
-    if not is_valid_topic_name(topic):
-        raise ProtocolError(f"invalid topic name {topic!r} in PUBLISH")  # [MQTT-3.3.2-2]
+    raw_topic = bytes(body[2:start])
+    topic = _valid_topics.get(raw_topic)
+    if topic is None:
+        topic = decode_utf8(raw_topic)
+        if not is_valid_topic_name(topic):
+            raise ProtocolError(f"invalid topic name {topic!r} in PUBLISH")  # [MQTT-3.3.2-2]
+        if len(_valid_topics) >= VALID_TOPIC_CACHE_SIZE:
+            _valid_topics.clear()
+        _valid_topics[raw_topic] = topic
     packet_id = None
     if qos:
         if start + 2 > size:
