@@ -140,3 +140,26 @@ def test_cli_against_one_broker(midge: RunningBroker, capsys: pytest.CaptureFixt
     shown = capsys.readouterr().out
     assert "delivered msg/s" in shown and "higher is better" in shown
     assert main(["bench", "--scenario", "nonsense"]) == 2
+
+
+def test_slow_consumer_on_default_settings() -> None:
+    """The scenario's own settings (Midge's default max_write_buffer, the memory store),
+    with more bytes than that write buffer holds going to the subscriber that never reads."""
+    scenario = SCENARIOS["slow-consumer"]
+    assert 'store = "memory"' in midge_config(scenario.settings)
+    params = Params(duration=1.0, payload=64, subscribers=2, max_messages=40_000, quiet=0.5)
+    with start_midge(scenario.settings) as broker:
+        outcome = scenario.run(target(broker), params)
+    values = outcome.values
+    assert values["msg_per_s"] > 0 and values["baseline_msg_per_s"] > 0
+    assert math.isfinite(values["slow_ratio"]) and values["slow_ratio"] > 0
+    assert values["rss_growth_kib"] >= 0  # the PID is known: RSS from /proc
+    assert outcome.info["with_slow"]["expected"] > 0
+    assert outcome.info["slow_rcvbuf"] == 4096
+
+
+def test_cli_knows_slow_consumer(midge: RunningBroker) -> None:
+    args = ["bench", "--port", str(midge.port), "--scenario", "slow-consumer"]
+    args += ["--duration", "0.2", "--max-messages", "2000", "--subscribers", "2"]
+    args += ["--quiet", "0.5"]
+    assert main(args) == 0

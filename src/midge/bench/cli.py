@@ -31,6 +31,7 @@ SCENARIO_NAMES = (
     "wildcard",
     "retained",
     "persistent-qos1",
+    "slow-consumer",
 )
 DEFAULT_OUTPUT = Path("benchmarks/results/latest.json")
 

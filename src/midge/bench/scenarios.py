@@ -18,12 +18,15 @@ Every rate is measured from the first publish to the last message received.
 | wildcard | 100 connections x 100 distinct filters (+ and #); each message matches 2 |
 | retained | `retained` retained messages stored, then a `#` subscriber gets them all |
 | persistent-qos1 | qos1 to a clean-session-0 subscriber; Midge on its SQLite store |
+| slow-consumer | qos0-fan-out twice: as is, then with 1 more subscriber that never reads |
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +56,8 @@ from midge.bench.wire import (
     percentile,
     publish_stream,
 )
+from midge.protocol.codec import encode
+from midge.protocol.packets import Connect
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,21 +312,125 @@ def qos0_fan_in(target: Target, params: Params) -> Outcome:
     return flow.outcome({RATE: flow.delivery_rate(), PUBLISH_RATE: flow.publish_rate()})
 
 
-def qos0_fan_out(target: Target, params: Params) -> Outcome:
-    topic = "bench/out"
+def _fan_out_flow(target: Target, params: Params, prefix: str = "bench-fan-out") -> Flow:
+    topic = FAN_OUT_TOPIC
     shape = PublishShape.of(len(topic), params.payload, 0)
-    conns = [
-        SubscriberConn(f"bench-fan-out-sub-{i}", ((topic, 0),)) for i in range(params.subscribers)
-    ]
+    conns = [SubscriberConn(f"{prefix}-sub-{i}", ((topic, 0),)) for i in range(params.subscribers)]
     groups = _split(conns, 2)
     subs = [_sub(i, target, params, group, shape=shape) for i, group in enumerate(groups)]
-    pubs = [_pub(0, target, params, "bench-fan-out-pub", [topic])]
+    pubs = [_pub(0, target, params, f"{prefix}-pub", [topic])]
 
     def expect(done: list[dict[str, Any]]) -> list[dict[int, int]]:
         return [dict.fromkeys(range(len(group)), done[0]["sent"]) for group in groups]
 
-    flow = run_flow(target, params, subs, pubs, expect)
+    return run_flow(target, params, subs, pubs, expect)
+
+
+def qos0_fan_out(target: Target, params: Params) -> Outcome:
+    flow = _fan_out_flow(target, params)
     return flow.outcome({RATE: flow.delivery_rate(), PUBLISH_RATE: flow.publish_rate()})
+
+
+# ------------------------------------------------------------------ slow consumer
+
+FAN_OUT_TOPIC = "bench/out"
+SLOW_RCVBUF = 4096  # SO_RCVBUF of the subscriber that never reads
+RSS_INTERVAL = 0.05  # seconds between two samples of the broker's RSS
+
+
+def slow_subscriber(target: Target, client_id: str, topic: str) -> Client:
+    """A subscriber with a small receive buffer (set before connecting, so the window
+    it announces is small too) that subscribes and then never reads again."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
+        sock.settimeout(SETUP_TIMEOUT)
+        sock.connect((target.host, target.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(encode(Connect(client_id)))
+    except BaseException:
+        sock.close()
+        raise
+    client = Client(sock, client_id)
+    try:
+        client.expect_connack()
+        client.subscribe([(topic, 0)], SETUP_TIMEOUT)
+    except BaseException:
+        sock.close()
+        raise
+    return client
+
+
+class _RssPeak:
+    """The broker's highest VmRSS while the block runs, sampled by a thread."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.peak: int | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, name="bench-rss", daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            rss = _rss(self.target)
+            if rss is not None:
+                self.peak = rss if self.peak is None else max(self.peak, rss)
+            if self.stop.wait(RSS_INTERVAL):
+                return
+
+    def __enter__(self) -> _RssPeak:
+        if self.target.pid is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(5.0)
+        rss = _rss(self.target)  # the last word, after the publishers' drain
+        if rss is not None:
+            self.peak = rss if self.peak is None else max(self.peak, rss)
+
+
+def slow_consumer(target: Target, params: Params) -> Outcome:
+    """qos0-fan-out twice: as is, then with one more subscriber to the same topic
+    that never reads (SO_RCVBUF 4096). The reading subscribers' rate with it
+    over their rate without it, their losses, and the broker's RSS growth
+    (peak during the slow phase minus RSS before it) when its PID is known."""
+    baseline = _fan_out_flow(target, params, "bench-slow-base")
+    rss_base = _rss(target)
+    slow = slow_subscriber(target, "bench-slow-consumer", FAN_OUT_TOPIC)
+    try:
+        rss_before = _rss(target)
+        with _RssPeak(target) as peak:
+            loaded = _fan_out_flow(target, params, "bench-slow-with")
+    finally:
+        slow.sock.close()  # no DISCONNECT: the broker may not be reading it any more
+    rate_base, rate_slow = baseline.delivery_rate(), loaded.delivery_rate()
+    values = {
+        RATE: rate_slow,
+        "baseline_msg_per_s": rate_base,
+        "slow_ratio": rate_slow / rate_base if rate_base else float("nan"),
+    }
+    first, second = baseline.outcome({}), loaded.outcome({})
+    values["lost_with_slow"] = float(second.lost)
+    info: dict[str, Any] = dict(loaded.info) | {
+        "baseline": {"expected": first.expected, "lost": first.lost, **baseline.info},
+        "with_slow": {"expected": second.expected, "lost": second.lost},
+        "slow_rcvbuf": SLOW_RCVBUF,
+        "reading_subscribers": params.subscribers,
+    }
+    if rss_before is not None and peak.peak is not None:
+        values["rss_growth_kib"] = float(peak.peak - rss_before)
+        info |= {"rss_baseline_end_kib": rss_base, "rss_before_kib": rss_before}
+        info["rss_peak_kib"] = peak.peak
+    return Outcome(
+        values,
+        first.expected + second.expected,
+        first.lost + second.lost,
+        first.duplicates + second.duplicates,
+        info,
+    )
 
 
 # ------------------------------------------------------------------ QoS 1 / 2
@@ -617,6 +726,18 @@ SCENARIOS: dict[str, Scenario] = {
             (_RATE,),
             settings=BrokerSettings(persistent=True, max_queued_messages=0),
         ),
+        Scenario(
+            "slow-consumer",
+            "QoS 0 fan-out without and with 1 subscriber that never reads",
+            slow_consumer,
+            (
+                Metric(RATE, "delivered msg/s, 1 slow", True),
+                Metric("baseline_msg_per_s", "delivered msg/s, none slow", True),
+                Metric("slow_ratio", "with slow / without", True),
+                Metric("rss_growth_kib", "KiB RSS growth, slow phase", False),
+            ),
+            loss_allowed=True,
+        ),
     )
 }
 
@@ -634,7 +755,7 @@ def generator_ceiling(params: Params, scenario: str = "qos0-fan-in") -> dict[str
     runner = {"qos0-fan-in": qos0_fan_in, "qos0-fan-out": qos0_fan_out}.get(scenario)
     if runner is None:
         raise BenchError(f"the sink serves qos0-fan-in and qos0-fan-out, not {scenario}")
-    topic = "bench/in/0" if scenario == "qos0-fan-in" else "bench/out"
+    topic = "bench/in/0" if scenario == "qos0-fan-in" else FAN_OUT_TOPIC
     with sink(SinkSpec(topic, params.payload, max_seconds=params.duration + params.timeout)) as (
         port,
         _,
