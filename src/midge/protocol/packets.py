@@ -1,7 +1,9 @@
-"""One slotted dataclass per MQTT control packet, frozen except PUBLISH.
+"""One slotted dataclass per MQTT control packet, frozen except the per-message ones.
 
-PUBLISH is the hot path: a frozen dataclass costs four times as much to
-create, so `Publish` is only immutable by convention (nobody mutates one).
+PUBLISH and its acknowledgements are the hot path: a frozen dataclass costs
+four times as much to create, so `Publish`, `PubAck`, `PubRec`, `PubRel` and
+`PubComp` are only immutable by convention (nobody mutates one) and hash by
+value like the others.
 
 The packets describe what is on the wire independent of protocol version;
 the codec decides how a field is written for 3.1 (level 3), 3.1.1 (level 4)
@@ -98,22 +100,22 @@ class Publish:
     head: bytes | None = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per message: see the module docstring
 class PubAck:
     packet_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per message: see the module docstring
 class PubRec:
     packet_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per message: see the module docstring
 class PubRel:
     packet_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # per message: see the module docstring
 class PubComp:
     packet_id: int
 
