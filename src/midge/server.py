@@ -8,7 +8,7 @@ import logging
 import signal
 from pathlib import Path
 
-from midge import __version__
+from midge import __version__, compiled
 from midge.broker.broker import Broker
 from midge.broker.config import BrokerConfig
 from midge.broker.listeners import start_tcp_listener
@@ -50,9 +50,10 @@ async def serve(config: BrokerConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     server = await start_tcp_listener(broker, config.host, config.port)
+    build = "compiled with mypyc" if compiled() else "pure Python"
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
-        log.info("midge %s listening on %s:%d", __version__, host, port)
+        log.info("midge %s (%s) listening on %s:%d", __version__, build, host, port)
     ticker = asyncio.create_task(_run_timers(broker, loop))
     try:
         await stop.wait()
