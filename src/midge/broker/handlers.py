@@ -168,10 +168,10 @@ def handle_publish(broker: Broker, connection: Connection, packet: Publish, now:
         connection.send(encode_ack(PUBACK_HEADER, packet.packet_id or 0))
     else:
         packet_id = packet.packet_id or 0
-        pending = _session(connection).pending_releases
+        session = _session(connection)
+        pending = session.pending_releases
         # A repeated PUBLISH before PUBREL is the same message: forward it once.
         if packet_id not in pending:
-            session = _session(connection)
             held = message if broker.config.qos2_delivery == "on_release" else None
             # Method A keeps the message until PUBREL; method B forwards it now
             # and keeps only the id.

@@ -41,7 +41,8 @@ class MemoryStore:
         sessions = []
         # A client with outbound rows is a session, saved or not (as in SQLite).
         for client_id in self._sessions | dict.fromkeys(self._outbound):
-            stored = self._session(client_id)
+            # Read-only: loading must not create the session rows it reports.
+            stored = self._sessions.get(client_id) or StoredSession(client_id)
             rows = self._outbound.get(client_id, {})
             sessions.append(
                 StoredSession(
