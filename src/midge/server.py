@@ -35,7 +35,9 @@ async def serve(config: BrokerConfig) -> None:
     """Serve until a stop signal; returns after every connection is closed."""
     store = open_store(config)
     state = store.load()
-    broker = Broker(config, store=store)
+    # The broker's own state is all a memory store could hold: copying every
+    # change into a MemoryStore as well would only cost CPU and memory.
+    broker = Broker(config, store=None if isinstance(store, MemoryStore) else store)
     broker.restore(state)
     log.info(
         "store: %s; %d sessions, %d retained messages",

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from midge import __version__
+from midge import __version__, compiled
 from midge.bench.brokers import STARTERS, RunningBroker, available, mosquitto_version
 from midge.bench.scenarios import SCENARIOS, Params, Scenario, Target, generator_ceiling
 from midge.bench.wire import BenchError
@@ -286,6 +286,7 @@ def machine() -> dict[str, Any]:
         "uvloop": uvloop_version,
         "mosquitto": mosquitto_version(),
         "midge": __version__,
+        "midge_build": "compiled with mypyc" if compiled() else "pure Python",
         "platform": platform.platform(),
         "load_average_at_start": os.getloadavg(),
     }
@@ -331,9 +332,16 @@ def run_against(
     print(
         f"midge bench: {', '.join(brokers)}; {len(scenarios)} scenarios x {rounds} rounds; "
         f"{info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}, "
-        f"uvloop {info['uvloop']}, mosquitto {info['mosquitto']}",
+        f"uvloop {info['uvloop']}, mosquitto {info['mosquitto']}; "
+        f"midge {info['midge']} {info['midge_build']}",
         flush=True,
     )
+    if "midge" in brokers and not compiled():
+        print(
+            "note: Midge runs as pure Python here; `scripts/compile` builds the hot modules "
+            "with mypyc (what `scripts/serve` runs and what benchmarks/RESULTS.md measures)",
+            flush=True,
+        )
     ceiling: dict[str, Any] = {}
     if measure_ceiling:
         for name in ("qos0-fan-in", "qos0-fan-out"):

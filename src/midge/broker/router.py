@@ -18,9 +18,16 @@ class _SubscriptionNode:
     __slots__ = ("children", "subscribers")
 
     def __init__(self) -> None:
-        self.children: dict[str, _SubscriptionNode] = {}
+        # Most nodes are leaves or pass-through levels: they share these empty
+        # dicts until `add` gives them their own (a SUBSCRIBE of a new filter
+        # then allocates a third of what it did). Only `add` may mutate them.
+        self.children: dict[str, _SubscriptionNode] = _NO_CHILDREN
         # Client id -> granted QoS of the filter that ends at this node.
-        self.subscribers: dict[str, int] = {}
+        self.subscribers: dict[str, int] = _NO_SUBSCRIBERS
+
+
+_NO_CHILDREN: dict[str, _SubscriptionNode] = {}
+_NO_SUBSCRIBERS: dict[str, int] = {}
 
 
 MATCH_CACHE_SIZE = 65536  # topics whose receivers are remembered between changes
@@ -45,8 +52,12 @@ class SubscriptionTrie:
         for level in topic_filter.split(SEPARATOR):
             child = node.children.get(level)
             if child is None:
+                if node.children is _NO_CHILDREN:
+                    node.children = {}
                 child = node.children[level] = _SubscriptionNode()
             node = child
+        if node.subscribers is _NO_SUBSCRIBERS:
+            node.subscribers = {}
         if client_id not in node.subscribers:
             self.count += 1
         node.subscribers[client_id] = qos
@@ -122,8 +133,12 @@ class _RetainedNode:
     __slots__ = ("children", "message")
 
     def __init__(self) -> None:
-        self.children: dict[str, _RetainedNode] = {}
+        # Leaves (most nodes) share one empty dict until `set` gives them their own.
+        self.children: dict[str, _RetainedNode] = _NO_RETAINED_CHILDREN
         self.message: Message | None = None
+
+
+_NO_RETAINED_CHILDREN: dict[str, _RetainedNode] = {}
 
 
 class RetainedStore:
@@ -142,6 +157,8 @@ class RetainedStore:
         for level in message.topic.split(SEPARATOR):
             child = node.children.get(level)
             if child is None:
+                if node.children is _NO_RETAINED_CHILDREN:
+                    node.children = {}
                 child = node.children[level] = _RetainedNode()
             node = child
         if node.message is None:
