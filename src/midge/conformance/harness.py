@@ -8,7 +8,9 @@ bytes and assert exactly what comes back: `expect` a packet of one class,
 `Target` names the broker and a per-scenario prefix that makes client ids and
 topics unique, so checks can run against a shared broker; it remembers the
 clients it made and, in `cleanup`, removes the retained messages and
-persistent sessions they left behind.
+persistent sessions they left behind. Its `username` and `password` (for a
+broker that requires them) go into every CONNECT its clients send through
+`RawClient.connect` / `connect_packet`; hand-built CONNECT bytes carry none.
 """
 
 from __future__ import annotations
@@ -85,10 +87,18 @@ class RawClient:
     """One TCP connection to the broker with blocking, bounded reads."""
 
     def __init__(
-        self, host: str, port: int, name: str = "client", timeout: float = DEFAULT_TIMEOUT
+        self,
+        host: str,
+        port: int,
+        name: str = "client",
+        timeout: float = DEFAULT_TIMEOUT,
+        username: str | None = None,
+        password: bytes | None = None,
     ) -> None:
         self.name = name
         self.timeout = timeout
+        self.username = username
+        self.password = password
         try:
             self.sock = socket.create_connection((host, port), timeout=timeout)
         except OSError as exc:
@@ -281,24 +291,51 @@ class RawClient:
         protocol_level: int = 4,
         protocol_name: str = "MQTT",
     ) -> ConnAck:
-        """Send CONNECT and return the CONNACK (whatever its return code)."""
+        """Send CONNECT and return the CONNACK (whatever its return code).
+
+        `username` / `password` None: this client's own (the target's credentials).
+        """
         self.client_id = client_id
         self.clean_session = clean_session
         if will is not None and will.retain:
             self.retained_topics.add(will.topic)
-        packet = Connect(
+        self.send(
+            self.connect_packet(
+                client_id,
+                clean_session,
+                keep_alive,
+                will,
+                username,
+                password,
+                protocol_level,
+                protocol_name,
+            )
+        )
+        self.connack = self.expect(ConnAck)
+        return self.connack
+
+    def connect_packet(
+        self,
+        client_id: str,
+        clean_session: bool = True,
+        keep_alive: int = 60,
+        will: Will | None = None,
+        username: str | None = None,
+        password: bytes | None = None,
+        protocol_level: int = 4,
+        protocol_name: str = "MQTT",
+    ) -> Connect:
+        """A CONNECT carrying this client's credentials unless others are given."""
+        return Connect(
             client_id=client_id,
             clean_session=clean_session,
             keep_alive=keep_alive,
-            username=username,
-            password=password,
+            username=self.username if username is None else username,
+            password=self.password if password is None else password,
             will=will,
             protocol_level=protocol_level,
             protocol_name=protocol_name,
         )
-        self.send(packet)
-        self.connack = self.expect(ConnAck)
-        return self.connack
 
     def subscribe(self, *subscriptions: tuple[str, int]) -> tuple[int, ...]:
         """SUBSCRIBE and return the SUBACK return codes (checking its packet id)."""
@@ -409,6 +446,8 @@ class Target:
     port: int
     prefix: str = field(default_factory=new_prefix)
     timeout: float = DEFAULT_TIMEOUT
+    username: str | None = None
+    password: bytes | None = field(default=None, repr=False)
     clients: list[RawClient] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -419,7 +458,14 @@ class Target:
 
     def scoped(self, suffix: str) -> Target:
         """A fresh target for one scenario: same broker, prefix extended by `suffix`."""
-        return Target(self.host, self.port, f"{self.prefix}{suffix}", self.timeout)
+        return Target(
+            self.host,
+            self.port,
+            f"{self.prefix}{suffix}",
+            self.timeout,
+            self.username,
+            self.password,
+        )
 
     def topic(self, name: str = "t") -> str:
         """A topic (or filter, when `name` has wildcards) under this target's prefix."""
@@ -438,9 +484,13 @@ class Target:
 
     def raw(self, name: str = "raw") -> RawClient:
         """A new TCP connection that has sent nothing yet."""
-        client = RawClient(self.host, self.port, name, self.timeout)
+        client = self.untracked(name)
         self.clients.append(client)
         return client
+
+    def untracked(self, name: str) -> RawClient:
+        """A new TCP connection with this target's credentials that `cleanup` ignores."""
+        return RawClient(self.host, self.port, name, self.timeout, self.username, self.password)
 
     def client(
         self,
@@ -473,11 +523,11 @@ class Target:
         retained = set().union(*(c.retained_topics for c in self.clients))
         self.clients.clear()
         for client_id in sorted(sessions):
-            with RawClient(self.host, self.port, "cleanup", self.timeout) as client:
+            with self.untracked("cleanup") as client:
                 client.connect(client_id, clean_session=True)
                 client.disconnect()
         if retained:
-            with RawClient(self.host, self.port, "cleanup", self.timeout) as client:
+            with self.untracked("cleanup") as client:
                 client.connect(self.client_id("cleanup"), clean_session=True)
                 for topic in sorted(retained):
                     client.publish(topic, b"", qos=1, retain=True)

@@ -16,6 +16,12 @@ _MOSQUITTO_KEEP_ALIVE = (
     "when a periodic check happens to fall inside the window"
 )
 
+_OPTIONAL_EMPTY_ID = (
+    "a server MAY accept a zero-byte client id with clean session 1 and assign one "
+    "[MQTT-3.1.3-6]; a broker that does not answers CONNACK 2 (identifier rejected) "
+    "[MQTT-3.1.3-9], which the spec allows"
+)
+
 DEVIATIONS: dict[str, dict[str, str]] = {
     "mosquitto": {
         "01-02": (
@@ -49,8 +55,21 @@ DEVIATIONS: dict[str, dict[str, str]] = {
             "[MQTT-2.2.2-2] requires closing the connection on invalid fixed-header flags"
         ),
     },
+    "strict-client-id": {
+        "01-12": _OPTIONAL_EMPTY_ID,
+        "01-13": _OPTIONAL_EMPTY_ID,
+        "01-16": (
+            "a server MAY accept client ids longer than 23 characters or outside 0-9a-zA-Z "
+            "[MQTT-3.1.3-5]; a broker that accepts only those the spec guarantees answers "
+            "CONNACK 2 (identifier rejected) instead, which the spec allows"
+        ),
+    },
 }
-"""Broker name -> scenario id -> why that broker knowingly fails the scenario."""
+"""Broker (or broker profile) name -> scenario id -> why it knowingly fails the scenario.
+
+"strict-client-id" is not a broker: it lists the scenarios that check optional
+client-id behaviour, for brokers configured to accept only the ids the spec guarantees.
+"""
 
 INTERMITTENT: dict[str, frozenset[str]] = {
     "mosquitto": frozenset({"03-01", "04-02"}),

@@ -208,7 +208,7 @@ def nothing_after_refused_connect(target: Target) -> None:
     watcher = target.client("w")
     watcher.subscribe((topic, 0))
     client = target.raw("c")
-    refused = encode(Connect("", clean_session=False))
+    refused = encode(client.connect_packet("", clean_session=False))
     client.send(refused + encode(Publish(topic, b"after refusal")) + encode(PingReq()))
     client.connack = client.expect(ConnAck)
     _expect_refused_then_closed(client, 2)

@@ -1,0 +1,551 @@
+"""`midge check HOST[:PORT]`: run the conformance scenarios against any MQTT 3.1.1 broker.
+
+    midge check 127.0.0.1:1883                        every scenario, one row each as it finishes
+    midge check broker.lan --only 05,06-03 -u u -P p  some areas / ids, with credentials
+    midge check [::1]:1883 --broker-profile mosquitto mosquitto's documented deviations allowed
+    midge check HOST --list | --json                  the scenarios only | JSON lines
+
+The scenarios and the runner are the ones the test suite runs (`runner.run_one`);
+this module only selects, reports and turns the outcome into an exit status:
+0 when nothing failed, 1 when a scenario failed, 2 for bad arguments or a broker
+that cannot be reached or refuses the check's CONNECT (checked once, first).
+Only the arguments are defined at import time, so `midge --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.table import Table
+
+    from midge.conformance.harness import Target
+    from midge.conformance.registry import Scenario
+    from midge.conformance.runner import Result
+
+DEFAULT_PORT = 1883
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+PASS, FAIL, DEVIATION, SKIPPED = "pass", "FAIL", "known deviation", "skipped"
+JSON_STATUS = {PASS: "pass", FAIL: "fail", DEVIATION: "known_deviation", SKIPPED: "skipped"}
+STYLES = {PASS: "green", FAIL: "bold red", DEVIATION: "yellow", SKIPPED: "dim"}
+NOTE_INDENT = 7  # notes start under the result column
+STATUS_WIDTH = len(DEVIATION)
+
+_REFUSALS = {
+    1: "unacceptable protocol version (it does not accept MQTT 3.1.1)",
+    2: "identifier rejected (client id {client_id!r})",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+}
+
+
+class UsageError(Exception):
+    """Bad arguments, or a broker the check cannot use: exit status 2."""
+
+
+# ------------------------------------------------------------------ arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run Midge's numbered MQTT 3.1.1 conformance scenarios against any broker. "
+        "Exit status: 0 none failed, 1 some failed, 2 bad arguments or broker unreachable."
+    )
+    parser.add_argument(
+        "target",
+        nargs="?",
+        metavar="HOST[:PORT]",
+        help="broker address; port 1883 by default; [IPv6]:PORT (not needed with --list)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="ID[,ID...]",
+        help="run only these scenarios: ids (05-03) or areas (05); repeatable",
+    )
+    parser.add_argument(
+        "--skip", action="append", metavar="ID[,ID...]", help="do not run these ids or areas"
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="print the scenarios with their rules, run nothing"
+    )
+    parser.add_argument("-u", "--username", help="user name for every CONNECT the check sends")
+    parser.add_argument("-P", "--password", help="password for every CONNECT (needs -u)")
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="how long a client waits for an expected packet (default 2)",
+    )
+    parser.add_argument(
+        "--known-deviations",
+        "--broker-profile",
+        dest="profiles",
+        action="append",
+        metavar="NAME[,NAME...]",
+        help="report the deviations documented for NAME (mosquitto, strict-client-id) "
+        "as 'known deviation', not as failures",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="JSON lines: one object per result, then a summary"
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """["05,06-01", "07"] -> ["05", "06-01", "07"]; None stays None."""
+    if values is None:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    """ "host", "host:port", "[v6]", "[v6]:port" or a bare IPv6 address -> (host, port)."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise UsageError(f"bad target {text!r}: expected [IPv6]:PORT")
+        port_text: str | None = rest[1:] if rest else None
+    elif text.count(":") > 1:
+        host, port_text = text, None  # a bare IPv6 address
+    else:
+        host, colon, port_text = text.partition(":")
+        port_text = port_text if colon else None
+    if not host:
+        raise UsageError(f"bad target {text!r}: no host")
+    return host, _port(text, port_text)
+
+
+def _port(text: str, port_text: str | None) -> int:
+    if port_text is None:
+        return DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"bad target {text!r}: the port must be 1-65535")
+    return int(port_text)
+
+
+def label(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# ----------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run: the selected scenarios, those to skip, the deviations allowed."""
+
+    scenarios: list[Scenario]
+    skip: frozenset[str]
+    deviations: dict[str, str]
+    profiles: list[str]
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    from midge.conformance.runner import select  # noqa: PLC0415
+
+    try:
+        scenarios = select(_names(args.only))
+        skip = frozenset(s.id for s in select(_names(args.skip) or []))
+    except ValueError as exc:
+        raise UsageError(f"{exc} (see --list)") from None
+    if not scenarios:
+        raise UsageError("--only selects no scenario")
+    profiles = _names(args.profiles) or []
+    return Plan(scenarios, skip, _deviations(profiles), profiles)
+
+
+def _deviations(profiles: list[str]) -> dict[str, str]:
+    from midge.conformance.runner import DEVIATIONS  # noqa: PLC0415
+
+    unknown = [name for name in profiles if name not in DEVIATIONS]
+    if unknown:
+        raise UsageError(
+            f"unknown deviation list {', '.join(unknown)}; known: {', '.join(sorted(DEVIATIONS))}"
+        )
+    merged: dict[str, str] = {}
+    for name in profiles:
+        merged.update({key: f"{name}: {why}" for key, why in DEVIATIONS[name].items()})
+    return merged
+
+
+def make_target(args: argparse.Namespace) -> Target:
+    from midge.conformance.harness import DEFAULT_TIMEOUT, Target  # noqa: PLC0415
+
+    if args.target is None:
+        raise UsageError("which broker? give HOST[:PORT] (e.g. 127.0.0.1:1883)")
+    host, port = parse_target(args.target)
+    if args.password is not None and args.username is None:
+        raise UsageError(
+            "-P/--password needs -u/--username: MQTT 3.1.1 allows no password "
+            "without a user name [MQTT-3.1.2-22]"
+        )
+    password = None if args.password is None else args.password.encode()
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+    return Target(host, port, timeout=timeout, username=args.username, password=password)
+
+
+# -------------------------------------------------------------------- probing
+
+
+def probe(target: Target) -> None:
+    """Raise `UsageError` unless the broker accepts a TCP connection and a CONNECT."""
+    where = label(target.host, target.port)
+    try:
+        socket.create_connection((target.host, target.port), timeout=target.timeout).close()
+    except OSError as exc:
+        raise UsageError(f"cannot reach the broker at {where}: {exc}") from None
+    return_code, client_id = _probe_connect(target.scoped("pr"), where)
+    if return_code:
+        raise UsageError(_refusal(where, return_code, client_id, target.username is not None))
+
+
+def _probe_connect(target: Target, where: str) -> tuple[int, str]:
+    from midge.conformance.harness import ScenarioFailed  # noqa: PLC0415
+
+    client_id = target.client_id("probe")
+    try:
+        with target.untracked("probe") as client:
+            connack = client.connect(client_id)
+            client.disconnect()
+    except ScenarioFailed as exc:
+        message = (
+            f"{where} does not answer an MQTT 3.1.1 CONNECT with CONNACK: {exc} "
+            "(a slow broker? raise --timeout)"
+        )
+        raise UsageError(message) from None
+    return connack.return_code, client_id
+
+
+def _refusal(where: str, return_code: int, client_id: str, has_credentials: bool) -> str:
+    reason = _REFUSALS.get(return_code, "unknown return code").format(client_id=client_id)
+    message = f"the broker at {where} refused the check's CONNECT: CONNACK {return_code}, {reason}"
+    if return_code in (4, 5):
+        hint = "check -u/--username and -P/--password" if has_credentials else "give -u and -P"
+        message += f"; {hint}"
+    return message
+
+
+# ------------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One row: a scenario's result as the report shows it."""
+
+    id: str
+    title: str
+    rule: str
+    status: str
+    detail: str = ""
+    deviation: str | None = None
+    seconds: float = 0.0
+
+    def notes(self) -> list[str]:
+        """The lines printed under the row."""
+        lines = [self.detail] if self.status in (FAIL, DEVIATION) and self.detail else []
+        if self.status == DEVIATION and self.deviation:
+            lines.append(f"known deviation, {self.deviation}")
+        return lines
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "type": "result",
+            "id": self.id,
+            "title": self.title,
+            "rule": self.rule,
+            "status": JSON_STATUS[self.status],
+            "detail": self.detail,
+            "deviation": self.deviation,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def classify(result: Result, deviations: dict[str, str]) -> Outcome:
+    """pass, FAIL, or known deviation when the failed scenario is in `deviations`."""
+    deviation = None if result.passed else deviations.get(result.id)
+    status = PASS if result.passed else (FAIL if deviation is None else DEVIATION)
+    return Outcome(
+        result.id, result.title, result.rule, status, result.detail, deviation, result.seconds
+    )
+
+
+def skipped(item: Scenario) -> Outcome:
+    return Outcome(item.id, item.title, item.rule, SKIPPED, "--skip")
+
+
+@dataclass
+class Summary:
+    """Counts per status; the last line of the report."""
+
+    target: str
+    profiles: list[str]
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JSON_STATUS, 0))
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def add(self, outcome: Outcome) -> None:
+        self.counts[outcome.status] += 1
+
+    def exit_status(self) -> int:
+        if self.counts[FAIL]:
+            return EXIT_FAILED
+        return EXIT_INTERRUPTED if self.interrupted else EXIT_OK
+
+    def line(self) -> str:
+        parts = [f"{self.counts[PASS]} passed", f"{self.counts[FAIL]} failed"]
+        if deviations := self.counts[DEVIATION]:
+            plural = "s" if deviations != 1 else ""
+            parts.append(f"{deviations} known deviation{plural} ({', '.join(self.profiles)})")
+        if self.counts[SKIPPED]:
+            parts.append(f"{self.counts[SKIPPED]} skipped")
+        return ", ".join(parts)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "type": "summary",
+            "target": self.target,
+            "known_deviations_from": self.profiles,
+            "passed": self.counts[PASS],
+            "failed": self.counts[FAIL],
+            "known_deviations": self.counts[DEVIATION],
+            "skipped": self.counts[SKIPPED],
+            "interrupted": self.interrupted,
+            "seconds": round(self.seconds, 3),
+            "exit_status": self.exit_status(),
+        }
+
+
+# -------------------------------------------------------------------- reports
+
+
+class Report(Protocol):
+    def listing(self, scenarios: list[Scenario]) -> None: ...
+    def start(self, heading: str, scenarios: list[Scenario]) -> None: ...
+    def running(self, item: Scenario, index: int, total: int) -> None: ...
+    def row(self, outcome: Outcome) -> None: ...
+    def finish(self, summary: Summary) -> None: ...
+    def error(self, message: str) -> None: ...
+
+
+def _stderr(message: str) -> None:
+    print(f"midge check: {message}", file=sys.stderr, flush=True)
+
+
+class PlainReport:
+    """Aligned text, one line per row as it finishes, notes indented under it."""
+
+    def __init__(self) -> None:
+        self.rule_width = 0
+
+    def listing(self, scenarios: list[Scenario]) -> None:
+        width = max((len(s.rule) for s in scenarios), default=0)
+        for item in scenarios:
+            print(f"{item.id:<5}  {item.rule:<{width}}  {item.title}")
+
+    def start(self, heading: str, scenarios: list[Scenario]) -> None:
+        self.rule_width = max(len(s.rule) for s in scenarios)
+        print(heading)
+        print(self._line("ID", "RESULT", "RULE", "TITLE"), flush=True)
+
+    def running(self, item: Scenario, index: int, total: int) -> None:
+        pass
+
+    def row(self, outcome: Outcome) -> None:
+        print(self._line(outcome.id, outcome.status, outcome.rule, outcome.title))
+        for note in outcome.notes():
+            print(" " * NOTE_INDENT + note)
+        sys.stdout.flush()
+
+    def _line(self, scenario_id: str, status: str, rule: str, title: str) -> str:
+        return f"{scenario_id:<5}  {status:<{STATUS_WIDTH}}  {rule:<{self.rule_width}}  {title}"
+
+    def finish(self, summary: Summary) -> None:
+        if summary.interrupted:
+            print("interrupted")
+        print(summary.line(), flush=True)
+
+    def error(self, message: str) -> None:
+        _stderr(message)
+
+
+class RichReport(PlainReport):
+    """The same table on a terminal: colours, wrapped titles, a spinner while a scenario runs."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+        self.status = console.status("")
+
+    def listing(self, scenarios: list[Scenario]) -> None:
+        self.rule_width = max((len(s.rule) for s in scenarios), default=0)
+        table = self._table(show_header=True, with_status=False)
+        for item in scenarios:
+            table.add_row(item.id, item.rule, item.title)
+        self.console.print(table)
+
+    def start(self, heading: str, scenarios: list[Scenario]) -> None:
+        self.rule_width = max(len(s.rule) for s in scenarios)
+        self.console.print(heading, style="bold")
+        self.console.print(self._row_table("ID", "RESULT", "RULE", "TITLE", "bold"), style="bold")
+        self.status.start()
+
+    def running(self, item: Scenario, index: int, total: int) -> None:
+        from rich.text import Text  # noqa: PLC0415
+
+        text = Text(f"[{index}/{total}] {item.id} {item.title}")
+        text.truncate(max(self.console.width - 3, 10), overflow="ellipsis")
+        self.status.update(text)
+
+    def row(self, outcome: Outcome) -> None:
+        style = STYLES[outcome.status]
+        self.console.print(
+            self._row_table(outcome.id, outcome.status, outcome.rule, outcome.title, style)
+        )
+        for note in outcome.notes():
+            self.console.print(self._note(note, "red" if outcome.status == FAIL else "dim"))
+
+    def finish(self, summary: Summary) -> None:
+        self.status.stop()
+        if summary.interrupted:
+            self.console.print("interrupted", style="yellow")
+        style = "bold red" if summary.counts[FAIL] else "bold green"
+        self.console.print(summary.line(), style=style)
+
+    def _note(self, note: str, style: str) -> RenderableType:
+        from rich.padding import Padding  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415
+
+        return Padding(Text(note, style=style), (0, 0, 0, NOTE_INDENT))
+
+    def _row_table(self, scenario_id: str, status: str, rule: str, title: str, style: str) -> Table:
+        from rich.text import Text  # noqa: PLC0415
+
+        table = self._table(show_header=False, with_status=True)
+        table.add_row(scenario_id, Text(status, style=style), rule, title)
+        return table
+
+    def _table(self, show_header: bool, with_status: bool) -> Table:
+        from rich.table import Table  # noqa: PLC0415
+
+        table = Table(show_header=show_header, box=None, padding=(0, 2, 0, 0), expand=True)
+        table.add_column("ID", width=5, no_wrap=True)
+        if with_status:
+            table.add_column("RESULT", width=STATUS_WIDTH, no_wrap=True)
+        table.add_column("RULE", width=self.rule_width, no_wrap=True)
+        table.add_column("TITLE", ratio=1)
+        return table
+
+
+class JsonReport:
+    """JSON lines on stdout: a result object per scenario as it finishes, then the summary."""
+
+    def listing(self, scenarios: list[Scenario]) -> None:
+        for item in scenarios:
+            self._emit({"type": "scenario", "id": item.id, "title": item.title, "rule": item.rule})
+
+    def start(self, heading: str, scenarios: list[Scenario]) -> None:
+        pass
+
+    def running(self, item: Scenario, index: int, total: int) -> None:
+        pass
+
+    def row(self, outcome: Outcome) -> None:
+        self._emit(outcome.as_json())
+
+    def finish(self, summary: Summary) -> None:
+        self._emit(summary.as_json())
+
+    def error(self, message: str) -> None:
+        _stderr(message)
+        self._emit({"type": "error", "message": message, "exit_status": EXIT_USAGE})
+
+    def _emit(self, item: dict[str, Any]) -> None:
+        print(json.dumps(item), flush=True)
+
+
+def make_report(as_json: bool) -> Report:
+    """JSON, rich on a terminal (rich's TTY_COMPATIBLE=1 forces it), else plain text."""
+    if as_json:
+        return JsonReport()
+    try:
+        from rich.console import Console  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - rich is a dependency; plain text still works
+        return PlainReport()
+    console = Console(highlight=False)
+    return RichReport(console) if console.is_terminal else PlainReport()
+
+
+# ----------------------------------------------------------------------- run
+
+
+def run(args: argparse.Namespace) -> int:
+    report = make_report(args.json)
+    try:
+        plan = make_plan(args)
+        if args.list:
+            report.listing(plan.scenarios)
+            return EXIT_OK
+        target = make_target(args)
+        probe(target)
+    except UsageError as exc:
+        report.error(str(exc))
+        return EXIT_USAGE
+    summary = run_plan(target, plan, report)
+    return summary.exit_status()
+
+
+def run_plan(target: Target, plan: Plan, report: Report) -> Summary:
+    """Run (or skip) each scenario in order, reporting each row as it finishes."""
+    where = label(target.host, target.port)
+    summary = Summary(where, plan.profiles)
+    report.start(_heading(where, target, plan), plan.scenarios)
+    started = time.monotonic()
+    try:
+        for index, item in enumerate(plan.scenarios, 1):
+            report.running(item, index, len(plan.scenarios))
+            outcome = _outcome(target, item, plan)
+            summary.add(outcome)
+            report.row(outcome)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    summary.seconds = time.monotonic() - started
+    report.finish(summary)
+    return summary
+
+
+def _outcome(target: Target, item: Scenario, plan: Plan) -> Outcome:
+    from midge.conformance.runner import run_one  # noqa: PLC0415
+
+    if item.id in plan.skip:
+        return skipped(item)
+    return classify(run_one(target, item), plan.deviations)
+
+
+def _heading(where: str, target: Target, plan: Plan) -> str:
+    count = len(plan.scenarios)
+    parts = [f"midge check {where}: {count} scenario{'s' if count != 1 else ''}"]
+    parts.append(f"timeout {target.timeout:g}s")
+    if target.username is not None:
+        parts.append(f"user {target.username!r}")
+    if plan.profiles:
+        parts.append(f"known deviations from {', '.join(plan.profiles)}")
+    return ", ".join(parts)
