@@ -1,0 +1,493 @@
+"""The asyncio MQTT client: moves bytes between a stream and `ClientProtocol`.
+
+All protocol decisions (packet ids, QoS flows, re-sending, keep-alive) are
+made by the sans-IO `ClientProtocol`; this layer only opens connections,
+writes what the protocol wants written, runs its timer, and resolves the
+futures that `publish`, `subscribe` and `unsubscribe` wait on when the
+protocol reports the matching acknowledgement. QoS state therefore never
+lives in a future: a lost connection loses no protocol state, and with
+`reconnect=True` waiting calls simply complete after the next connection.
+
+One reader task per connection; `_read_loop` is the one place that turns
+every way a connection can end (EOF, OSError, a protocol violation by the
+broker) into `_connection_lost`, which either starts the reconnect loop or
+fails every waiting call with `ConnectionLost` so nothing hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import secrets
+import socket
+import ssl as _ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from midge.client.errors import (
+    CannotConnect,
+    ClientError,
+    ConnectionLost,
+    ConnectionRefused,
+    ConnectTimeout,
+    KeepAliveTimeout,
+    NotConnected,
+    SubscribeError,
+)
+from midge.client.events import (
+    Connected,
+    Event,
+    MessageReceived,
+    PublishCompleted,
+    Refused,
+    Subscribed,
+    TimedOut,
+    Unsubscribed,
+)
+from midge.client.protocol import ClientProtocol, ConnectOptions, State, Trace
+from midge.client.streams import MessageStream
+from midge.protocol.errors import MQTTError
+from midge.protocol.packets import PROTOCOL_MQTT_3_1, PROTOCOL_MQTT_3_1_1, Will
+
+log = logging.getLogger("midge.client")
+
+READ_SIZE = 65536
+SUBACK_FAILURE = 0x80
+
+
+@dataclass(slots=True)
+class _Link:
+    """One live connection: its streams and the task reading from it."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    task: asyncio.Task[None] | None = None
+
+
+class Client:
+    """An MQTT 3.1 / 3.1.1 client; use `async with Client(host) as client:`.
+
+    `protocol_version` 4 is MQTT 3.1.1, 3 is MQTT 3.1 (an empty `client_id`
+    then gets a generated one, since 3.1 has no empty ids). `reconnect=True`
+    reconnects after a lost connection with exponential backoff from
+    `reconnect_min_delay` to `reconnect_max_delay` seconds, re-sends what was
+    in flight and re-subscribes when the broker kept no session; waiting
+    calls then keep waiting. The first connection is never retried: a wrong
+    address or password should fail at once. At most `max_inflight` QoS 1/2
+    messages are unacknowledged at once (0: no limit); more wait, in order.
+    `ssl` wraps the TCP connection in TLS.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        client_id: str = "",
+        clean_session: bool = True,
+        keepalive: int = 60,
+        username: str | None = None,
+        password: str | bytes | None = None,
+        will: Will | None = None,
+        protocol_version: int = PROTOCOL_MQTT_3_1_1,
+        reconnect: bool = False,
+        reconnect_min_delay: float = 0.1,
+        reconnect_max_delay: float = 30.0,
+        connect_timeout: float = 10.0,
+        max_inflight: int = 20,
+        ssl: _ssl.SSLContext | None = None,
+        trace: Trace | None = None,
+    ) -> None:
+        if not client_id and protocol_version == PROTOCOL_MQTT_3_1:
+            client_id = f"midge-{secrets.token_hex(8)}"  # 22 characters: 3.1 allows 23
+        secret = password.encode("utf-8") if isinstance(password, str) else password
+        options = ConnectOptions(
+            client_id, clean_session, keepalive, username, secret, will, protocol_version
+        )
+        self.host = host
+        self.port = port
+        self.reconnect = reconnect
+        self.reconnect_min_delay = reconnect_min_delay
+        self.reconnect_max_delay = reconnect_max_delay
+        self.connect_timeout = connect_timeout
+        self.ssl = ssl
+        self._protocol = ClientProtocol(options, max_inflight=max_inflight, trace=trace)
+        self._link: _Link | None = None
+        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._inbox = MessageStream(None)
+        self._streams: list[MessageStream] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._changed = asyncio.Event()
+        self._failure: ClientError | None = None
+        self._closing = False
+        self._reconnect_task: asyncio.Task[None] | None = None
+
+    @property
+    def client_id(self) -> str:
+        return self._protocol.options.client_id
+
+    @property
+    def session_present(self) -> bool:
+        """CONNACK's session present flag of the latest connection."""
+        return self._protocol.session_present
+
+    @property
+    def connected(self) -> bool:
+        return self._protocol.state is State.CONNECTED
+
+    @property
+    def protocol(self) -> ClientProtocol:
+        """The sans-IO state machine (for inspection and tests)."""
+        return self._protocol
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    # ----------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.disconnect()
+
+    async def connect(self) -> None:
+        """Connect once. Raises CannotConnect, ConnectTimeout, ConnectionRefused
+        or ConnectionLost (the broker closed or broke the protocol before CONNACK)."""
+        if self._link is not None or self._closing:
+            raise RuntimeError("connect() on a client that is connected or closed")
+        await self._open()
+
+    async def disconnect(self) -> None:
+        """Send DISCONNECT (the broker discards the will) and close. Calls still
+        waiting get ConnectionLost; message streams end after their buffer."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+        link = self._link
+        self._protocol.disconnect(asyncio.get_running_loop().time())
+        self._flush()
+        self._link = None
+        self._cancel_timer()
+        if link is not None:
+            if link.task is not None:
+                link.task.cancel()
+            link.writer.close()
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    await link.writer.wait_closed()
+            except (OSError, TimeoutError):
+                pass  # the DISCONNECT is written or the socket is gone: either way, done
+        self._fail(NotConnected("the client has disconnected"), clean=True)
+
+    async def _open(self) -> None:
+        """One connection attempt: TCP (and TLS), CONNECT, CONNACK."""
+        stage = "connecting to"
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                reader, writer = await self._open_stream()
+                stage = "waiting for CONNACK from"
+                try:
+                    events = await self._handshake(reader, writer)
+                except BaseException:
+                    self._protocol.connection_lost()
+                    writer.transport.abort()
+                    raise
+        except TimeoutError:
+            raise ConnectTimeout(
+                f"timed out after {self.connect_timeout:g} s {stage} {self.address}"
+            ) from None
+        except OSError as exc:
+            raise CannotConnect(f"cannot connect to {self.address}: {_describe(exc)}") from exc
+        link = _Link(reader, writer)
+        self._link = link
+        link.task = asyncio.create_task(self._read_loop(link), name=f"mqtt-{self.address}")
+        self._flush()  # what the protocol re-sends after CONNACK
+        self._handle_events(events)
+        self._schedule_timer()
+
+    async def _open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The byte stream under MQTT: TCP, or TLS over TCP (a WebSocket later)."""
+        return await asyncio.open_connection(self.host, self.port, ssl=self.ssl)
+
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> list[Event]:
+        """Send CONNECT, read until CONNACK; the events include what came with it."""
+        loop = asyncio.get_running_loop()
+        self._protocol.connect(loop.time())
+        writer.write(self._protocol.data_to_send())
+        while True:
+            data = await reader.read(READ_SIZE)
+            if not data:
+                raise ConnectionLost(f"{self.address} closed the connection before CONNACK")
+            try:
+                self._protocol.receive_data(data, loop.time())
+            except MQTTError as exc:
+                raise ConnectionLost(f"{self.address} broke the MQTT protocol: {exc}") from exc
+            events = self._protocol.events_received()
+            for event in events:
+                if isinstance(event, Refused):
+                    raise ConnectionRefused(event.return_code)
+            if any(isinstance(event, Connected) for event in events):
+                return events
+
+    async def _read_loop(self, link: _Link) -> None:
+        """Feed the protocol until the connection ends, then report how it ended."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                data = await link.reader.read(READ_SIZE)
+                if not data:
+                    raise ConnectionLost(f"the broker at {self.address} closed the connection")
+                self._protocol.receive_data(data, loop.time())
+                self._pump()
+        except ConnectionLost as exc:
+            error = exc
+        except MQTTError as exc:
+            self._pump()  # the packets before the bad one count: deliver and acknowledge them
+            error = _lost(f"the broker at {self.address} broke the MQTT protocol: {exc}", exc)
+        except OSError as exc:
+            error = _lost(f"connection to {self.address} lost: {_describe(exc)}", exc)
+        except Exception as exc:  # a bug here must not leave callers hanging
+            log.exception("client reader failed")
+            error = _lost(f"internal error in the MQTT client: {exc!r}", exc)
+        self._connection_lost(link, error)
+
+    def _connection_lost(self, link: _Link, error: ClientError) -> None:
+        if self._link is not link:
+            return
+        self._link = None
+        self._cancel_timer()
+        self._protocol.connection_lost()
+        link.writer.transport.abort()
+        if link.task is not None and link.task is not asyncio.current_task():
+            link.task.cancel()
+        self._changed.set()
+        if self._closing:
+            return
+        if self.reconnect:
+            log.warning("%s; reconnecting", error)
+            self._reconnect_task = asyncio.create_task(self._reconnect_loop())
+        else:
+            self._fail(error)
+
+    async def _reconnect_loop(self) -> None:
+        """Retry with exponential backoff until connected, or a refusal that is final."""
+        delay = self.reconnect_min_delay
+        while not self._closing:
+            try:
+                await self._open()
+                log.info("reconnected to %s", self.address)
+                return
+            except ConnectionRefused as exc:
+                if not exc.transient:
+                    self._fail(_lost(f"reconnecting to {self.address} failed: {exc}", exc))
+                    return
+                log.warning("reconnect: %s; retrying in %.1f s", exc, delay)
+            except ClientError as exc:
+                log.info("reconnect: %s; retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.reconnect_max_delay)
+
+    def _fail(self, error: ClientError, *, clean: bool = False) -> None:
+        """The client is finished: every waiting call and stream learns why."""
+        if self._failure is None:
+            self._failure = error
+        waiters, self._waiters = self._waiters, {}
+        for future in waiters.values():
+            if not future.done():
+                future.set_exception(_lost(str(error), error))
+        end = None if clean else error
+        self._inbox.finish(end)
+        for stream in self._streams:
+            stream.finish(end)
+        self._changed.set()
+
+    # ------------------------------------------------ protocol <-> stream
+
+    def _flush(self) -> None:
+        data = self._protocol.data_to_send()
+        if data and self._link is not None and not self._link.writer.is_closing():
+            self._link.writer.write(data)
+
+    def _pump(self) -> None:
+        """After the protocol ran: write its bytes, act on its events, re-arm its timer."""
+        self._flush()
+        self._handle_events(self._protocol.events_received())
+        self._schedule_timer()
+
+    def _handle_events(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, MessageReceived):
+                self._route(event)
+            elif isinstance(event, PublishCompleted | Unsubscribed):
+                self._resolve(event.packet_id, None)
+            elif isinstance(event, Subscribed):
+                self._resolve(event.packet_id, event)
+            elif isinstance(event, Connected):
+                self._changed.set()
+            elif isinstance(event, TimedOut) and self._link is not None:
+                message = f"keep-alive: {self.address} silent for {event.silent_for:.1f} s"
+                self._connection_lost(self._link, KeepAliveTimeout(message))
+
+    def _route(self, event: MessageReceived) -> None:
+        message = event.message
+        taken = False
+        for stream in self._streams:
+            if stream.matches(message.topic):
+                stream.push(message)
+                taken = True
+        if not taken:
+            self._inbox.push(message)
+
+    def _resolve(self, packet_id: int, value: object) -> None:
+        future = self._waiters.pop(packet_id, None)  # None: our own re-subscribe
+        if future is not None and not future.done():
+            future.set_result(value)
+
+    def _schedule_timer(self) -> None:
+        deadline = self._protocol.timer_deadline()
+        if deadline is None:
+            self._cancel_timer()
+        elif self._timer is None or self._timer.when() > deadline:
+            # A timer that fires before the deadline is harmless: it re-arms.
+            self._cancel_timer()
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._protocol.handle_timer(asyncio.get_running_loop().time())
+        self._pump()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -------------------------------------------------------- application
+
+    async def publish(
+        self, topic: str, payload: bytes | str = b"", qos: int = 0, retain: bool = False
+    ) -> None:
+        """Publish and wait until the QoS flow completes (QoS 0: until written).
+
+        With reconnect on, QoS 1/2 messages wait across reconnects and are
+        re-sent with DUP set; QoS 0 waits for a connection, then is sent once.
+        """
+        data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        loop = asyncio.get_running_loop()
+        if qos == 0:
+            await self._wait_connected()
+            self._protocol.publish(topic, data, 0, retain, now=loop.time())
+            self._flush()
+            await self._drain(required=True)
+            return
+        self._check_usable()
+        packet_id = self._protocol.publish(topic, data, qos, retain, now=loop.time())
+        assert packet_id is not None
+        await self._wait_for(packet_id)
+
+    async def subscribe(self, topic: str | Sequence[tuple[str, int]], qos: int = 0) -> list[int]:
+        """Subscribe to one filter at `qos`, or to a list of (filter, qos).
+
+        Returns the granted QoS per filter. Raises SubscribeError (which has
+        `.granted`, one code per filter) if the broker refused any filter (0x80).
+        """
+        subscriptions = [(topic, qos)] if isinstance(topic, str) else list(topic)
+        self._check_usable()
+        now = asyncio.get_running_loop().time()
+        packet_id = self._protocol.subscribe(subscriptions, now)
+        event = await self._wait_for(packet_id)
+        assert isinstance(event, Subscribed)
+        if SUBACK_FAILURE in event.granted:
+            raise SubscribeError(event.filters, event.granted)
+        return list(event.granted)
+
+    async def unsubscribe(self, topic: str | Sequence[str]) -> None:
+        """Unsubscribe from one filter or several; returns at UNSUBACK."""
+        filters = [topic] if isinstance(topic, str) else list(topic)
+        self._check_usable()
+        packet_id = self._protocol.unsubscribe(filters, asyncio.get_running_loop().time())
+        await self._wait_for(packet_id)
+
+    def messages(self, topic_filter: str | None = None) -> MessageStream:
+        """Received messages as an async iterator.
+
+        Without a filter: the client's inbox, every message no filtered stream
+        took, buffered from the moment the client was created. With a filter:
+        a new stream of the messages matching it from now on, until closed
+        (`async with client.messages("a/+") as stream:` closes it).
+        """
+        if topic_filter is None:
+            return self._inbox
+        stream = MessageStream(topic_filter, self._streams.remove)
+        self._streams.append(stream)
+        if self._failure is not None:
+            stream.finish(None if self._closing else self._failure)
+        return stream
+
+    async def _wait_for(self, packet_id: int) -> object:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[packet_id] = future
+        self._flush()
+        await self._drain(required=False)
+        return await future
+
+    async def _drain(self, *, required: bool) -> None:
+        """Wait while the socket's buffer is full (backpressure)."""
+        link = self._link
+        if link is None:
+            if required:
+                raise ConnectionLost(f"connection to {self.address} lost before the write")
+            return
+        try:
+            await link.writer.drain()
+        except OSError as exc:
+            if required:
+                raise _lost(f"connection to {self.address} lost: {_describe(exc)}", exc) from exc
+
+    def _check_usable(self) -> None:
+        """Raise unless a request can be sent now or after the reconnect under way."""
+        if self._failure is not None:
+            raise _lost(str(self._failure), self._failure)
+        if self._link is None and self._reconnect_task is None:
+            raise NotConnected("not connected: use `async with Client(...)` or connect()")
+
+    async def _wait_connected(self) -> None:
+        while self._protocol.state is not State.CONNECTED:
+            self._check_usable()
+            self._changed.clear()
+            await self._changed.wait()
+
+
+def _lost(message: str, cause: BaseException) -> ConnectionLost:
+    error = ConnectionLost(message)
+    error.__cause__ = cause
+    return error
+
+
+def _describe(exc: OSError) -> str:
+    """An OSError as a user reads it: the reason without the errno noise."""
+    if isinstance(exc, _ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})"
+    if exc.errno and exc.errno > 0:
+        return os.strerror(exc.errno)  # asyncio's text adds only the address we name anyway
+    if f"[Errno {errno.ECONNREFUSED}]" in str(exc):  # every address of the host refused
+        return os.strerror(errno.ECONNREFUSED)
+    return str(exc) or type(exc).__name__

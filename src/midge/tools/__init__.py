@@ -1,0 +1,1 @@
+"""Command-line tools: `midge pub` / `midge sub` (on the client library) and more."""
