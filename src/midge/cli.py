@@ -11,7 +11,10 @@ from midge import __version__
 from midge.bench.cli import add_arguments as add_bench_arguments
 from midge.broker.auth import PasswordFileError
 from midge.broker.config import LOG_LEVELS, BrokerConfig, ConfigError, load_config
+from midge.conformance.cli import add_arguments as add_check_arguments
 from midge.store.base import StoreError
+from midge.tools.passwd import add_arguments as add_passwd_arguments
+from midge.tools.pubsub import add_pub_arguments, add_sub_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     bench = commands.add_parser("bench", help="load-test a broker; compare Midge with Mosquitto")
     add_bench_arguments(bench)
+    check = commands.add_parser("check", help="run the conformance scenarios against any broker")
+    add_check_arguments(check)
+    pub = commands.add_parser("pub", add_help=False, help="publish messages (like mosquitto_pub)")
+    add_pub_arguments(pub)
+    sub = commands.add_parser("sub", add_help=False, help="print messages (like mosquitto_sub)")
+    add_sub_arguments(sub)
+    passwd = commands.add_parser("passwd", help="manage a password file (like mosquitto_passwd)")
+    add_passwd_arguments(passwd)
     return parser
 
 
@@ -55,6 +66,9 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
     try:
         run(config)
+    except ConfigError as exc:  # found only when used: a TLS certificate or key
+        print(f"midge: {exc}", file=sys.stderr)
+        return 2
     except PasswordFileError as exc:
         print(f"midge: bad password file: {exc}", file=sys.stderr)
         return 2
@@ -75,4 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         from midge.bench.cli import run as bench_command  # noqa: PLC0415
 
         return bench_command(args)
+    if args.command == "check":
+        from midge.conformance.cli import run as check_command  # noqa: PLC0415
+
+        return check_command(args)
+    if args.command == "passwd":
+        from midge.tools.passwd import run as passwd_command  # noqa: PLC0415
+
+        return passwd_command(args)
+    if args.command in ("pub", "sub"):
+        from midge.tools.pubsub import run as pubsub_command  # noqa: PLC0415
+
+        return pubsub_command(args)
     return 2

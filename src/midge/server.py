@@ -10,8 +10,8 @@ from pathlib import Path
 
 from midge import __version__, compiled
 from midge.broker.broker import Broker
-from midge.broker.config import BrokerConfig
-from midge.broker.listeners import start_tcp_listener
+from midge.broker.config import BrokerConfig, ListenerConfig
+from midge.broker.listeners import start_listener
 from midge.store.base import Store
 from midge.store.memory import MemoryStore
 from midge.store.sqlite import SQLiteStore
@@ -51,26 +51,53 @@ async def serve(config: BrokerConfig) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    server = await start_tcp_listener(broker, config.host, config.port)
-    build = "compiled with mypyc" if compiled() else "pure Python"
-    for sock in server.sockets:
-        host, port = sock.getsockname()[:2]
-        log.info("midge %s (%s) listening on %s:%d", __version__, build, host, port)
+    loop.add_signal_handler(signal.SIGHUP, _reload, broker)
+    servers = []
+    try:
+        for listener in config.effective_listeners():
+            servers.append(await start_listener(broker, listener))
+            _log_listening(servers[-1], listener)
+    except BaseException:
+        for server in servers:
+            server.close()
+        raise
     ticker = asyncio.create_task(_run_timers(broker, loop))
     try:
         await stop.wait()
     finally:
         log.info("stopping: closing %d connections", broker.open_connections)
-        server.close()
+        for server in servers:
+            server.close()
         broker.close_all("broker shutting down")
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
-        await server.wait_closed()
+        for server in servers:
+            await server.wait_closed()
         if writer is not None:
             await asyncio.to_thread(writer.stop)
         store.close()
         log.info("stopped")
+
+
+def _log_listening(server: asyncio.Server, listener: ListenerConfig) -> None:
+    build = "compiled with mypyc" if compiled() else "pure Python"
+    for sock in server.sockets:
+        host, port = sock.getsockname()[:2]
+        log.info(
+            "midge %s (%s) listening on %s:%d (%s)",
+            __version__,
+            build,
+            host,
+            port,
+            listener.label,
+        )
+
+
+def _reload(broker: Broker) -> None:
+    """SIGHUP: read the password and ACL files again; a broken file keeps the old rules."""
+    log.info("SIGHUP: reloading the password and ACL files")
+    broker.reload_auth()
 
 
 def _start_writer(

@@ -58,7 +58,10 @@ class Paho:
         password: str | None = None,
         will: tuple[str, bytes, int, bool] | None = None,
         keepalive: int = 60,
+        transport: str = "tcp",
+        tls: dict[str, Any] | None = None,
     ) -> None:
+        """`transport` "websockets" for MQTT over WebSocket; `tls`: `tls_set` arguments."""
         self.host = host
         self.port = port
         self.keepalive = keepalive
@@ -68,7 +71,10 @@ class Paho:
             clean_session=clean_session,
             protocol=protocol,
             reconnect_on_failure=False,
+            transport=transport,  # type: ignore[arg-type]
         )
+        if tls is not None:
+            self.client.tls_set(**tls)
         self.client.max_inflight_messages_set(20)
         self.client.max_queued_messages_set(0)
         if username is not None:

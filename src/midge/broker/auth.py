@@ -73,23 +73,25 @@ def load_password_file(path: str | Path) -> dict[str, PasswordHash]:
 class Authenticator:
     """Decides CONNACK return codes 0, 4 and 5 from the credentials a client sends."""
 
-    def __init__(self, allow_anonymous: bool, users: dict[str, PasswordHash] | None) -> None:
-        self.allow_anonymous = allow_anonymous
+    def __init__(self, users: dict[str, PasswordHash] | None) -> None:
         self.users = users
 
     @classmethod
-    def from_settings(cls, allow_anonymous: bool, password_file: str) -> Authenticator:
+    def from_settings(cls, password_file: str) -> Authenticator:
         users = load_password_file(password_file) if password_file else None
-        return cls(allow_anonymous, users)
+        return cls(users)
 
-    def check(self, username: str | None, password: bytes | None) -> ConnectReturnCode:
+    def check(
+        self, username: str | None, password: bytes | None, allow_anonymous: bool
+    ) -> ConnectReturnCode:
+        """The CONNACK code; `allow_anonymous` is the policy of the client's listener."""
         if username is None:
-            if self.allow_anonymous:
+            if allow_anonymous:
                 return ConnectReturnCode.ACCEPTED
             return ConnectReturnCode.NOT_AUTHORIZED
         if self.users is None:
             # No password file: a user name is an identity only, as in Mosquitto.
-            if self.allow_anonymous:
+            if allow_anonymous:
                 return ConnectReturnCode.ACCEPTED
             return ConnectReturnCode.NOT_AUTHORIZED
         known = self.users.get(username)

@@ -24,16 +24,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from midge.broker.auth import Authenticator
-from midge.broker.config import BrokerConfig
+from midge.broker.authorizer import Authorizer, build_authorizer, load_acl
+from midge.broker.config import BrokerConfig, ListenerConfig
 from midge.broker.connection import Connection, State, Transport
-from midge.broker.handlers import HANDLERS
+from midge.broker.handlers import HANDLERS, answer_connect
+from midge.broker.hooks import AuthHook, ask_authenticate, load_hook
 from midge.broker.message import Message
 from midge.broker.persistence import Persistence, restore_session
 from midge.broker.router import RetainedStore, SubscriptionTrie
 from midge.broker.session import Awaiting, InflightMessage, Session
+from midge.broker.throttle import LoginThrottle
 from midge.protocol.codec import PUBREL_HEADER, encode_ack, encode_publish
-from midge.protocol.errors import ProtocolError
-from midge.protocol.packets import Connect, Packet
+from midge.protocol.errors import MQTTError, ProtocolError
+from midge.protocol.packets import Connect, ConnectReturnCode, Packet
 from midge.store.base import (
     OutboundAdded,
     OutboundDeleted,
@@ -76,9 +79,10 @@ class Broker:
     ) -> None:
         """`store` receives every change to durable state; None keeps nothing."""
         self.config = config
-        self.authenticator = authenticator or Authenticator.from_settings(
-            config.allow_anonymous, config.password_file
-        )
+        self.authenticator = authenticator or Authenticator.from_settings(config.password_file)
+        self.auth_hook: AuthHook | None = load_hook(config.auth_hook) if config.auth_hook else None
+        # None without an ACL file and a hook: then the hot path checks only this.
+        self.authorizer: Authorizer | None = build_authorizer(config, self.auth_hook)
         self.sessions: dict[str, Session] = {}
         self.connections: dict[str, Connection] = {}  # client id -> its live connection
         self.subscriptions = SubscriptionTrie()
@@ -94,6 +98,8 @@ class Broker:
         self.persistence = Persistence(store, hold=config.durability != "memory")
         self.persistence.on_commit = self.committed
         self.holding: set[Connection] = set()  # connections with output awaiting a commit
+        self.throttle = LoginThrottle(config.auth_failure_delay, config.auth_failure_max_delay)
+        self._default_listener = config.effective_listeners()[0]
 
     def restore(self, state: StoredState) -> None:
         """Take over what the store kept: offline sessions and retained messages."""
@@ -110,8 +116,18 @@ class Broker:
 
     # ------------------------------------------------------------ connections
 
-    def connection_made(self, transport: Transport, peer: str, now: float) -> Connection:
-        connection = Connection(self, transport, peer, now)
+    def connection_made(
+        self,
+        transport: Transport,
+        peer: str,
+        now: float,
+        listener: ListenerConfig | None = None,
+        tls_identity: str | None = None,
+    ) -> Connection:
+        """A new socket on `listener` (default: the first configured one)."""
+        connection = Connection(
+            self, transport, peer, now, listener or self._default_listener, tls_identity
+        )
         self._open.add(connection)
         self.stats.connections_accepted += 1
         self.schedule_timer(connection, now + self.config.connect_timeout)
@@ -207,6 +223,66 @@ class Broker:
             if client_id not in self.sessions:
                 return client_id
 
+    # ---------------------------------------------------------- authentication
+
+    def authenticate(
+        self, connection: Connection, packet: Connect, allow_anonymous: bool
+    ) -> ConnectReturnCode:
+        """The CONNACK code for a CONNECT's credentials: the hook, then the password file.
+
+        Every refusal is logged as a warning (never with the password).
+        """
+        code = self._login(connection, packet, allow_anonymous)
+        if code is not ConnectReturnCode.ACCEPTED:
+            log.warning(
+                "login refused (%s): client %r, user %r, from %s",
+                code.name,
+                packet.client_id,
+                packet.username,
+                connection.peer,
+            )
+        return code
+
+    def _login(
+        self, connection: Connection, packet: Connect, allow_anonymous: bool
+    ) -> ConnectReturnCode:
+        hook = self.auth_hook
+        if hook is not None:
+            verdict = ask_authenticate(
+                hook, packet.client_id, packet.username, packet.password, connection.peer
+            )
+            if verdict:
+                return ConnectReturnCode.ACCEPTED
+            if verdict is not None:
+                if packet.username is None:
+                    return ConnectReturnCode.NOT_AUTHORIZED
+                return ConnectReturnCode.BAD_USERNAME_OR_PASSWORD
+        return self.authenticator.check(packet.username, packet.password, allow_anonymous)
+
+    def reload_auth(self) -> bool:
+        """Re-read the password file and the ACL file (the SIGHUP handler calls this).
+
+        Connected clients stay connected; the new rules apply to every later
+        packet and delivery (cached decisions are dropped). If either file is
+        unreadable or broken, both old ones stay, the error is logged, and the
+        answer is False.
+        """
+        config = self.config
+        try:
+            authenticator = (
+                Authenticator.from_settings(config.password_file) if config.password_file else None
+            )
+            acl = load_acl(config.acl_file)
+        except (OSError, ValueError) as exc:  # PasswordFileError and AclFileError are ValueErrors
+            log.error("reload of authentication failed, keeping the previous rules: %s", exc)
+            return False
+        if authenticator is not None:
+            self.authenticator = authenticator
+        if self.authorizer is not None:
+            self.authorizer.replace_acl(acl)
+        log.info("reloaded password file %r and ACL file %r", config.password_file, config.acl_file)
+        return True
+
     # --------------------------------------------------------------- sessions
 
     def add_session(self, client_id: str, persistent: bool) -> Session:
@@ -218,6 +294,8 @@ class Broker:
     def discard_session(self, session: Session) -> None:
         for topic_filter in session.subscriptions:
             self.subscriptions.remove(topic_filter, session.client_id)
+        if self.authorizer is not None:
+            self.authorizer.forget(session.client_id)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
         if session.persistent:
@@ -257,6 +335,9 @@ class Broker:
         if message.topic.startswith(SYS_PREFIX):
             log.debug("ignoring message to %r from %s", message.topic, origin.name)
             return
+        authorizer = self.authorizer
+        if authorizer is not None and not authorizer.can_publish(origin, message.topic):
+            return  # acknowledged by the caller all the same, as Mosquitto does
         self.publish(message)
 
     def publish(self, message: Message) -> None:
@@ -270,6 +351,9 @@ class Broker:
         targets = self.subscriptions.match(message.topic)
         if not targets:
             return
+        if self.authorizer is not None:
+            # Checked on the concrete topic, per receiver, as Mosquitto does.
+            targets = self.authorizer.readers(message.topic, targets, self.connections)
         sessions = self.sessions
         # One object per delivered QoS, so each is encoded once for all receivers.
         # Forwards to existing subscribers carry retain 0 [MQTT-3.3.1-9].
@@ -380,10 +464,16 @@ class Broker:
             return
         window = self.config.max_inflight_messages
         queue = session.queue
+        authorizer = self.authorizer
         while queue and not connection.write_blocked and connection.state is State.CONNECTED:
             if queue[0][1].qos and len(session.inflight) >= window:
                 return
             seq, message = session.dequeue()
+            if authorizer is not None and not authorizer.can_receive(connection, message.topic):
+                # Queued under other rules, or for a user name unknown then: checked now.
+                if session.persistent:
+                    self.persistence.record(OutboundDeleted(session.client_id, seq))
+                continue
             if message.qos:
                 self._send_inflight(session, connection, message, seq)
             else:
@@ -402,7 +492,15 @@ class Broker:
 
     def deliver_retained(self, session: Session, topic_filter: str, granted_qos: int) -> None:
         """Retained messages for a new subscription, with the retain flag [MQTT-3.3.1-6]."""
+        authorizer = self.authorizer
+        connection = self.connections.get(session.client_id)
         for message in self.retained.match(topic_filter):
+            if (
+                authorizer is not None
+                and connection is not None
+                and not authorizer.can_receive(connection, message.topic)
+            ):
+                continue
             qos = min(granted_qos, message.qos)
             self.deliver(session, message.with_delivery(qos, True))
 
@@ -429,9 +527,41 @@ class Broker:
         if now >= self._next_expiry_check:
             self._next_expiry_check = now + EXPIRY_CHECK_SECONDS
             self.expire_sessions(self.wall_clock())
+            self.throttle.forget(now)
         self.flush()
 
+    def defer_connect(
+        self, connection: Connection, packet: Connect, now: float, turn: float
+    ) -> None:
+        """Hold a CONNECT until `turn` (login throttling); later input waits too."""
+        connection.state = State.THROTTLED
+        connection.deferred_connect = (turn, packet)
+        log.info(
+            "%s: CONNECT answered in %.1f s (failed logins from %s)",
+            connection.name,
+            turn - now,
+            connection.address,
+        )
+        self.schedule_timer(connection, turn)
+
+    def _answer_deferred(self, connection: Connection, now: float) -> None:
+        assert connection.deferred_connect is not None
+        turn, packet = connection.deferred_connect
+        if now < turn:  # an earlier timer of this connection (its connect timeout)
+            self.schedule_timer(connection, turn)
+            return
+        connection.deferred_connect = None
+        connection.state = State.AWAITING_CONNECT
+        try:
+            answer_connect(self, connection, packet, now)
+        except MQTTError as exc:
+            self.close_connection(connection, f"protocol violation: {exc}")
+        connection.data_received(b"", now)  # what arrived while it waited
+
     def _check_deadline(self, connection: Connection, now: float) -> None:
+        if connection.state is State.THROTTLED:
+            self._answer_deferred(connection, now)
+            return
         if connection.state is State.AWAITING_CONNECT:
             deadline = connection.opened_at + self.config.connect_timeout
             reason = "no CONNECT within connect_timeout"

@@ -8,8 +8,9 @@ to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,97 @@ QOS2_DELIVERY_MODES = ("on_publish", "on_release")
 STORES = ("sqlite", "memory")
 DURABILITY_LEVELS = ("full", "normal", "memory")
 SLOW_CONSUMER_POLICIES = ("drop", "disconnect")
+TRANSPORTS = ("tcp", "tls", "ws", "wss")
+TLS_VERSIONS = ("1.2", "1.3")
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """One `[[listeners]]` table: an address, a transport and who may connect there."""
+
+    port: int
+    host: str = ""  # "": the top-level `host`
+    transport: str = "tcp"  # tcp, tls, ws (MQTT over WebSocket), wss (WebSocket over TLS)
+    # None: the top-level allow_anonymous, and if that is unset too, only
+    # on a loopback address (a stranger on the network must log in).
+    allow_anonymous: bool | None = None
+    # TLS (tls and wss): PEM files; cafile verifies client certificates.
+    certfile: str = ""
+    keyfile: str = ""
+    cafile: str = ""
+    require_certificate: bool = False  # mutual TLS: no valid client certificate, no connection
+    use_identity_as_username: bool = False  # the client certificate's CN is the user name
+    tls_version: str = "1.2"  # the oldest TLS version accepted
+
+    @property
+    def secure(self) -> bool:
+        return self.transport in ("tls", "wss")
+
+    @property
+    def websocket(self) -> bool:
+        return self.transport in ("ws", "wss")
+
+    @property
+    def label(self) -> str:
+        """How logs name this listener's protocol stack."""
+        return {"tcp": "mqtt", "tls": "mqtt+tls", "ws": "mqtt+ws", "wss": "mqtt+wss"}[
+            self.transport
+        ]
+
+    def anonymous_allowed(self, default: bool | None) -> bool:
+        if self.allow_anonymous is not None:
+            return self.allow_anonymous
+        if default is not None:
+            return default
+        return is_loopback(self.host)
+
+    def validate(self, key: str) -> None:
+        _check(0 <= self.port <= 65535, f"{key}.port", "must be 0..65535")
+        _check(self.transport in TRANSPORTS, f"{key}.transport", f"must be one of {TRANSPORTS}")
+        _check(
+            self.tls_version in TLS_VERSIONS, f"{key}.tls_version", f"must be one of {TLS_VERSIONS}"
+        )
+        tls_keys = ("certfile", "keyfile", "cafile", "require_certificate")
+        if not self.secure:
+            for name in (*tls_keys, "use_identity_as_username"):
+                _check(
+                    not getattr(self, name),
+                    f"{key}.{name}",
+                    f"only applies to transport 'tls' or 'wss', not {self.transport!r}",
+                )
+            return
+        _check(bool(self.certfile), f"{key}.certfile", "required for a TLS listener")
+        _check(bool(self.keyfile), f"{key}.keyfile", "required for a TLS listener")
+        for name in ("certfile", "keyfile", "cafile"):
+            path = getattr(self, name)
+            if path:
+                _check(Path(path).is_file(), f"{key}.{name}", f"file not found: {path}")
+        if self.require_certificate or self.use_identity_as_username:
+            _check(
+                bool(self.cafile),
+                f"{key}.cafile",
+                "required to verify client certificates (require_certificate, "
+                "use_identity_as_username)",
+            )
+        if self.use_identity_as_username:
+            _check(
+                self.require_certificate,
+                f"{key}.require_certificate",
+                "must be true when use_identity_as_username is",
+            )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name or "" (every address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +125,32 @@ class BrokerConfig:
     # crash loses what arrived in the last milliseconds).
     durability: str = "normal"
     persistent_session_expiry: int = 0  # seconds offline before a session is deleted; 0: never
+    # More listeners (TLS, WebSocket, other addresses): `[[listeners]]` tables.
+    # When given they replace the plain TCP listener of `host` and `port`.
+    listeners: tuple[ListenerConfig, ...] = field(default=())
     # Authentication: anonymous clients, and an optional password file in
-    # Mosquitto's format (user:hash lines, `$6$` or `$7$` hashes).
-    allow_anonymous: bool = True
+    # Mosquitto's format (user:hash lines, `$6$` or `$7$` hashes). Unset
+    # (the default), anonymous clients may connect on loopback addresses only.
+    allow_anonymous: bool | None = None
     password_file: str = ""
+    # Authorization: a Mosquitto-format ACL file (with one, whatever it does not
+    # grant is denied), and a hook class "package.module:ClassName" asked first.
+    acl_file: str = ""
+    auth_hook: str = ""
     # Client ids: when true, only 1-23 characters of 0-9a-zA-Z (MQTT-3.1.3-5).
     strict_client_id: bool = False
     max_connections: int = 0  # 0: no limit; beyond it CONNACK 3 (server unavailable)
     connect_timeout: float = 10.0  # seconds a new socket has to send CONNECT
     max_packet_size: int = 268_435_460  # bytes, whole packet; the protocol's maximum
+    # Keep-alive above this (or 0, "never") is refused with CONNACK 2, as Mosquitto
+    # does: 3.1.1 cannot tell a client to use another value. 0: no limit.
+    max_keepalive: int = 0
+    max_topic_length: int = 65535  # characters in a topic name or filter
+    max_topic_levels: int = 200  # levels in a topic name or filter (Mosquitto's fixed limit)
+    # After a failed login the next CONNACK to the same address waits this long,
+    # doubling per failure up to auth_failure_max_delay; 0 turns it off.
+    auth_failure_delay: float = 0.5
+    auth_failure_max_delay: float = 10.0
     # Delivery to each client.
     max_inflight_messages: int = 20  # QoS 1/2 messages sent and not yet acknowledged
     max_queued_messages: int = 1000  # per session, beyond the in-flight window; 0: no limit
@@ -67,12 +172,21 @@ class BrokerConfig:
             "durability",
             f"must be one of {DURABILITY_LEVELS}",
         )
-        _check(
-            self.persistent_session_expiry >= 0, "persistent_session_expiry", "must be >= 0"
-        )
+        _check(self.persistent_session_expiry >= 0, "persistent_session_expiry", "must be >= 0")
         _check(self.max_connections >= 0, "max_connections", "must be >= 0")
         _check(self.connect_timeout > 0, "connect_timeout", "must be > 0")
         _check(self.max_packet_size >= 2, "max_packet_size", "must be >= 2")
+        _check(0 <= self.max_keepalive <= 65535, "max_keepalive", "must be 0..65535")
+        _check(1 <= self.max_topic_length <= 65535, "max_topic_length", "must be 1..65535")
+        _check(self.max_topic_levels >= 1, "max_topic_levels", "must be >= 1")
+        _check(self.auth_failure_delay >= 0, "auth_failure_delay", "must be >= 0")
+        _check(
+            self.auth_failure_max_delay >= self.auth_failure_delay,
+            "auth_failure_max_delay",
+            "must be >= auth_failure_delay",
+        )
+        for index, listener in enumerate(self.listeners):
+            listener.validate(f"listeners[{index}]")
         _check(
             1 <= self.max_inflight_messages <= 65535,
             "max_inflight_messages",
@@ -93,12 +207,32 @@ class BrokerConfig:
         )
         if self.password_file:
             _check(Path(self.password_file).is_file(), "password_file", "file not found")
+        if self.acl_file:
+            _check(Path(self.acl_file).is_file(), "acl_file", "file not found")
+        if self.auth_hook:
+            _check(":" in self.auth_hook, "auth_hook", "must be 'package.module:ClassName'")
         return self
 
     def override(self, **changes: Any) -> BrokerConfig:
-        """A copy with the given (non-None) values: how command-line flags win."""
+        """A copy with the given (non-None) values: how command-line flags win.
+
+        With `[[listeners]]`, `host` and `port` move the first listener.
+        """
         given = {key: value for key, value in changes.items() if value is not None}
+        if self.listeners:
+            moved = {key: given.pop(key) for key in ("host", "port") if key in given}
+            if moved:
+                first = replace(self.listeners[0], **moved)
+                given["listeners"] = (first, *self.listeners[1:])
         return _typed(given, "command line", base=self).validate()
+
+    def effective_listeners(self) -> tuple[ListenerConfig, ...]:
+        """Every listener to open, each with its host filled in."""
+        listeners = self.listeners or (ListenerConfig(self.port),)
+        return tuple(replace(item, host=item.host or self.host) for item in listeners)
+
+    def anonymous_allowed(self, listener: ListenerConfig) -> bool:
+        return listener.anonymous_allowed(self.allow_anonymous)
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -120,17 +254,48 @@ def load_config(path: str | Path | None) -> BrokerConfig:
     return _typed(data, str(path), base=BrokerConfig()).validate()
 
 
+_OPTIONAL_BOOLS = frozenset({"allow_anonymous"})
+"""Keys whose default None means "decide per listener"; a value must be a bool."""
+
+
 def _typed(data: dict[str, Any], source: str, base: BrokerConfig) -> BrokerConfig:
-    known = {field.name: field for field in fields(BrokerConfig)}
+    values = dict(data)
     for key, value in data.items():
-        if key not in known:
-            raise ConfigError(f"unknown config key {key!r} in {source}")
-        expected = type(getattr(base, key))
-        if expected is float and type(value) is int:
+        if key == "listeners":
+            if not isinstance(value, tuple):
+                values[key] = _listeners(value, source)
             continue
-        if type(value) is not expected:
-            raise ConfigError(
-                f"config key {key!r} in {source}: expected {expected.__name__}, "
-                f"got {type(value).__name__} {value!r}"
-            )
-    return replace(base, **data)
+        _check_type(BrokerConfig(), key, value, source, key)
+    return replace(base, **values)
+
+
+def _check_type(defaults: object, key: str, value: Any, source: str, name: str) -> None:
+    """Raise ConfigError unless `value` has the type of `defaults`'s field `key`."""
+    if key not in {item.name for item in fields(defaults)}:  # type: ignore[arg-type]
+        raise ConfigError(f"unknown config key {name!r} in {source}")
+    default = getattr(defaults, key)
+    expected: type = bool if key in _OPTIONAL_BOOLS else type(default)
+    if expected is float and type(value) is int:
+        return
+    if type(value) is not expected:
+        raise ConfigError(
+            f"config key {name!r} in {source}: expected {expected.__name__}, "
+            f"got {type(value).__name__} {value!r}"
+        )
+
+
+def _listeners(value: Any, source: str) -> tuple[ListenerConfig, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ConfigError(
+            f"config key 'listeners' in {source}: expected [[listeners]] tables, got {value!r}"
+        )
+    listeners = []
+    for index, table in enumerate(value):
+        name = f"listeners[{index}]"
+        if "port" not in table:
+            raise ConfigError(f"config key '{name}.port' in {source}: required")
+        template = ListenerConfig(port=0, allow_anonymous=False)  # typed defaults to compare
+        for key, item in table.items():
+            _check_type(template, key, item, source, f"{name}.{key}")
+        listeners.append(ListenerConfig(**table))
+    return tuple(listeners)

@@ -20,13 +20,16 @@ from typing import TYPE_CHECKING, Protocol
 
 from midge.protocol.codec import Decoder
 from midge.protocol.errors import MQTTError
-from midge.protocol.packets import Will
+from midge.protocol.packets import Connect, Will
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
+    from midge.broker.config import ListenerConfig
     from midge.broker.session import Session
 
 log = logging.getLogger("midge.connection")
+
+THROTTLED_INPUT_LIMIT = 64 * 1024  # bytes a client may send while its CONNECT waits
 
 
 class Transport(Protocol):
@@ -43,6 +46,9 @@ class Transport(Protocol):
 
 class State(Enum):
     AWAITING_CONNECT = "awaiting-connect"
+    # A CONNECT arrived from an address with failed logins: it waits for its
+    # turn (`LoginThrottle`) and later packets wait in the decoder's buffer.
+    THROTTLED = "throttled"
     CONNECTED = "connected"
     CLOSED = "closed"
 
@@ -50,6 +56,7 @@ class State(Enum):
 # Typed as plain State so checks after the handlers ran are not "unreachable"
 # to mypy: a handler may close the connection.
 _CLOSED: State = State.CLOSED
+_THROTTLED: State = State.THROTTLED
 
 
 class Connection:
@@ -57,25 +64,43 @@ class Connection:
         "broker",
         "client_id",
         "decoder",
+        "deferred_connect",
         "held",
         "keep_alive",
         "last_activity",
+        "listener",
         "opened_at",
         "outbox",
         "peer",
         "session",
         "state",
         "timer_at",
+        "tls_identity",
         "transport",
+        "username",
         "version",
         "will",
         "write_blocked",
     )
 
-    def __init__(self, broker: Broker, transport: Transport, peer: str, now: float) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        transport: Transport,
+        peer: str,
+        now: float,
+        listener: ListenerConfig,
+        tls_identity: str | None = None,
+    ) -> None:
         self.broker = broker
         self.transport = transport
         self.peer = peer
+        self.listener = listener  # where the client connected: its anonymous and TLS rules
+        # The verified client certificate's common name, on a TLS listener.
+        self.tls_identity = tls_identity
+        self.username: str | None = None  # who the client logged in as (ACLs check it)
+        # (turn, CONNECT) while THROTTLED: the CONNECT and when it will be answered.
+        self.deferred_connect: tuple[float, Connect] | None = None
         self.opened_at = now
         self.last_activity = now
         self.state = State.AWAITING_CONNECT
@@ -99,6 +124,11 @@ class Connection:
         return f"<Connection {self.client_id or '?'} from {self.peer} {self.state.value}>"
 
     @property
+    def address(self) -> str:
+        """The client's IP address, without the port (what login throttling counts)."""
+        return self.peer.rpartition(":")[0] or self.peer
+
+    @property
     def name(self) -> str:
         """How logs name this client: its id once known, else its address."""
         return f"{self.client_id!r} ({self.peer})" if self.client_id else self.peer
@@ -109,8 +139,12 @@ class Connection:
             return
         self.last_activity = now
         self.decoder.feed(data)
+        if self.state is _THROTTLED and self.decoder.buffered() > THROTTLED_INPUT_LIMIT:
+            self.broker.close_connection(self, "sent too much while its CONNECT waited")
+            self.broker.flush()
+            return
         try:
-            while self.state is not _CLOSED:
+            while self.state is not _CLOSED and self.state is not _THROTTLED:
                 packet = self.decoder.next_packet()
                 if packet is None:
                     break

@@ -66,7 +66,24 @@ def _session(connection: Connection) -> Session:
 
 
 def handle_connect(broker: Broker, connection: Connection, packet: Connect, now: float) -> None:
-    code = _refusal(broker, packet)
+    # After failed logins from this address, answers wait their turn.
+    turn = broker.throttle.turn(connection.address, now)
+    if turn > now:
+        broker.defer_connect(connection, packet, now, turn)
+        return
+    answer_connect(broker, connection, packet, now)
+
+
+_LOGIN_FAILURES = (ConnectReturnCode.BAD_USERNAME_OR_PASSWORD, ConnectReturnCode.NOT_AUTHORIZED)
+
+
+def answer_connect(broker: Broker, connection: Connection, packet: Connect, now: float) -> None:
+    """Accept or refuse a CONNECT whose turn has come."""
+    code = _refusal(broker, connection, packet)
+    if code in _LOGIN_FAILURES:
+        broker.throttle.failed(connection.address, now)
+    elif code is None:
+        broker.throttle.succeeded(connection.address)
     if code is not None:
         connection.send(encode(ConnAck(code)))  # a refusal reads the same in 3.1 and 3.1.1
         broker.close_connection(
@@ -92,9 +109,10 @@ def handle_connect(broker: Broker, connection: Connection, packet: Connect, now:
     # Session present is 1 only when a stored session resumes [MQTT-3.2.2-1/2/3].
     connection.send(encode(ConnAck(ConnectReturnCode.ACCEPTED, present), connection.version))
     log.info(
-        "client %r connected from %s (MQTT level %d, clean session %d, keep-alive %d s)",
+        "client %r connected from %s over %s (MQTT level %d, clean session %d, keep-alive %d s)",
         client_id,
         connection.peer,
+        connection.listener.label,
         packet.protocol_level,
         packet.clean_session,
         packet.keep_alive,
@@ -104,11 +122,21 @@ def handle_connect(broker: Broker, connection: Connection, packet: Connect, now:
         broker.resume_delivery(connection)
 
 
-def _refusal(broker: Broker, packet: Connect) -> ConnectReturnCode | None:
+def _refusal(broker: Broker, connection: Connection, packet: Connect) -> ConnectReturnCode | None:
     """The CONNACK code refusing this CONNECT, or None to accept it."""
     if SUPPORTED_PROTOCOLS.get(packet.protocol_name) != packet.protocol_level:
         return ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION  # [MQTT-3.1.2-2]
     if not _client_id_acceptable(broker, packet):
+        return ConnectReturnCode.IDENTIFIER_REJECTED
+    max_keepalive = broker.config.max_keepalive
+    if max_keepalive and not 0 < packet.keep_alive <= max_keepalive:
+        # 3.1.1 cannot name the allowed value; Mosquitto refuses the same way.
+        log.info(
+            "%s: keep-alive %d s is not within max_keepalive %d s",
+            connection.name,
+            packet.keep_alive,
+            max_keepalive,
+        )
         return ConnectReturnCode.IDENTIFIER_REJECTED
     config = broker.config
     if (
@@ -117,7 +145,14 @@ def _refusal(broker: Broker, packet: Connect) -> ConnectReturnCode | None:
         and packet.client_id not in broker.connections
     ):
         return ConnectReturnCode.SERVER_UNAVAILABLE
-    code = broker.authenticator.check(packet.username, packet.password)
+    listener = connection.listener
+    if listener.use_identity_as_username:
+        # The TLS handshake verified the certificate: it is the login (as in Mosquitto).
+        if connection.tls_identity is None:
+            return ConnectReturnCode.NOT_AUTHORIZED
+        return None
+    allow_anonymous = config.anonymous_allowed(listener)
+    code = broker.authenticate(connection, packet, allow_anonymous)
     return None if code is ConnectReturnCode.ACCEPTED else code
 
 
@@ -141,6 +176,10 @@ def _attach(
     now: float,
 ) -> None:
     connection.client_id = client_id
+    if connection.listener.use_identity_as_username:
+        connection.username = connection.tls_identity
+    else:
+        connection.username = packet.username
     connection.session = session
     connection.version = packet.protocol_level
     connection.decoder.version = packet.protocol_level
@@ -149,6 +188,9 @@ def _attach(
     connection.state = State.CONNECTED
     session.connected = True
     broker.connections[client_id] = connection
+    if broker.authorizer is not None:
+        # Who the session belongs to from now on, also while it is offline.
+        broker.authorizer.identify(client_id, connection.username)
     if packet.keep_alive:
         broker.schedule_timer(connection, now + 1.5 * packet.keep_alive)
 
@@ -157,7 +199,10 @@ def _attach(
 
 
 def handle_publish(broker: Broker, connection: Connection, packet: Publish, now: float) -> None:
-    message = Message(packet.topic, packet.payload, packet.qos, packet.retain)
+    topic = packet.topic
+    if _beyond_topic_limits(broker, topic):
+        raise ProtocolError(f"topic beyond max_topic_length / max_topic_levels: {topic[:64]!r}...")
+    message = Message(topic, packet.payload, packet.qos, packet.retain)
     if packet.head is not None:
         message.reuse_head(packet.head)
     qos = packet.qos
@@ -181,7 +226,6 @@ def handle_publish(broker: Broker, connection: Connection, packet: Publish, now:
             if held is None:
                 broker.publish_from_client(message, connection)
         connection.send(encode_ack(PUBREC_HEADER, packet_id))
-
 
 
 def handle_pubrel(broker: Broker, connection: Connection, packet: PubRel, now: float) -> None:
@@ -232,9 +276,7 @@ def handle_pubrec(broker: Broker, connection: Connection, packet: PubRec, now: f
 # --------------------------------------------------------------- SUBSCRIBE
 
 
-def handle_subscribe(
-    broker: Broker, connection: Connection, packet: Subscribe, now: float
-) -> None:
+def handle_subscribe(broker: Broker, connection: Connection, packet: Subscribe, now: float) -> None:
     session = _session(connection)
     codes = []
     granted = []
@@ -242,6 +284,19 @@ def handle_subscribe(
         topic_filter = subscription.topic_filter
         if not is_valid_topic_filter(topic_filter):
             log.info("%s: refusing invalid topic filter %r", connection.name, topic_filter)
+            codes.append(SUBACK_FAILURE)
+            continue
+        if _beyond_topic_limits(broker, topic_filter):
+            log.info(
+                "%s: refusing topic filter beyond max_topic_length / max_topic_levels: %r...",
+                connection.name,
+                topic_filter[:64],
+            )
+            codes.append(SUBACK_FAILURE)
+            continue
+        authorizer = broker.authorizer
+        if authorizer is not None and not authorizer.can_subscribe(connection, topic_filter):
+            log.info("%s: subscription to %r not authorized", connection.name, topic_filter)
             codes.append(SUBACK_FAILURE)
             continue
         # The same filter again replaces the old subscription [MQTT-3.8.4-3].
@@ -252,6 +307,15 @@ def handle_subscribe(
     connection.send(encode(SubAck(packet.packet_id, tuple(codes))))
     for topic_filter, qos in granted:
         broker.deliver_retained(session, topic_filter, qos)
+
+
+def _beyond_topic_limits(broker: Broker, topic: str) -> bool:
+    config = broker.config
+    length = len(topic)
+    # A topic of L characters has at most L + 1 levels: count only long ones.
+    return length > config.max_topic_length or (
+        length >= config.max_topic_levels and topic.count("/") >= config.max_topic_levels
+    )
 
 
 def handle_unsubscribe(
@@ -275,9 +339,7 @@ def handle_disconnect(
     broker: Broker, connection: Connection, packet: Disconnect, now: float
 ) -> None:
     # A clean DISCONNECT discards the will [MQTT-3.14.4-3].
-    broker.close_connection(
-        connection, "client sent DISCONNECT", publish_will=False, flush=True
-    )
+    broker.close_connection(connection, "client sent DISCONNECT", publish_will=False, flush=True)
 
 
 def reject_server_packet(

@@ -1,16 +1,42 @@
-"""asyncio front ends: move bytes between sockets and connections, nothing more."""
+"""asyncio front ends: move bytes between sockets and connections, nothing more.
+
+`MQTTProtocol` serves MQTT over TCP, with or without TLS (asyncio does the
+TLS; a client certificate's common name is read once the handshake is
+done). `WebSocketProtocol` serves MQTT over WebSocket: the `websockets`
+library's sans-I/O `ServerProtocol` does the HTTP upgrade and the framing,
+and the payloads of binary frames form the MQTT byte stream (an MQTT packet
+may span frames and a frame may hold several packets [MQTT-6.0.0-2]).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+import logging
+from typing import Any, cast
+
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from midge.broker.broker import Broker
+from midge.broker.config import ListenerConfig
 from midge.broker.connection import Connection
+from midge.broker.tls import certificate_identity, server_context
+
+log = logging.getLogger("midge.listeners")
+# The websockets library logs every upgrade at info; the broker's own line
+# ("client ... connected") says what matters, so its handshake detail is debug.
+_websocket_log = logging.getLogger("midge.websocket")
+_websocket_log.setLevel(logging.WARNING)
+
+# "mqtt" per the MQTT 3.1.1 and 5.0 specifications [MQTT-6.0.0-3]; clients of
+# 3.1 (such as older Paho JavaScript) ask for "mqttv3.1".
+WEBSOCKET_SUBPROTOCOLS = (Subprotocol("mqtt"), Subprotocol("mqttv3.1"))
 
 
 class MQTTProtocol(asyncio.Protocol):
-    """One TCP connection.
+    """One TCP (or TLS) connection.
 
     Flow control: the transport's high-water mark is the broker's
     `max_write_buffer`. Above it the connection counts as blocked (the broker
@@ -18,11 +44,14 @@ class MQTTProtocol(asyncio.Protocol):
     client that sends without reading our answers cannot grow our buffers.
     """
 
-    __slots__ = ("broker", "connection", "loop", "transport")
+    __slots__ = ("broker", "connection", "listener", "loop", "transport")
 
-    def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, broker: Broker, loop: asyncio.AbstractEventLoop, listener: ListenerConfig
+    ) -> None:
         self.broker = broker
         self.loop = loop
+        self.listener = listener
         self.connection: Connection | None = None
         self.transport: asyncio.Transport | None = None
 
@@ -30,9 +59,13 @@ class MQTTProtocol(asyncio.Protocol):
         stream = self.transport = cast(asyncio.Transport, transport)
         high = self.broker.config.max_write_buffer
         stream.set_write_buffer_limits(high=high, low=high // 4)
-        peer = stream.get_extra_info("peername")
-        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.connection = self.broker.connection_made(stream, address, self.loop.time())
+        self.connection = self.broker.connection_made(
+            stream,
+            peer_name(stream),
+            self.loop.time(),
+            self.listener,
+            certificate_identity(stream.get_extra_info("peercert")),
+        )
 
     def data_received(self, data: bytes) -> None:
         if self.connection is not None:
@@ -59,8 +92,138 @@ class MQTTProtocol(asyncio.Protocol):
             self.connection.writable(self.loop.time())
 
 
-async def start_tcp_listener(broker: Broker, host: str, port: int) -> asyncio.Server:
+class WebSocketStream:
+    """The MQTT connection's transport on a WebSocket: bytes out as binary frames."""
+
+    __slots__ = ("protocol", "transport")
+
+    def __init__(self, protocol: ServerProtocol, transport: asyncio.Transport) -> None:
+        self.protocol = protocol
+        self.transport = transport
+
+    def write(self, data: bytes) -> None:
+        self.protocol.send_binary(data)
+        self.send_pending()
+
+    def close(self) -> None:
+        """A close frame after what is buffered, then the TCP close."""
+        if not self.transport.is_closing():
+            self.protocol.send_close(1000)
+            self.send_pending()
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+    def send_pending(self) -> None:
+        chunks = self.protocol.data_to_send()
+        data = b"".join(chunks)
+        if data and not self.transport.is_closing():
+            self.transport.write(data)
+        if chunks and not chunks[-1]:  # the library asks for the TCP close
+            self.transport.close()
+
+
+class WebSocketProtocol(MQTTProtocol):
+    """One WebSocket connection (plain or over TLS) carrying MQTT."""
+
+    __slots__ = ("stream", "websocket")
+
+    def __init__(
+        self, broker: Broker, loop: asyncio.AbstractEventLoop, listener: ListenerConfig
+    ) -> None:
+        super().__init__(broker, loop, listener)
+        # A frame is at most one maximal MQTT packet (more frames may follow).
+        self.websocket = ServerProtocol(
+            subprotocols=list(WEBSOCKET_SUBPROTOCOLS),
+            max_size=broker.config.max_packet_size,
+            logger=_websocket_log,
+        )
+        self.stream: WebSocketStream | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = self.transport = cast(asyncio.Transport, transport)
+        high = self.broker.config.max_write_buffer
+        stream.set_write_buffer_limits(high=high, low=high // 4)
+        self.stream = WebSocketStream(self.websocket, stream)
+        # The MQTT connection starts once the upgrade succeeds; until then the
+        # broker's connect timeout cannot see this socket, so bound it here.
+        self.loop.call_later(self.broker.config.connect_timeout, self._handshake_deadline)
+
+    def data_received(self, data: bytes) -> None:
+        websocket, stream = self.websocket, self.stream
+        assert stream is not None
+        websocket.receive_data(data)
+        payload = []
+        for event in websocket.events_received():
+            if isinstance(event, Request):
+                self._upgrade(event)
+            elif isinstance(event, Frame):
+                if event.opcode is Opcode.TEXT:
+                    # MQTT travels in binary frames only [MQTT-6.0.0-1].
+                    websocket.fail(1003, "MQTT needs binary frames")
+                    self._close("sent a text frame")
+                    break
+                if event.opcode in (Opcode.BINARY, Opcode.CONT):
+                    payload.append(event.data)
+        stream.send_pending()
+        if payload and self.connection is not None:
+            self.connection.data_received(b"".join(payload), self.loop.time())
+
+    def _upgrade(self, request: Request) -> None:
+        websocket, stream = self.websocket, self.stream
+        assert stream is not None and self.transport is not None
+        response = websocket.accept(request)
+        websocket.send_response(response)
+        if response.status_code != 101:
+            log.info("WebSocket upgrade refused (%d) for %s", response.status_code, self._peer())
+            stream.send_pending()
+            self.transport.close()
+            return
+        self.connection = self.broker.connection_made(
+            stream,
+            self._peer(),
+            self.loop.time(),
+            self.listener,
+            certificate_identity(self.transport.get_extra_info("peercert")),
+        )
+
+    def _handshake_deadline(self) -> None:
+        if self.connection is None and self.transport is not None:
+            self._close("no WebSocket upgrade within connect_timeout")
+
+    def _close(self, reason: str) -> None:
+        log.info("closing WebSocket from %s: %s", self._peer(), reason)
+        if self.connection is not None:
+            self.broker.close_connection(self.connection, reason)
+            self.broker.flush()
+        elif self.transport is not None:
+            self.transport.close()
+
+    def _peer(self) -> str:
+        return peer_name(self.transport) if self.transport is not None else "?"
+
+
+def peer_name(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+
+async def start_listener(
+    broker: Broker, listener: ListenerConfig, **server_options: Any
+) -> asyncio.Server:
+    """Open one listener; raises OSError if its address cannot be bound."""
     loop = asyncio.get_running_loop()
+    protocol = WebSocketProtocol if listener.websocket else MQTTProtocol
+    context = server_context(listener) if listener.secure else None
+    if context is not None:
+        server_options.setdefault("ssl_handshake_timeout", broker.config.connect_timeout)
     return await loop.create_server(
-        lambda: MQTTProtocol(broker, loop), host, port, reuse_address=True, backlog=1024
+        lambda: protocol(broker, loop, listener),
+        listener.host,
+        listener.port,
+        ssl=context,
+        reuse_address=True,
+        backlog=1024,
+        **server_options,
     )
