@@ -16,12 +16,13 @@ from typing import Any, cast
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import State as WebSocketState
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from midge.broker.broker import Broker
 from midge.broker.config import ListenerConfig
-from midge.broker.connection import Connection
+from midge.broker.connection import Connection, State
 from midge.broker.tls import certificate_identity, server_context
 
 log = logging.getLogger("midge.listeners")
@@ -33,6 +34,7 @@ _websocket_log.setLevel(logging.WARNING)
 # "mqtt" per the MQTT 3.1.1 and 5.0 specifications [MQTT-6.0.0-3]; clients of
 # 3.1 (such as older Paho JavaScript) ask for "mqttv3.1".
 WEBSOCKET_SUBPROTOCOLS = (Subprotocol("mqtt"), Subprotocol("mqttv3.1"))
+MAX_FRAME_FLOOR = 1024 * 1024  # bytes a WebSocket frame may carry even if packets are smaller
 
 
 class MQTTProtocol(asyncio.Protocol):
@@ -102,13 +104,17 @@ class WebSocketStream:
         self.transport = transport
 
     def write(self, data: bytes) -> None:
-        self.protocol.send_binary(data)
-        self.send_pending()
+        # Once the client's close frame arrived the WebSocket takes no more
+        # data frames; what the broker still answers is dropped with it.
+        if self.protocol.state is WebSocketState.OPEN:
+            self.protocol.send_binary(data)
+            self.send_pending()
 
     def close(self) -> None:
         """A close frame after what is buffered, then the TCP close."""
         if not self.transport.is_closing():
-            self.protocol.send_close(1000)
+            if self.protocol.state is WebSocketState.OPEN:
+                self.protocol.send_close(1000)
             self.send_pending()
             self.transport.close()
 
@@ -133,10 +139,12 @@ class WebSocketProtocol(MQTTProtocol):
         self, broker: Broker, loop: asyncio.AbstractEventLoop, listener: ListenerConfig
     ) -> None:
         super().__init__(broker, loop, listener)
-        # A frame is at most one maximal MQTT packet (more frames may follow).
+        # A frame may hold several MQTT packets [MQTT-6.0.0-2], so its bound
+        # is not max_packet_size itself: the library buffers a whole frame,
+        # and this keeps that memory bounded while any client's batching fits.
         self.websocket = ServerProtocol(
             subprotocols=list(WEBSOCKET_SUBPROTOCOLS),
-            max_size=broker.config.max_packet_size,
+            max_size=max(broker.config.max_packet_size, MAX_FRAME_FLOOR),
             logger=_websocket_log,
         )
         self.stream: WebSocketStream | None = None
@@ -166,9 +174,14 @@ class WebSocketProtocol(MQTTProtocol):
                     break
                 if event.opcode in (Opcode.BINARY, Opcode.CONT):
                     payload.append(event.data)
-        stream.send_pending()
         if payload and self.connection is not None:
             self.connection.data_received(b"".join(payload), self.loop.time())
+        stream.send_pending()
+        failure = websocket.parser_exc
+        connection = self.connection
+        if failure is not None and connection is not None and connection.state is not State.CLOSED:
+            # An oversized or broken frame: the library has sent its close code.
+            self._close(f"WebSocket protocol error: {failure}")
 
     def _upgrade(self, request: Request) -> None:
         websocket, stream = self.websocket, self.stream

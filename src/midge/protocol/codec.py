@@ -191,9 +191,7 @@ def encode_publish_head(
     topic_bytes = topic.encode("utf-8")
     first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
     length = 2 + len(topic_bytes) + (2 if qos else 0) + payload_length
-    return (
-        _fixed_header(first, length) + len(topic_bytes).to_bytes(2, "big") + topic_bytes
-    )
+    return _fixed_header(first, length) + len(topic_bytes).to_bytes(2, "big") + topic_bytes
 
 
 def _encode_connect(packet: Connect, version: int) -> bytes:
