@@ -76,6 +76,11 @@ async def serve(config: BrokerConfig) -> None:
             await server.wait_closed()
         if writer is not None:
             await asyncio.to_thread(writer.stop)
+            log.info(
+                "store: %d commits of %d operations in all",
+                writer.commits,
+                writer.operations,
+            )
         store.close()
         log.info("stopped")
 

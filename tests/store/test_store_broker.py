@@ -30,12 +30,14 @@ from midge.protocol.packets import (
 from midge.store.base import (
     Operation,
     OutboundAdded,
+    OutboundDeleted,
     OutboundRow,
     ReleasePending,
     Store,
     StoredSession,
     StoredState,
 )
+from midge.store.writer import net_operations
 
 WALL_START = 1_700_000_000.0  # the nodes' wall clock starts here (conftest)
 
@@ -362,7 +364,31 @@ def test_held_acks_come_out_in_order_at_one_commit(make_node: MakeNode) -> None:
     assert pub.received() == [PubAck(n) if n % 2 == 0 else PubRec(n) for n in range(1, 7)]
 
 
-def test_deliveries_to_a_persistent_subscriber_wait_for_the_commit(make_node: MakeNode) -> None:
+def test_qos2_deliveries_to_a_persistent_subscriber_wait_for_the_commit(
+    make_node: MakeNode,
+) -> None:
+    """Sent before the commit, a crash would make the publisher's re-send a second copy."""
+    node = make_node()
+    recorder = Recorder(node)
+    sub = node.open()
+    sub.connect("sub", clean_session=False)
+    sub.send(Subscribe(1, (Subscription("t", 2),)))
+    recorder.commit()
+    assert sub.received() == [ConnAck(0, False), SubAck(1, (2,))]
+    pub = node.connect("pub")
+    assert pub.publish("t", b"x", 2, packet_id=5) == []
+    assert sub.received() == []
+    recorder.commit()
+    assert pub.received() == [PubRec(5)]
+    assert publishes(sub.received()) == [("t", b"x", 2, False, False)]
+
+
+def test_qos1_delivery_goes_out_before_the_commit_and_an_early_ack_is_never_written(
+    make_node: MakeNode,
+) -> None:
+    """A crash before the commit can only repeat a QoS 1 message: no need to wait.
+    The publisher's PUBACK still waits; if the subscriber acknowledges first, the
+    commit writes nothing for the message."""
     node = make_node()
     recorder = Recorder(node)
     sub = node.open()
@@ -371,11 +397,16 @@ def test_deliveries_to_a_persistent_subscriber_wait_for_the_commit(make_node: Ma
     recorder.commit()
     assert sub.received() == [ConnAck(0, False), SubAck(1, (1,))]
     pub = node.connect("pub")
-    assert pub.publish("t", b"x", 1, packet_id=5) == []
-    assert sub.received() == []
+    assert pub.publish("t", b"x", 1, packet_id=5) == []  # PUBACK held
+    [delivery] = sub.received()
+    assert publishes([delivery]) == [("t", b"x", 1, False, False)]
+    assert isinstance(delivery, Publish) and delivery.packet_id is not None
+    sub.send(PubAck(delivery.packet_id))
+    pending = [op for epoch, ops in recorder.batches if epoch > recorder.applied for op in ops]
+    assert [type(op) for op in pending] == [OutboundAdded, OutboundDeleted]
+    assert net_operations(pending) == []
     recorder.commit()
     assert pub.received() == [PubAck(5)]
-    assert publishes(sub.received()) == [("t", b"x", 1, False, False)]
 
 
 def test_qos0_to_a_clean_subscriber_is_written_at_once(make_node: MakeNode) -> None:

@@ -40,6 +40,7 @@ from midge.store.base import (
 )
 from midge.store.memory import MemoryStore
 from midge.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from midge.store.writer import net_operations
 
 T = 1_700_000_000.25  # a wall-clock instant
 
@@ -468,6 +469,37 @@ def test_memory_and_sqlite_load_the_same_after_the_same_operations(
                 )
         finally:
             disk.close()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(st.lists(operations, max_size=12), max_size=6))
+def test_net_operations_reach_the_same_state_with_fewer_writes(
+    batches: list[list[Operation]],
+) -> None:
+    """The group-commit writer's shortcut: one transaction's net effect is its effect."""
+    realistic = [op for batch in as_the_broker_writes(batches) for op in batch]
+    everything_applied, net_applied = MemoryStore(), MemoryStore()
+    everything_applied.apply(realistic)
+    net = net_operations(realistic)
+    net_applied.apply(net)
+    assert normalized(net_applied.load()) == normalized(everything_applied.load())
+    assert len(net) <= len(realistic)
+
+
+def test_net_operations_drops_a_message_acknowledged_before_its_commit() -> None:
+    message = msg("t", b"p", 1)
+    ops: list[Operation] = [
+        SessionSaved("s"),
+        OutboundAdded("s", 1, message, 7, 1),
+        OutboundAdded("s", 2, message, 8, 1),
+        OutboundDeleted("s", 1),
+        # A new session of the same client numbers from 1 again: keep its row.
+        SessionDeleted("s"),
+        SessionSaved("s"),
+        OutboundAdded("s", 1, message, 1, 1),
+        OutboundDeleted("s", 9),  # a row from an earlier commit: its deletion stays
+    ]
+    assert net_operations(ops) == [ops[0], ops[2], ops[4], ops[5], ops[6], ops[7]]
 
 
 # ----------------------------------------------------------- SQLite alone

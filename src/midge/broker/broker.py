@@ -428,7 +428,10 @@ class Broker:
                 barrier=message.qos == 2,
             )
         session.inflight[packet_id] = InflightMessage(packet_id, message, awaiting, seq)
-        self._write_publish(connection, message, packet_id)
+        # QoS 1 goes out before its row commits: if the client acknowledges
+        # first, the writer drops the row unwritten (`net_operations`). QoS 2
+        # must wait: a crash would make the publisher's re-send a second copy.
+        self._write_publish(connection, message, packet_id, durable=message.qos != 1)
 
     def acknowledged(self, session: Session, entry: InflightMessage) -> None:
         """The client completed the flow of an outbound message (PUBACK / PUBCOMP)."""
@@ -445,7 +448,12 @@ class Broker:
             )
 
     def _write_publish(
-        self, connection: Connection, message: Message, packet_id: int | None, dup: bool = False
+        self,
+        connection: Connection,
+        message: Message,
+        packet_id: int | None,
+        dup: bool = False,
+        durable: bool = True,
     ) -> None:
         self.stats.messages_sent += 1
         if dup:
@@ -455,7 +463,7 @@ class Broker:
                 )
             )
         else:
-            connection.send(message.wire(packet_id))
+            connection.send(message.wire(packet_id), durable)
 
     def resume_delivery(self, connection: Connection) -> None:
         """Send queued messages while the window and the socket have room."""

@@ -169,17 +169,22 @@ class Connection:
             self.broker.resume_delivery(self)
             self.broker.flush()
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, durable: bool = True) -> None:
         """Queue bytes for the socket; `Broker.flush` writes them.
 
         Bytes that follow a change to durable state wait for its commit, and
         so does everything after them: one connection's packets keep order.
+        `durable=False` marks bytes that need not wait for this batch's
+        commit (a QoS 1 delivery: if a crash loses the batch, the client can
+        only get the message again, which QoS 1 allows); they still queue
+        behind bytes already held.
         """
         if self.state is State.CLOSED:
             return
         persistence = self.broker.persistence
-        if self.held or persistence.must_hold():
-            epoch = persistence.next_epoch if persistence.barrier else self.held[-1][0]
+        if self.held or (durable and persistence.must_hold()):
+            wait_for_batch = durable and persistence.barrier
+            epoch = persistence.next_epoch if wait_for_batch else self.held[-1][0]
             if not self.held:
                 self.broker.holding.add(self)
             self.held.append((epoch, data))

@@ -18,7 +18,15 @@ import logging
 import threading
 from collections.abc import Callable
 
-from midge.store.base import Operation, Store, StoreError
+from midge.store.base import (
+    Operation,
+    OutboundAdded,
+    OutboundDeleted,
+    OutboundSent,
+    SessionDeleted,
+    Store,
+    StoreError,
+)
 
 log = logging.getLogger("midge.store")
 
@@ -64,7 +72,7 @@ class GroupCommitWriter:
                 if not self._pending:
                     return
                 batches, self._pending = self._pending, []
-            operations = [op for _, ops in batches for op in ops]
+            operations = net_operations([op for _, ops in batches for op in ops])
             if not self._commit(operations):
                 return  # gave up at shutdown: report no commit that did not happen
             self.commits += 1
@@ -92,3 +100,34 @@ class GroupCommitWriter:
                         log.error("shutdown: %d operations not stored", len(operations))
                         return False
                     self._condition.wait(RETRY_SECONDS)
+
+
+def net_operations(operations: list[Operation]) -> list[Operation]:
+    """The same end state with fewer writes.
+
+    An outbound message added and deleted within one transaction (delivered
+    and acknowledged before its row was written) is never written, nor are
+    the updates between. One transaction is atomic: no reader could have seen
+    the row. Keys are (client id, seq); a session's deletion ends its keys,
+    since a new session of the same client numbers from 1 again.
+    """
+    chains: dict[tuple[str, int], list[int]] = {}  # key -> indexes since its OutboundAdded
+    dropped: set[int] = set()
+    for index, op in enumerate(operations):
+        if type(op) is OutboundAdded:  # a re-add of a key joins its chain
+            chains.setdefault((op.client_id, op.seq), []).append(index)
+        elif type(op) is OutboundSent:
+            chain = chains.get((op.client_id, op.seq))
+            if chain is not None:
+                chain.append(index)
+        elif type(op) is OutboundDeleted:
+            chain = chains.pop((op.client_id, op.seq), None)
+            if chain is not None:
+                dropped.update(chain)
+                dropped.add(index)
+        elif type(op) is SessionDeleted:
+            for key in [key for key in chains if key[0] == op.client_id]:
+                del chains[key]
+    if not dropped:
+        return operations
+    return [op for index, op in enumerate(operations) if index not in dropped]
