@@ -5,6 +5,8 @@ from its `listening on HOST:PORT` log line; `start_mosquitto` runs Debian's
 mosquitto with a temporary configuration on a port found by binding port 0.
 Both are context managers yielding `(host, port, process)`; leaving the
 context sends SIGTERM, waits, and kills the process only if it does not exit.
+`start_midge_with_log` is `start_midge` that also yields the broker's log so
+far (`RunningMidge.log`), for tests that check what the broker logged.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -38,9 +41,11 @@ class BrokerStartError(RuntimeError):
 class OutputPump:
     """Drains a process's stderr on a thread so the broker never blocks on a full pipe."""
 
-    def __init__(self, process: subprocess.Popen[str], keep: int = 500) -> None:
+    def __init__(self, process: subprocess.Popen[str], keep: int | None = 500) -> None:
+        """`keep`: how many of the last lines `lines` holds; None keeps every line."""
         self.lines: deque[str] = deque(maxlen=keep)
         self.queue: queue.Queue[str | None] = queue.Queue()
+        self._lock = threading.Lock()  # `snapshot` may run while the pump appends
         self._stream = process.stderr
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
@@ -48,12 +53,18 @@ class OutputPump:
     def _pump(self) -> None:
         assert self._stream is not None
         for line in self._stream:
-            self.lines.append(line)
+            with self._lock:
+                self.lines.append(line)
             self.queue.put(line)
         self.queue.put(None)
 
+    def snapshot(self) -> list[str]:
+        """The kept lines so far; safe while the process is still writing."""
+        with self._lock:
+            return list(self.lines)
+
     def text(self) -> str:
-        return "".join(self.lines) or "(no output)"
+        return "".join(self.snapshot()) or "(no output)"
 
     def join(self) -> None:
         self._thread.join(timeout=STOP_TIMEOUT)
@@ -89,9 +100,80 @@ def _wait_for_listening_line(process: subprocess.Popen[str], pump: OutputPump) -
     )
 
 
+class BrokerLog:
+    """What a running broker has logged so far (every line since its start)."""
+
+    def __init__(self, pump: OutputPump) -> None:
+        self._pump = pump
+
+    def lines(self) -> list[str]:
+        return self._pump.snapshot()
+
+    def text(self) -> str:
+        return self._pump.text()
+
+    def matching(self, pattern: str | re.Pattern[str]) -> list[str]:
+        """The lines so far in which the regular expression `pattern` occurs."""
+        regex = re.compile(pattern)
+        return [line for line in self.lines() if regex.search(line)]
+
+    def wait_for(
+        self, pattern: str | re.Pattern[str], count: int = 1, timeout: float = START_TIMEOUT
+    ) -> list[str]:
+        """Wait until at least `count` lines match `pattern`; returns every matching line.
+
+        The log reaches us through a pipe, a moment after the broker acted:
+        tests wait for a line rather than read the log once.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.matching(pattern)
+            if len(found) >= count or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        if len(found) < count:
+            raise AssertionError(
+                f"{len(found)} of {count} log lines matching {pattern!r} within "
+                f"{timeout:g}s; the log:\n{self.text()}"
+            )
+        return found
+
+
+@dataclass(frozen=True)
+class RunningMidge:
+    """A broker started by `start_midge_with_log`."""
+
+    host: str
+    port: int
+    process: subprocess.Popen[str]
+    log: BrokerLog
+
+    @property
+    def broker(self) -> Broker:
+        """(host, port, process), as `start_midge` yields it."""
+        return self.host, self.port, self.process
+
+
 @contextmanager
 def start_midge(config_toml: str | None = None, extra_args: Sequence[str] = ()) -> Iterator[Broker]:
     """Run the Midge broker on an ephemeral port; yields (host, port, process)."""
+    with _run_midge(config_toml, extra_args, keep=500) as (host, port, process, _pump):
+        yield host, port, process
+
+
+@contextmanager
+def start_midge_with_log(
+    config_toml: str | None = None, extra_args: Sequence[str] = ()
+) -> Iterator[RunningMidge]:
+    """`start_midge` that also keeps the broker's whole log for the test to read."""
+    with _run_midge(config_toml, extra_args, keep=None) as (host, port, process, pump):
+        yield RunningMidge(host, port, process, BrokerLog(pump))
+
+
+@contextmanager
+def _run_midge(
+    config_toml: str | None, extra_args: Sequence[str], keep: int | None
+) -> Iterator[tuple[str, int, subprocess.Popen[str], OutputPump]]:
     with tempfile.TemporaryDirectory(prefix="midge-test-") as tmp:
         args = [sys.executable, "-m", "midge", "serve", "--host", HOST, "--port", "0"]
         # Each broker gets its own store, so no state leaks between tests.
@@ -110,10 +192,10 @@ def start_midge(config_toml: str | None = None, extra_args: Sequence[str] = ()) 
             encoding="utf-8",
             errors="replace",
         )
-        pump = OutputPump(process)
+        pump = OutputPump(process, keep=keep)
         try:
             port = _wait_for_listening_line(process, pump)
-            yield HOST, port, process
+            yield HOST, port, process, pump
         finally:
             stop(process)
             pump.join()

@@ -27,12 +27,13 @@ def test_throttle_waits_double_per_failure_up_to_the_maximum():
     assert throttle.turn("10.0.0.2", now) == now  # other addresses are not affected
 
 
-def test_parallel_attempts_get_one_turn_each():
-    """Many connections at once from one address are answered one delay apart."""
+def test_parallel_attempts_get_one_turn_each_spaced_as_if_sequential():
+    """Many connections at once from one address gain nothing: the spacing doubles
+    per booked turn just as it does per failure one after another."""
     throttle = LoginThrottle(delay=1.0, max_delay=10.0)
     throttle.failed("10.0.0.1", 0.0)
-    turns = [throttle.turn("10.0.0.1", 0.5) for _ in range(4)]
-    assert turns == [1.0, 2.0, 3.0, 4.0]
+    turns = [throttle.turn("10.0.0.1", 0.5) for _ in range(5)]
+    assert turns == [1.0, 3.0, 7.0, 15.0, 25.0]
 
 
 def test_success_resets_and_quiet_addresses_are_forgotten():

@@ -66,6 +66,12 @@ def _session(connection: Connection) -> Session:
 
 
 def handle_connect(broker: Broker, connection: Connection, packet: Connect, now: float) -> None:
+    will = packet.will
+    if will is not None and _beyond_topic_limits(broker, will.topic):
+        # A will is a PUBLISH made later: the same limits (Mosquitto closes too).
+        raise ProtocolError(
+            f"will topic beyond max_topic_length / max_topic_levels: {will.topic[:64]!r}..."
+        )
     # After failed logins from this address, answers wait their turn.
     turn = broker.throttle.turn(connection.address, now)
     if turn > now:
@@ -87,7 +93,10 @@ def answer_connect(broker: Broker, connection: Connection, packet: Connect, now:
     if code is not None:
         connection.send(encode(ConnAck(code)))  # a refusal reads the same in 3.1 and 3.1.1
         broker.close_connection(
-            connection, f"CONNECT refused: {code.name}", publish_will=False, flush=True
+            connection,
+            f"CONNECT refused: {code.name} (client id {packet.client_id!r})",
+            publish_will=False,
+            flush=True,
         )
         return
     client_id = packet.client_id or broker.new_client_id()

@@ -1,13 +1,13 @@
 """Slow down password guessing: failed logins per client address.
 
 After a failed login from an address, CONNECTs from that address are
-answered one at a time, each waiting its turn: `auth_failure_delay` after
-the first failure, doubling with every further failure up to
-`auth_failure_max_delay`. Answers that succeed wait their turn too, so a
-guesser gains nothing from opening many connections at once: one address
-gets at most one answer per delay. A success resets the count; an address
-quiet for `FORGET_AFTER` seconds is forgotten. Time is an argument, so
-this is tested without sleeping.
+answered one at a time, each at its own turn. The turns are spaced
+`auth_failure_delay` apart after the first failure and the spacing doubles
+with every CONNECT booked since (up to `auth_failure_max_delay`), whether
+the CONNECTs come one after another or all at once: a guesser gains nothing
+from opening many connections, and successes wait their turn too. A success
+resets the address; one quiet for `FORGET_AFTER` seconds is forgotten.
+Time is an argument, so this is tested without sleeping.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ MAX_ADDRESSES = 100_000  # bound on remembered addresses (a botnet must not grow
 @dataclass(slots=True)
 class _Record:
     failures: int = 0
+    attempts: int = 0  # CONNECTs booked since the last success: sets the spacing
     next_turn: float = 0.0  # when the next CONNECT from this address may be answered
 
 
@@ -39,7 +40,8 @@ class LoginThrottle:
         if record is None or not record.failures:
             return now
         at = max(now, record.next_turn)
-        record.next_turn = at + self._delay(record.failures)
+        record.attempts += 1
+        record.next_turn = at + self._delay(record.attempts)
         return at
 
     def failed(self, address: str, now: float) -> None:
@@ -53,12 +55,13 @@ class LoginThrottle:
                     self._records.pop(next(iter(self._records)))  # the oldest entry
             record = self._records[address] = _Record()
         record.failures += 1
-        record.next_turn = max(record.next_turn, now + self._delay(record.failures))
+        record.attempts = max(record.attempts, 1)  # a first failure was not booked
+        record.next_turn = max(record.next_turn, now + self._delay(record.attempts))
 
     def succeeded(self, address: str) -> None:
         record = self._records.get(address)
         if record is not None:
-            record.failures = 0
+            record.failures = record.attempts = 0
 
     def forget(self, now: float) -> None:
         """Drop addresses whose last turn is long past."""

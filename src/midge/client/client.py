@@ -50,6 +50,7 @@ from midge.client.events import (
 )
 from midge.client.protocol import ClientProtocol, ConnectOptions, State, Trace
 from midge.client.streams import MessageStream
+from midge.client.websocket import open_websocket, websocket_url
 from midge.protocol.errors import MQTTError
 from midge.protocol.packets import PROTOCOL_MQTT_3_1, PROTOCOL_MQTT_3_1_1, Will
 
@@ -57,6 +58,7 @@ log = logging.getLogger("midge.client")
 
 READ_SIZE = 65536
 SUBACK_FAILURE = 0x80
+TRANSPORTS = ("tcp", "websocket")
 
 
 @dataclass(slots=True)
@@ -79,7 +81,9 @@ class Client:
     calls then keep waiting. The first connection is never retried: a wrong
     address or password should fail at once. At most `max_inflight` QoS 1/2
     messages are unacknowledged at once (0: no limit); more wait, in order.
-    `ssl` wraps the TCP connection in TLS.
+    `ssl` wraps the TCP connection in TLS. `transport="websocket"` carries
+    MQTT over a WebSocket (subprotocol `mqtt`) to `ws://host:port{path}`, or
+    `wss://` when `ssl` is given.
     """
 
     def __init__(
@@ -100,8 +104,14 @@ class Client:
         connect_timeout: float = 10.0,
         max_inflight: int = 20,
         ssl: _ssl.SSLContext | None = None,
+        transport: str = "tcp",
+        path: str = "/mqtt",
         trace: Trace | None = None,
     ) -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
+        if transport == "websocket" and not path.startswith("/"):
+            raise ValueError(f"the WebSocket path must start with '/', not {path!r}")
         if not client_id and protocol_version == PROTOCOL_MQTT_3_1:
             client_id = f"midge-{secrets.token_hex(8)}"  # 22 characters: 3.1 allows 23
         secret = password.encode("utf-8") if isinstance(password, str) else password
@@ -115,6 +125,8 @@ class Client:
         self.reconnect_max_delay = reconnect_max_delay
         self.connect_timeout = connect_timeout
         self.ssl = ssl
+        self.transport = transport
+        self.path = path
         self._protocol = ClientProtocol(options, max_inflight=max_inflight, trace=trace)
         self._link: _Link | None = None
         self._waiters: dict[int, asyncio.Future[Any]] = {}
@@ -146,6 +158,9 @@ class Client:
 
     @property
     def address(self) -> str:
+        """host:port, or the URL with the WebSocket transport (for messages)."""
+        if self.transport == "websocket":
+            return websocket_url(self.host, self.port, self.path, secure=self.ssl is not None)
         return f"{self.host}:{self.port}"
 
     # ----------------------------------------------------------- lifecycle
@@ -194,7 +209,7 @@ class Client:
         self._fail(NotConnected("the client has disconnected"), clean=True)
 
     async def _open(self) -> None:
-        """One connection attempt: TCP (and TLS), CONNECT, CONNACK."""
+        """One connection attempt: TCP (and TLS, and the WebSocket upgrade), CONNECT, CONNACK."""
         stage = "connecting to"
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -220,7 +235,9 @@ class Client:
         self._schedule_timer()
 
     async def _open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """The byte stream under MQTT: TCP, or TLS over TCP (a WebSocket later)."""
+        """The byte stream under MQTT: TCP, TLS over TCP, or a WebSocket over either."""
+        if self.transport == "websocket":
+            return await open_websocket(self.host, self.port, self.path, ssl=self.ssl)
         return await asyncio.open_connection(self.host, self.port, ssl=self.ssl)
 
     async def _handshake(

@@ -86,5 +86,6 @@ class NotConnected(ClientError):
 
 
 class CannotConnect(ClientError):
-    """The TCP (or TLS) connection could not be made: no broker listening, no
-    route, DNS failure, certificate rejected. `__cause__` is the OSError."""
+    """The TCP (or TLS, or WebSocket) connection could not be made: no broker
+    listening, no route, DNS failure, certificate rejected, WebSocket upgrade
+    refused (`midge.client.websocket.WebSocketError`). `__cause__` is the OSError."""

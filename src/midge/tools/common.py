@@ -41,6 +41,8 @@ from midge.tools.pubsub import EXIT_ERROR
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
+DEFAULT_WS_PORT = 80  # --ws: the ports of ws:// and wss:// URLs
+DEFAULT_WSS_PORT = 443
 
 
 class UsageError(Exception):
@@ -57,6 +59,7 @@ class Target:
     password: str | None
     topic: str | None
     tls: bool
+    websocket_path: str | None = None  # --ws / --ws-path: MQTT over a WebSocket at this path
 
 
 def parse_target(args: argparse.Namespace) -> Target:
@@ -75,7 +78,11 @@ def parse_target(args: argparse.Namespace) -> Target:
             raise UsageError(f"bad port in -L {args.url!r}") from None
         topic = unquote(parts.path[1:]) or None
     tls = tls or bool(args.cafile or args.capath or args.cert or args.insecure)
-    default_port = DEFAULT_TLS_PORT if tls else DEFAULT_PORT
+    websocket_path = _websocket_path(args)
+    if websocket_path is not None:
+        default_port = DEFAULT_WSS_PORT if tls else DEFAULT_WS_PORT
+    else:
+        default_port = DEFAULT_TLS_PORT if tls else DEFAULT_PORT
     return Target(
         host=args.host or host or DEFAULT_HOST,
         port=args.port if args.port is not None else port or default_port,
@@ -83,7 +90,18 @@ def parse_target(args: argparse.Namespace) -> Target:
         password=args.password if args.password is not None else password,
         topic=topic,
         tls=tls,
+        websocket_path=websocket_path,
     )
+
+
+def _websocket_path(args: argparse.Namespace) -> str | None:
+    """--ws (path /mqtt) or --ws-path PATH: the WebSocket's path; None for plain MQTT."""
+    path: str | None = args.ws_path
+    if path is None:
+        return "/mqtt" if args.ws else None
+    if not path.startswith("/"):
+        raise UsageError(f"--ws-path must start with '/': {path!r}")
+    return path
 
 
 def ssl_context(args: argparse.Namespace, tls: bool) -> ssl.SSLContext | None:
@@ -139,6 +157,8 @@ def make_client(
             protocol_version=args.protocol_version,
             connect_timeout=args.connect_timeout,
             ssl=ssl_context(args, target.tls),
+            transport="tcp" if target.websocket_path is None else "websocket",
+            path=target.websocket_path or "/mqtt",
             trace=trace,
             reconnect=reconnect,
             max_inflight=getattr(args, "max_inflight", 20),

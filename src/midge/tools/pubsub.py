@@ -81,6 +81,18 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         "-L", "--url", help="mqtt(s)://[user[:password]@]host[:port]/topic (for -h -p -u -P -t)"
     )
     net.add_argument(
+        "-w",
+        "--ws",
+        action="store_true",
+        help="MQTT over WebSocket, path /mqtt; wss with the TLS flags "
+        "(default port 80, 443 with TLS; Midge extension)",
+    )
+    net.add_argument(
+        "--ws-path",
+        metavar="PATH",
+        help="MQTT over WebSocket at this path (implies --ws; Midge extension)",
+    )
+    net.add_argument(
         "-V",
         "--protocol-version",
         type=_version,
