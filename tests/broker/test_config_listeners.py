@@ -113,7 +113,7 @@ def test_tls_files_must_exist_and_client_certificates_need_a_ca(toml_file, pem):
 @pytest.mark.parametrize(
     ("host", "top_level", "own", "allowed"),
     [
-        ("127.0.0.1", None, None, True),  # the default: loopback only
+        ("127.0.0.1", None, None, True),  # the default: the implicit listener on loopback
         ("::1", None, None, True),
         ("localhost", None, None, True),
         ("0.0.0.0", None, None, False),
@@ -126,10 +126,21 @@ def test_tls_files_must_exist_and_client_certificates_need_a_ca(toml_file, pem):
         ("127.0.0.1", True, False, False),
     ],
 )
-def test_anonymous_policy_per_listener(host, top_level, own, allowed):
-    config = BrokerConfig(allow_anonymous=top_level)
+def test_anonymous_policy_of_the_implicit_listener(host, top_level, own, allowed):
+    config = BrokerConfig(host=host, allow_anonymous=top_level)
     listener = ListenerConfig(1883, host=host, allow_anonymous=own)
     assert config.anonymous_allowed(listener) is allowed
+
+
+@pytest.mark.parametrize(
+    ("top_level", "own", "allowed"),
+    [(None, None, False), (True, None, True), (None, True, True), (True, False, False)],
+)
+def test_declared_listeners_refuse_anonymous_clients_unless_told(top_level, own, allowed):
+    """With [[listeners]], even a loopback one needs allow_anonymous (as Mosquitto 2)."""
+    listener = ListenerConfig(1883, host="127.0.0.1", allow_anonymous=own)
+    config = BrokerConfig(listeners=(listener,), allow_anonymous=top_level)
+    assert config.anonymous_allowed(config.effective_listeners()[0]) is allowed
 
 
 def test_the_shipped_example_config_is_valid(tmp_path, monkeypatch):

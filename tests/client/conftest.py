@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from client_support import HOST, mosquitto_passwd
 
 from brokers import Broker, free_port, mosquitto_binary, start_midge, start_mosquitto
+from certificates import Certificates, make_certificates
 
 
 @pytest.fixture(params=["midge", "mosquitto"])
@@ -32,41 +32,19 @@ def auth_brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 
 
 @pytest.fixture(scope="session")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A CA and a server certificate for 127.0.0.1, made with the openssl CLI."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("needs the openssl command")
-    folder = tmp_path_factory.mktemp("tls")
-    files = {name: folder / name for name in ("ca.key", "ca.crt", "srv.key", "srv.csr", "srv.crt")}
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    commands = [
-        ["req", "-x509", *ec, "-keyout", files["ca.key"], "-out", files["ca.crt"],
-         "-days", "2", "-subj", "/CN=midge-test-ca"],
-        ["req", *ec, "-keyout", files["srv.key"], "-out", files["srv.csr"], "-subj", "/CN=x"],
-        ["x509", "-req", "-in", files["srv.csr"], "-CA", files["ca.crt"], "-CAkey",
-         files["ca.key"], "-CAcreateserial", "-out", files["srv.crt"], "-days", "2",
-         "-extfile", "/dev/stdin"],
-    ]  # fmt: skip
-    for command in commands:
-        subprocess.run(
-            [openssl, *map(str, command)],
-            input=b"subjectAltName=IP:127.0.0.1\n",
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-    return files
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A CA and a server certificate for 127.0.0.1 / localhost signed by it."""
+    return make_certificates(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="session")
-def tls_mosquitto(tls_files: dict[str, Path]) -> Iterator[tuple[Broker, int]]:
+def tls_mosquitto(tls_files: Certificates) -> Iterator[tuple[Broker, int]]:
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed")
     tls_port = free_port()
     conf = (
-        f"listener {tls_port} {HOST}\ncafile {tls_files['ca.crt']}\n"
-        f"certfile {tls_files['srv.crt']}\nkeyfile {tls_files['srv.key']}\nuser root\n"
+        f"listener {tls_port} {HOST}\ncafile {tls_files.ca}\n"
+        f"certfile {tls_files.server_cert}\nkeyfile {tls_files.server_key}\nuser root\n"
     )
     with start_mosquitto(conf) as broker:
         yield broker, tls_port

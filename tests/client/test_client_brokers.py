@@ -14,6 +14,7 @@ import pytest
 from client_support import HOST, WAIT, abort, fake_broker, read_packet, unique, wait_until
 
 from brokers import Broker, free_port, start_midge, stop
+from certificates import Certificates
 from midge.client import (
     CannotConnect,
     Client,
@@ -320,11 +321,11 @@ async def test_persistent_qos2_session_survives_a_midge_restart(tmp_path: Path):
 # ------------------------------------------------------------------------ TLS
 
 
-async def test_tls_connection(tls_mosquitto: tuple[Broker, int], tls_files: dict[str, Path]):
+async def test_tls_connection(tls_mosquitto: tuple[Broker, int], tls_files: Certificates):
     import ssl  # noqa: PLC0415
 
     _, port = tls_mosquitto
-    context = ssl.create_default_context(cafile=str(tls_files["ca.crt"]))
+    context = ssl.create_default_context(cafile=str(tls_files.ca))
     async with Client(HOST, port, ssl=context) as client:
         await client.subscribe("tls/t", 2)
         await client.publish("tls/t", "secret", qos=2)

@@ -17,6 +17,7 @@ import pytest
 from client_support import HOST, WAIT, Tool, midge, unique
 
 from brokers import Broker, free_port
+from certificates import Certificates
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -241,9 +242,9 @@ def test_help_is_double_dash_only():
 # ------------------------------------------------------------------------ TLS
 
 
-def test_tls_with_cafile(tls_mosquitto: tuple[Broker, int], tls_files: dict[str, Path]):
+def test_tls_with_cafile(tls_mosquitto: tuple[Broker, int], tls_files: Certificates):
     _, port = tls_mosquitto
-    tls = ["-h", HOST, "-p", str(port), "--cafile", str(tls_files["ca.crt"])]
+    tls = ["-h", HOST, "-p", str(port), "--cafile", str(tls_files.ca)]
     topic = unique("tls/")
     sub = Tool(midge("sub", *tls, "-d", "-t", topic, "-C", "1"))
     sub.wait_for_stderr("received SUBACK")

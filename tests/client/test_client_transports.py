@@ -12,10 +12,8 @@ processes. Everything is loopback, every wait has a timeout.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from websockets.typing import Subprotocol
 from websockets.utils import accept_key
 
 from brokers import free_port, start_midge
+from certificates import Certificates, make_certificates
 from midge.client import CannotConnect, Client, ConnectionLost, ConnectTimeout
 from midge.client.websocket import WebSocketError
 from midge.protocol.codec import Decoder
@@ -50,31 +49,17 @@ class Listeners:
 
 
 @pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A CA and a server certificate for 127.0.0.1 (EC keys: quick to make)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command")
-    folder = tmp_path_factory.mktemp("transports")
-    files = {name: folder / name for name in ("ca.key", "ca.crt", "srv.key", "srv.csr", "srv.crt")}
-    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for command in (
-        ["req", "-x509", *ec, "-keyout", files["ca.key"], "-out", files["ca.crt"],
-         "-days", "2", "-subj", "/CN=midge transports CA"],
-        ["req", *ec, "-keyout", files["srv.key"], "-out", files["srv.csr"], "-subj", "/CN=x"],
-        ["x509", "-req", "-in", files["srv.csr"], "-CA", files["ca.crt"], "-CAkey",
-         files["ca.key"], "-CAcreateserial", "-out", files["srv.crt"], "-days", "2",
-         "-extfile", folder / "san.ext"],
-    ):  # fmt: skip
-        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True, timeout=30)
-    return files
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A CA and a server certificate for 127.0.0.1 / localhost signed by it."""
+    return make_certificates(tmp_path_factory.mktemp("transports"))
 
 
 @pytest.fixture(scope="module")
-def listeners(certificates: dict[str, Path]) -> Iterator[Listeners]:
-    tls = f'certfile = "{certificates["srv.crt"]}"\nkeyfile = "{certificates["srv.key"]}"\n'
+def listeners(certificates: Certificates) -> Iterator[Listeners]:
+    tls = f'certfile = "{certificates.server_cert}"\nkeyfile = "{certificates.server_key}"\n'
     tls_port, ws_port, wss_port = free_port(), free_port(), free_port()
     config = (
+        "allow_anonymous = true\n"  # declared listeners refuse anonymous clients by default
         "[[listeners]]\nport = 0\n"  # --port 0 moves this one; the first log line names it
         f'[[listeners]]\nport = {tls_port}\ntransport = "tls"\n{tls}'
         f'[[listeners]]\nport = {ws_port}\ntransport = "ws"\n'
@@ -83,7 +68,7 @@ def listeners(certificates: dict[str, Path]) -> Iterator[Listeners]:
     with start_midge(config_toml=config) as (_, tcp_port, _):
         for port in (tls_port, ws_port, wss_port):
             wait_for_port(port)
-        yield Listeners(tcp_port, tls_port, ws_port, wss_port, certificates["ca.crt"], tls)
+        yield Listeners(tcp_port, tls_port, ws_port, wss_port, certificates.ca, tls)
 
 
 def wait_for_port(port: int) -> None:
@@ -363,14 +348,14 @@ async def test_reconnects_over_websocket_after_a_dropped_connection(
         assert web.connected
 
 
-async def test_reconnects_over_tls_after_a_broker_restart(certificates: dict[str, Path]) -> None:
+async def test_reconnects_over_tls_after_a_broker_restart(certificates: Certificates) -> None:
     tls_port = free_port()
     config = (
-        "[[listeners]]\nport = 0\n"
+        "allow_anonymous = true\n[[listeners]]\nport = 0\n"
         f'[[listeners]]\nport = {tls_port}\ntransport = "tls"\n'
-        f'certfile = "{certificates["srv.crt"]}"\nkeyfile = "{certificates["srv.key"]}"\n'
+        f'certfile = "{certificates.server_cert}"\nkeyfile = "{certificates.server_key}"\n'
     )
-    context = ssl.create_default_context(cafile=certificates["ca.crt"])
+    context = ssl.create_default_context(cafile=certificates.ca)
     topic = unique("retls/")
     options = {"reconnect": True, "reconnect_min_delay": 0.05, "reconnect_max_delay": 0.2}
     secure = Client(HOST, tls_port, ssl=context, **options)  # type: ignore[arg-type]

@@ -33,6 +33,7 @@ import pytest
 from integration_support import paho, unique
 
 from brokers import HOST, free_port, start_midge, stop
+from certificates import Certificates, make_certificates
 
 JS_DIR = Path(__file__).resolve().parents[1] / "interop_js"
 SCRIPT = JS_DIR / "mqttjs_client.mjs"
@@ -60,66 +61,10 @@ def node() -> str:
     return found
 
 
-@dataclass(frozen=True)
-class Certificates:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    """A CA and a server certificate for 127.0.0.1 / localhost signed by it (P-256 keys)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    d = tmp_path_factory.mktemp("mqttjs-tls")
-    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
-    _openssl(
-        "req",
-        "-x509",
-        *key,
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Midge MQTT.js test CA",
-        "-keyout",
-        str(d / "ca.key"),
-        "-out",
-        str(d / "ca.crt"),
-    )
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl(
-        "req",
-        *key,
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        str(d / "server.key"),
-        "-out",
-        str(d / "server.csr"),
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(d / "server.csr"),
-        "-days",
-        "2",
-        "-CA",
-        str(d / "ca.crt"),
-        "-CAkey",
-        str(d / "ca.key"),
-        "-CAcreateserial",
-        "-extfile",
-        str(d / "san.ext"),
-        "-out",
-        str(d / "server.crt"),
-    )
-    return Certificates(d / "ca.crt", d / "server.crt", d / "server.key")
+    """A CA and a server certificate for 127.0.0.1 / localhost signed by it."""
+    return make_certificates(tmp_path_factory.mktemp("mqttjs-tls"))
 
 
 @dataclass(frozen=True)

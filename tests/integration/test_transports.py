@@ -15,7 +15,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from integration_support import Paho, unique
@@ -23,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as websocket_connect
 
 from brokers import HOST, free_port, start_midge
+from certificates import Certificates, make_certificates
 from midge.protocol.codec import Decoder, encode
 from midge.protocol.packets import (
     ConnAck,
@@ -38,91 +38,10 @@ from midge.protocol.packets import (
 TIMEOUT = 10
 
 
-@dataclass(frozen=True)
-class Certificates:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path  # CN=alice, signed by ca
-    client_key: Path
-    stranger_cert: Path  # CN=mallory, self-signed: not signed by ca
-    stranger_key: Path
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    d = tmp_path_factory.mktemp("tls")
-    key = ("-newkey", "rsa:2048", "-nodes")
-    _openssl(
-        "req",
-        "-x509",
-        *key,
-        "-keyout",
-        str(d / "ca.key"),
-        "-out",
-        str(d / "ca.crt"),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Midge test CA",
-    )
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name, subject, ext in (("server", "/CN=localhost", True), ("client", "/CN=alice", False)):
-        _openssl(
-            "req",
-            *key,
-            "-keyout",
-            str(d / f"{name}.key"),
-            "-out",
-            str(d / f"{name}.csr"),
-            "-subj",
-            subject,
-        )
-        extra = ["-extfile", str(d / "san.ext")] if ext else []
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            str(d / f"{name}.csr"),
-            "-CA",
-            str(d / "ca.crt"),
-            "-CAkey",
-            str(d / "ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            str(d / f"{name}.crt"),
-            *extra,
-        )
-    _openssl(
-        "req",
-        "-x509",
-        *key,
-        "-keyout",
-        str(d / "stranger.key"),
-        "-out",
-        str(d / "stranger.crt"),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=mallory",
-    )
-    return Certificates(
-        d / "ca.crt",
-        d / "server.crt",
-        d / "server.key",
-        d / "client.crt",
-        d / "client.key",
-        d / "stranger.crt",
-        d / "stranger.key",
-    )
+    """CN=alice signed by the CA (mutual TLS), CN=mallory self-signed (refused)."""
+    return make_certificates(tmp_path_factory.mktemp("tls"), "alice", "mallory")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,14 @@
 """`midge bench`: a load generator and benchmark scenarios that run against any MQTT broker.
 
 - `wire`: raw-socket MQTT clients: pre-encoded packets, fixed-header counting.
-- `loadgen`: the worker processes (publishers, subscribers, connection
-  openers) and the sink that shows the generator's own ceiling.
-- `scenarios`: the scenarios, each bounded in time and counting lost messages.
+- `loadgen`: the parent (`Swarm`) of the worker processes, which live in
+  `specs` (what parent and workers share), `publishing` (publishers, pairs),
+  `counting` (subscribers) and `connections` (connection openers, and the
+  sink that shows the generator's own ceiling).
+- `scenarios`: the scenarios, each bounded in time and counting lost
+  messages, and their registry; `flows` has what they are made of (params,
+  target, outcome, the flows that drive the workers), `scale` the
+  connections, wildcard and retained scenarios.
 - `brokers`: start Midge, Mosquitto (and amqtt when installed) as subprocesses.
 - `runner`: every scenario against every broker, alternating, several rounds;
   the table, the JSON file and the ratio chart.

@@ -34,8 +34,9 @@ class ListenerConfig:
     port: int
     host: str = ""  # "": the top-level `host`
     transport: str = "tcp"  # tcp, tls, ws (MQTT over WebSocket), wss (WebSocket over TLS)
-    # None: the top-level allow_anonymous, and if that is unset too, only
-    # on a loopback address (a stranger on the network must log in).
+    # None: the top-level allow_anonymous; if that is unset too, anonymous
+    # clients are refused (the implicit listener of a config without
+    # [[listeners]] admits them on a loopback address).
     allow_anonymous: bool | None = None
     # TLS (tls and wss): PEM files; cafile verifies client certificates.
     certfile: str = ""
@@ -59,13 +60,6 @@ class ListenerConfig:
         return {"tcp": "mqtt", "tls": "mqtt+tls", "ws": "mqtt+ws", "wss": "mqtt+wss"}[
             self.transport
         ]
-
-    def anonymous_allowed(self, default: bool | None) -> bool:
-        if self.allow_anonymous is not None:
-            return self.allow_anonymous
-        if default is not None:
-            return default
-        return is_loopback(self.host)
 
     def validate(self, key: str) -> None:
         _check(0 <= self.port <= 65535, f"{key}.port", "must be 0..65535")
@@ -129,8 +123,9 @@ class BrokerConfig:
     # When given they replace the plain TCP listener of `host` and `port`.
     listeners: tuple[ListenerConfig, ...] = field(default=())
     # Authentication: anonymous clients, and an optional password file in
-    # Mosquitto's format (user:hash lines, `$6$` or `$7$` hashes). Unset
-    # (the default), anonymous clients may connect on loopback addresses only.
+    # Mosquitto's format (user:hash lines, `$6$` or `$7$` hashes). Unset (the
+    # default), anonymous clients may connect only to the implicit listener of
+    # a config without [[listeners]], on a loopback address (as Mosquitto 2).
     allow_anonymous: bool | None = None
     password_file: str = ""
     # Authorization: a Mosquitto-format ACL file (with one, whatever it does not
@@ -232,7 +227,14 @@ class BrokerConfig:
         return tuple(replace(item, host=item.host or self.host) for item in listeners)
 
     def anonymous_allowed(self, listener: ListenerConfig) -> bool:
-        return listener.anonymous_allowed(self.allow_anonymous)
+        """The listener's own `allow_anonymous`, else the top-level one, else (as in
+        Mosquitto 2) yes only on the implicit listener of a config without
+        `[[listeners]]`, and only on a loopback address."""
+        if listener.allow_anonymous is not None:
+            return listener.allow_anonymous
+        if self.allow_anonymous is not None:
+            return self.allow_anonymous
+        return not self.listeners and is_loopback(listener.host)
 
 
 def _check(condition: bool, key: str, message: str) -> None:

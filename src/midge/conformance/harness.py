@@ -16,13 +16,14 @@ broker that requires them) go into every CONNECT its clients send through
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TypeVar
+from typing import TypedDict, TypeVar, Unpack
 
 from midge.protocol.codec import Decoder, encode
 from midge.protocol.errors import MQTTError
@@ -59,6 +60,22 @@ MAX_PREFIX = 12
 P = TypeVar("P", bound=Packet)
 
 
+class ConnectOptions(TypedDict, total=False):
+    """What `RawClient.connect` / `connect_packet` may set in a CONNECT besides the client id.
+
+    Unset: clean session, keep alive 60, no will, protocol level 4, protocol
+    name "MQTT"; `username` / `password` unset or None: the client's own.
+    """
+
+    clean_session: bool
+    keep_alive: int
+    will: Will | None
+    username: str | None
+    password: bytes | None
+    protocol_level: int
+    protocol_name: str
+
+
 class ScenarioFailed(Exception):
     """The broker did not behave as the scenario requires."""
 
@@ -79,7 +96,8 @@ def describe(packet: Packet) -> str:
 
 
 def _fields(packet: Packet) -> str:
-    values = [f"{name}={getattr(packet, name)!r}" for name in type(packet).__slots__]
+    # dataclasses.fields, not __slots__: mypyc-compiled packet classes have none.
+    values = [f"{item.name}={getattr(packet, item.name)!r}" for item in dataclasses.fields(packet)]
     return f"({', '.join(values)})" if values else ""
 
 
@@ -280,61 +298,33 @@ class RawClient:
 
     # ------------------------------------------------------------- sessions
 
-    def connect(
-        self,
-        client_id: str,
-        clean_session: bool = True,
-        keep_alive: int = 60,
-        will: Will | None = None,
-        username: str | None = None,
-        password: bytes | None = None,
-        protocol_level: int = 4,
-        protocol_name: str = "MQTT",
-    ) -> ConnAck:
+    def connect(self, client_id: str, **options: Unpack[ConnectOptions]) -> ConnAck:
         """Send CONNECT and return the CONNACK (whatever its return code).
 
         `username` / `password` None: this client's own (the target's credentials).
         """
+        packet = self.connect_packet(client_id, **options)
         self.client_id = client_id
-        self.clean_session = clean_session
-        if will is not None and will.retain:
-            self.retained_topics.add(will.topic)
-        self.send(
-            self.connect_packet(
-                client_id,
-                clean_session,
-                keep_alive,
-                will,
-                username,
-                password,
-                protocol_level,
-                protocol_name,
-            )
-        )
+        self.clean_session = packet.clean_session
+        if packet.will is not None and packet.will.retain:
+            self.retained_topics.add(packet.will.topic)
+        self.send(packet)
         self.connack = self.expect(ConnAck)
         return self.connack
 
-    def connect_packet(
-        self,
-        client_id: str,
-        clean_session: bool = True,
-        keep_alive: int = 60,
-        will: Will | None = None,
-        username: str | None = None,
-        password: bytes | None = None,
-        protocol_level: int = 4,
-        protocol_name: str = "MQTT",
-    ) -> Connect:
+    def connect_packet(self, client_id: str, **options: Unpack[ConnectOptions]) -> Connect:
         """A CONNECT carrying this client's credentials unless others are given."""
+        username = options.get("username")
+        password = options.get("password")
         return Connect(
             client_id=client_id,
-            clean_session=clean_session,
-            keep_alive=keep_alive,
+            clean_session=options.get("clean_session", True),
+            keep_alive=options.get("keep_alive", 60),
             username=self.username if username is None else username,
             password=self.password if password is None else password,
-            will=will,
-            protocol_level=protocol_level,
-            protocol_name=protocol_name,
+            will=options.get("will"),
+            protocol_level=options.get("protocol_level", 4),
+            protocol_name=options.get("protocol_name", "MQTT"),
         )
 
     def subscribe(self, *subscriptions: tuple[str, int]) -> tuple[int, ...]:
@@ -502,7 +492,9 @@ class Target:
     ) -> RawClient:
         """A connected client (CONNACK 0 required), id `client_id(name)`."""
         client = self.raw(name)
-        connack = client.connect(self.client_id(name), clean_session, keep_alive, will)
+        connack = client.connect(
+            self.client_id(name), clean_session=clean_session, keep_alive=keep_alive, will=will
+        )
         check(
             connack.return_code == 0,
             f"{name}: CONNACK return code {connack.return_code}, expected 0",

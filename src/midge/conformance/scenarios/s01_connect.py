@@ -17,7 +17,10 @@ def _expect_accepted(
     protocol_name: str = "MQTT",
 ) -> None:
     connack = client.connect(
-        client_id, clean_session, protocol_level=protocol_level, protocol_name=protocol_name
+        client_id,
+        clean_session=clean_session,
+        protocol_level=protocol_level,
+        protocol_name=protocol_name,
     )
     check(
         connack.return_code == 0,

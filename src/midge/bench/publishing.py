@@ -1,0 +1,261 @@
+"""Publisher workers: QoS 0 floods, QoS 1/2 windows, paced latency probes, and pairs.
+
+- `publisher_main`: flood QoS 0 (one pre-encoded block of at least 64 KB,
+  written again and again with blocking `sendall`, so TCP flow control paces
+  them to what the broker reads), or paced at a fixed rate with a
+  perf_counter_ns timestamp in each payload (latency), or QoS 1/2 keeping at
+  most `window` messages unacknowledged.
+- `pair_main`: one QoS 1/2 publisher and its subscriber in one loop, the
+  publisher keeping at most `window` messages in flight end to end (sent and
+  not yet received), from a pre-encoded ring of 65535 packets whose sequence
+  numbers are patched in with strided slices.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from array import array
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+from typing import Any
+
+from midge.bench.counting import Counter, receive_all
+from midge.bench.specs import (
+    SETUP_TIMEOUT,
+    STALL_SECONDS,
+    Message,
+    PublisherSpec,
+    SubscriberSpec,
+    guarded,
+    now_ns,
+    report,
+)
+from midge.bench.wire import (
+    BATCH_BYTES,
+    PUBCOMP_FIRST,
+    PUBREC_FIRST,
+    PUBREL_FIRST,
+    RECV_BYTES,
+    SEQ_BYTES,
+    BenchError,
+    Client,
+    PublishShape,
+    acks,
+    publish_stream,
+)
+from midge.protocol.codec import encode_publish
+
+RING = 0xFFFF  # packet ids 1..65535: one pre-encoded packet each
+SEND_BUFFER = 256 * 1024  # SO_SNDBUF of a flooding publisher
+
+
+def publisher_main(spec: PublisherSpec, go: Event, results: Queue[Message]) -> None:
+    guarded("publisher", spec.index, results, lambda: _publisher(spec, go, results))
+
+
+def _publisher(spec: PublisherSpec, go: Event, results: Queue[Message]) -> None:
+    client = Client.connect(spec.host, spec.port, spec.client_id)
+    report(results, "ready", "publisher", spec.index, None)
+    if not go.wait(SETUP_TIMEOUT):
+        raise BenchError("no start signal")
+    cpu = time.process_time()
+    if spec.rate > 0:
+        outcome = _paced(client, spec)
+    elif spec.qos:
+        outcome = _windowed(client, spec, None)
+    else:
+        outcome = _flood(client, spec)
+    outcome["cpu_seconds"] = time.process_time() - cpu
+    client.close()
+    report(results, "result", "publisher", spec.index, outcome)
+
+
+def _flood(client: Client, spec: PublisherSpec) -> dict[str, Any]:
+    """QoS 0 as fast as the broker takes it: one block, written again and again."""
+    one_round = publish_stream(list(spec.topics), spec.payload, 0, 0, len(spec.topics), spec.retain)
+    repeat = max(1, -(-BATCH_BYTES // len(one_round)))
+    block = one_round * repeat
+    per_block = len(spec.topics) * repeat
+    sock = client.sock
+    sock.settimeout(spec.drain)
+    # A small send buffer keeps what is still on its way when time is up small.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    sent = 0
+    start = now_ns()
+    deadline = time.monotonic() + spec.duration
+    while (not sent or sent + per_block <= spec.max_messages) and time.monotonic() < deadline:
+        sock.sendall(block)
+        sent += per_block
+    sent_ns = now_ns()
+    client.ping(spec.drain)  # the broker has read everything once PINGRESP comes
+    return {"sent": sent, "start_ns": start, "sent_ns": sent_ns, "done_ns": now_ns(), "acked": sent}
+
+
+class _Ring:
+    """65535 pre-encoded QoS 1/2 PUBLISH packets (packet ids 1..65535); sequence numbers
+    are patched into a copy of a slice with strided assignment."""
+
+    def __init__(self, spec: PublisherSpec) -> None:
+        topics = list(spec.topics)
+        self.data = publish_stream(topics, spec.payload, spec.qos, 0, RING)
+        self.shape = PublishShape.of(len(topics[0].encode()), spec.payload, spec.qos)
+
+    def batch(self, seq: int, count: int) -> bytes:
+        """Messages seq .. seq+count-1 (not wrapping the ring: count <= RING - seq % RING)."""
+        size = self.shape.size
+        at = seq % RING
+        chunk = bytearray(self.data[at * size : (at + count) * size])
+        seqs = array("I", range(seq, seq + count)).tobytes()
+        first = self.shape.payload_at
+        for byte in range(SEQ_BYTES):
+            chunk[first + byte :: size] = seqs[byte::SEQ_BYTES]
+        return bytes(chunk)
+
+
+def _windowed(client: Client, spec: PublisherSpec, receiver: Counter | None) -> dict[str, Any]:
+    """QoS 1/2 keeping at most `window` messages in flight: not yet acknowledged
+    (PUBACK / PUBCOMP) and, with `receiver` (the subscriber, driven by the same
+    loop), not yet received end to end."""
+    ring = _Ring(spec)
+    sock = client.sock
+    sock.settimeout(spec.drain)
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ, None)
+    if receiver is not None:
+        selector.register(receiver.client.sock, selectors.EVENT_READ, receiver)
+    sent = done = 0
+    pending = bytearray(client.buffer)
+    start = now_ns()
+    deadline = time.monotonic() + spec.duration
+    last_progress = time.monotonic()
+    sent_ns = start
+    while True:
+        now = time.monotonic()
+        sending = sent < spec.max_messages and now < deadline
+        if not sending and done >= sent:
+            break
+        if now - last_progress > STALL_SECONDS:
+            break  # what is not acknowledged by now counts as lost at the subscriber
+        arrived = done if receiver is None else min(done, receiver.distinct)
+        room = spec.window - (sent - arrived)
+        # Refill at once, however little: waiting to send more would leave the
+        # broker's small acknowledgements stuck behind Nagle and delayed ACKs.
+        if sending and room > 0:
+            count = min(room, spec.max_messages - sent, RING - sent % RING)
+            sock.sendall(ring.batch(sent, count))
+            sent += count
+            sent_ns = now_ns()
+        publisher_ready = False
+        for key, _ in selector.select(0.5):
+            if key.data is None:
+                publisher_ready = True
+            elif key.data.read():
+                last_progress = time.monotonic()
+        if not publisher_ready:
+            continue
+        data = sock.recv(RECV_BYTES)
+        if not data:
+            raise BenchError("the broker closed the publisher's connection")
+        pending += data
+        completed, replies = _acknowledgements(pending, spec.qos)
+        if replies:
+            sock.sendall(replies)
+        if completed:
+            done += completed
+            last_progress = time.monotonic()
+    selector.close()
+    return {"sent": sent, "start_ns": start, "sent_ns": sent_ns, "done_ns": now_ns(), "acked": done}
+
+
+def _acknowledgements(pending: bytearray, qos: int) -> tuple[int, bytes]:
+    """Take the 4-byte acknowledgements from `pending`: (flows completed, PUBRELs to send)."""
+    whole = len(pending) - len(pending) % 4
+    if qos == 1:
+        del pending[:whole]
+        return whole // 4, b""
+    firsts = pending[0:whole:4]
+    completed = firsts.count(PUBCOMP_FIRST)
+    if firsts.count(PUBREC_FIRST) == len(firsts):
+        replies = acks(PUBREL_FIRST, pending[2:whole:4], pending[3:whole:4])
+    else:
+        out = []
+        for at in range(0, whole, 4):
+            if pending[at] == PUBREC_FIRST:
+                out.append(bytes((PUBREL_FIRST, 2)) + pending[at + 2 : at + 4])
+        replies = b"".join(out)
+    del pending[:whole]
+    return completed, replies
+
+
+def _paced(client: Client, spec: PublisherSpec) -> dict[str, Any]:
+    """One message every 1/rate s, its payload starting with perf_counter_ns at send."""
+    sock = client.sock
+    sock.settimeout(spec.drain)
+    topic = spec.topics[0]
+    padding = b"x" * max(0, spec.payload - 8)
+    interval = 1.0 / spec.rate
+    begin = time.perf_counter()
+    end = begin + spec.duration
+    start = now_ns()
+    sent = acked = 0
+    while sent < spec.max_messages:
+        target = begin + sent * interval
+        if target >= end:
+            break
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        packet_id = sent % RING + 1 if spec.qos else None
+        stamp = now_ns().to_bytes(8, "little")
+        sock.sendall(encode_publish(topic, stamp + padding, spec.qos, False, False, packet_id))
+        sent += 1
+        if spec.qos:
+            acked += client.discard_available()
+    sent_ns = now_ns()
+    client.ping(spec.drain)
+    return {
+        "sent": sent,
+        "start_ns": start,
+        "sent_ns": sent_ns,
+        "done_ns": now_ns(),
+        "acked": acked,
+    }
+
+
+# ------------------------------------------------------------------ pair
+
+
+def pair_main(pub: PublisherSpec, sub: SubscriberSpec, go: Event, results: Queue[Message]) -> None:
+    guarded("pair", 0, results, lambda: _pair(pub, sub, go, results))
+
+
+def _pair(pub: PublisherSpec, sub: SubscriberSpec, go: Event, results: Queue[Message]) -> None:
+    """One publisher and one subscriber in one loop, so the publisher's window can
+    count messages until they arrive (QoS 1/2 end to end) without any IPC."""
+    conn = sub.connections[0]
+    subscriber = Client.connect(
+        sub.host, sub.port, conn.client_id, conn.clean_session, timeout=SETUP_TIMEOUT
+    )
+    subscriber.subscribe(list(conn.filters), SETUP_TIMEOUT)
+    publisher = Client.connect(pub.host, pub.port, pub.client_id, timeout=SETUP_TIMEOUT)
+    receiver = Counter(subscriber, sub)
+    receiver.prepare(False)
+    report(results, "ready", "pair", 0, None)
+    if not go.wait(SETUP_TIMEOUT):
+        raise BenchError("no start signal")
+    cpu = time.process_time()
+    if subscriber.buffer:
+        data, subscriber.buffer = bytes(subscriber.buffer), bytearray()
+        receiver.feed(data, now_ns())
+    outcome = _windowed(publisher, pub, receiver)
+    receive_all(receiver, outcome["sent"], sub.quiet, sub.max_seconds)
+    outcome |= {
+        "connection": receiver.result(),
+        "cpu_seconds": time.process_time() - cpu,
+        "end_ns": now_ns(),
+    }
+    publisher.close()
+    subscriber.close()
+    report(results, "result", "pair", 0, outcome)
