@@ -7,10 +7,15 @@ Both are context managers yielding `(host, port, process)`; leaving the
 context sends SIGTERM, waits, and kills the process only if it does not exit.
 `start_midge_with_log` is `start_midge` that also yields the broker's log so
 far (`RunningMidge.log`), for tests that check what the broker logged.
+`pbkdf2_line` / `sha512_line` / `password_text` write password files without
+the mosquitto_passwd binary.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 import queue
 import re
 import shutil
@@ -21,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +222,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_for_port(port: int, timeout: float = START_TIMEOUT) -> None:
+    """Wait until something accepts connections on the loopback `port`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
 def _wait_until_accepting(process: subprocess.Popen[str], pump: OutputPump, port: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -265,3 +282,27 @@ def start_mosquitto(extra_conf: str = "") -> Iterator[Broker]:
         finally:
             stop(process)
             pump.join()
+
+
+# ------------------------------------------------------------ password files
+
+
+def pbkdf2_line(username: str, password: str, iterations: int = 101) -> str:
+    """A `$7$` password-file line as mosquitto_passwd writes it, built with hashlib."""
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    encoded = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
+    return f"{username}:$7${iterations}${encoded[0]}${encoded[1]}"
+
+
+def sha512_line(username: str, password: str) -> str:
+    """A `$6$` password-file line (SHA-512 of password + salt)."""
+    salt = os.urandom(12)
+    digest = hashlib.sha512(password.encode() + salt).digest()
+    encoded = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
+    return f"{username}:$6${encoded[0]}${encoded[1]}"
+
+
+def password_text(lines: Iterable[str]) -> str:
+    """The text of a password file holding `lines`, each ended by a newline."""
+    return "".join(f"{line}\n" for line in lines)

@@ -10,16 +10,6 @@ from midge.broker.config import BrokerConfig, ConfigError, ListenerConfig, load_
 
 
 @pytest.fixture
-def toml_file(tmp_path):
-    def write(text: str):
-        path = tmp_path / "midge.toml"
-        path.write_text(text, encoding="utf-8")
-        return path
-
-    return write
-
-
-@pytest.fixture
 def pem(tmp_path):
     """Paths of files that exist (their contents matter only when a listener opens)."""
     for name in ("cert.pem", "key.pem", "ca.pem"):

@@ -9,16 +9,6 @@ import pytest
 from midge.broker.config import BrokerConfig, ConfigError, load_config
 
 
-@pytest.fixture
-def toml_file(tmp_path):
-    def write(text: str):
-        path = tmp_path / "midge.toml"
-        path.write_text(text, encoding="utf-8")
-        return path
-
-    return write
-
-
 def test_no_file_gives_the_defaults():
     assert load_config(None) == BrokerConfig()
 

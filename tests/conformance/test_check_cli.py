@@ -11,8 +11,6 @@ run, not skip.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import io
 import json
 import os
@@ -26,7 +24,15 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from brokers import Broker, free_port, mosquitto_binary, start_midge, start_mosquitto
+from brokers import (
+    Broker,
+    free_port,
+    mosquitto_binary,
+    password_text,
+    pbkdf2_line,
+    start_midge,
+    start_mosquitto,
+)
 from midge.cli import main as midge_main
 from midge.conformance.cli import (
     PASS,
@@ -170,10 +176,7 @@ def test_mosquitto_profile_turns_deviations_into_known_ones(mosquitto: Broker, o
 
 def _password_file(path: Path, username: str, password: str) -> Path:
     """One `user:$7$...` line as mosquitto_passwd writes it (PBKDF2-SHA512)."""
-    salt, iterations = os.urandom(12), 101
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
-    b64 = base64.b64encode
-    path.write_text(f"{username}:$7${iterations}${b64(salt).decode()}${b64(digest).decode()}\n")
+    path.write_text(password_text([pbkdf2_line(username, password)]))
     return path
 
 

@@ -304,11 +304,16 @@ PINGREQ = b"\xc0\x00"
 class RawClient:
     """A plain TCP socket speaking hand-built MQTT, with a timeout on every read."""
 
-    def __init__(self, host: str, port: int, rcvbuf: int | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, rcvbuf: int | None = None, source: str | None = None
+    ) -> None:
+        """`source`: the local (loopback) address to connect from; any by default."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             # Before connect(), so the advertised window starts small.
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source is not None:
+            self.sock.bind((source, 0))
         self.sock.settimeout(WAIT)
         self.sock.connect((host, port))
         self._buffer = b""

@@ -16,11 +16,10 @@ import pytest
 from integration_support import WAIT, paho, publish_packet, raw_client, unique
 
 import midge
-from brokers import LISTENING, Broker, OutputPump, start_midge, stop
+from brokers import HOST, LISTENING, Broker, OutputPump, free_port, start_midge, stop
 
 pytestmark = pytest.mark.timeout(60)
 
-HOST = "127.0.0.1"
 EXIT_TIMEOUT = 5.0  # "within a few seconds"
 
 
@@ -98,12 +97,6 @@ def occupied_port() -> Iterator[int]:
         holder.bind((HOST, 0))
         holder.listen(1)
         yield holder.getsockname()[1]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 # ------------------------------------------------------------------- serve

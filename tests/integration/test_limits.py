@@ -43,9 +43,8 @@ from integration_support import (
     unique,
     wait_for,
 )
-from test_reload import pbkdf2_line
 
-from brokers import RunningMidge, start_midge_with_log
+from brokers import RunningMidge, password_text, pbkdf2_line, start_midge_with_log
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -635,17 +634,11 @@ GUESSES = 5
 TIMER_SLACK = 0.13
 
 
-def connect_from(source: str, host: str, port: int) -> RawClient:
-    """A RawClient whose socket is bound to the loopback address `source`."""
-    client = RawClient.__new__(RawClient)
-    client.sock = socket.create_connection((host, port), timeout=WAIT, source_address=(source, 0))
-    client._buffer = b""
-    return client
-
-
 def test_failed_logins_are_answered_one_at_a_time_per_address(tmp_path: Path) -> None:
     password_file = tmp_path / "passwd"
-    password_file.write_text(pbkdf2_line("alice", "right") + pbkdf2_line("mallory", "real"))
+    password_file.write_text(
+        password_text([pbkdf2_line("alice", "right"), pbkdf2_line("mallory", "real")])
+    )
     guess = f"guess-{unique('pw')}"  # must never appear in the log
     config = (
         f'allow_anonymous = false\npassword_file = "{password_file}"\n'
@@ -666,7 +659,7 @@ def test_failed_logins_are_answered_one_at_a_time_per_address(tmp_path: Path) ->
         # Meanwhile other addresses are answered at once, right or wrong.
         elsewhere = {}
         for source, password in (("127.0.0.2", b"right"), ("127.0.0.3", guess.encode())):
-            client = connect_from(source, host, port)
+            client = RawClient(host, port, source=source)
             stack.callback(client.close)
             started = time.monotonic()
             code = client.connect(unique("else"), username="alice", password=password)[1]

@@ -19,7 +19,6 @@ import os
 import queue
 import random
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -32,7 +31,7 @@ from typing import Any
 import pytest
 from integration_support import paho, unique
 
-from brokers import HOST, free_port, start_midge, stop
+from brokers import HOST, free_port, start_midge, stop, wait_for_port
 from certificates import Certificates, make_certificates
 
 JS_DIR = Path(__file__).resolve().parents[1] / "interop_js"
@@ -87,19 +86,8 @@ def broker(node: str, certs: Certificates) -> Iterator[Ports]:
     )
     with start_midge(config_toml=config) as (_host, tcp, _process):
         for port in (ws, wss):
-            _wait_for_port(port)
+            wait_for_port(port, TIMEOUT)
         yield Ports(tcp, ws, wss)
-
-
-def _wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((HOST, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 def _url(ports: Ports, transport: str) -> str:

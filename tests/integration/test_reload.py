@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import os
 import signal
 import time
 from pathlib import Path
 
 from integration_support import Paho, unique
 
-from brokers import start_midge
-
-
-def pbkdf2_line(username: str, password: str) -> str:
-    salt = os.urandom(12)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
-    encoded = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
-    return f"{username}:$7$101${encoded[0]}${encoded[1]}\n"
+from brokers import password_text, pbkdf2_line, start_midge
 
 
 def _refused(host: str, port: int, user: str, password: str) -> bool:
@@ -32,7 +22,7 @@ def _refused(host: str, port: int, user: str, password: str) -> bool:
 def test_sighup_reloads_passwords_and_acl_and_keeps_connections(tmp_path: Path) -> None:
     passwd = tmp_path / "passwd"
     acl = tmp_path / "acl"
-    passwd.write_text(pbkdf2_line("alice", "one"))
+    passwd.write_text(password_text([pbkdf2_line("alice", "one")]))
     acl.write_text("user alice\ntopic readwrite news/#\n")
     config = (
         f'allow_anonymous = false\npassword_file = "{passwd}"\nacl_file = "{acl}"\n'
@@ -45,7 +35,9 @@ def test_sighup_reloads_passwords_and_acl_and_keeps_connections(tmp_path: Path) 
             alice.subscribe("news/#", 1)
             assert _refused(host, port, "bob", "two")
 
-            passwd.write_text(pbkdf2_line("alice", "one") + pbkdf2_line("bob", "two"))
+            passwd.write_text(
+                password_text([pbkdf2_line("alice", "one"), pbkdf2_line("bob", "two")])
+            )
             acl.write_text("user alice\ntopic readwrite news/#\nuser bob\ntopic write news/#\n")
             process.send_signal(signal.SIGHUP)
             time.sleep(0.5)
@@ -59,7 +51,7 @@ def test_sighup_reloads_passwords_and_acl_and_keeps_connections(tmp_path: Path) 
                 bob.close()
 
             # A broken ACL file: the old rules (and passwords) stay in force.
-            passwd.write_text(pbkdf2_line("alice", "one"))
+            passwd.write_text(password_text([pbkdf2_line("alice", "one")]))
             acl.write_text("user bob\ntopic sideways news/#\n")
             process.send_signal(signal.SIGHUP)
             time.sleep(0.5)

@@ -21,7 +21,7 @@ from integration_support import Paho, unique
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as websocket_connect
 
-from brokers import HOST, free_port, start_midge
+from brokers import HOST, free_port, start_midge, wait_for_port
 from certificates import Certificates, make_certificates
 from midge.protocol.codec import Decoder, encode
 from midge.protocol.packets import (
@@ -69,19 +69,8 @@ def broker(certs: Certificates) -> Iterator[Ports]:
     )
     with start_midge(config_toml=config) as (_host, port, _process):
         for extra in ports:
-            _wait_for_port(extra)
+            wait_for_port(extra, TIMEOUT)
         yield Ports(port, *ports)
-
-
-def _wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((HOST, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 def _mosquitto(tool: str, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:

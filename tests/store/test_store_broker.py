@@ -38,8 +38,7 @@ from midge.store.base import (
     StoredState,
 )
 from midge.store.writer import net_operations
-
-WALL_START = 1_700_000_000.0  # the nodes' wall clock starts here (conftest)
+from sansio import WALL_START
 
 MakeNode = Callable[..., Any]
 
