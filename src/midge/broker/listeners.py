@@ -22,7 +22,7 @@ from websockets.typing import Subprotocol
 
 from midge.broker.broker import Broker
 from midge.broker.config import ListenerConfig
-from midge.broker.connection import Connection, State
+from midge.broker.connection import Connection, State, Transport
 from midge.broker.tls import certificate_identity, server_context
 
 log = logging.getLogger("midge.listeners")
@@ -58,15 +58,24 @@ class MQTTProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._open_connection(self._adopt(transport))
+
+    def _adopt(self, transport: asyncio.BaseTransport) -> asyncio.Transport:
+        """Keep the socket's transport, its high-water mark the broker's max_write_buffer."""
         stream = self.transport = cast(asyncio.Transport, transport)
         high = self.broker.config.max_write_buffer
         stream.set_write_buffer_limits(high=high, low=high // 4)
+        return stream
+
+    def _open_connection(self, carrier: Transport) -> None:
+        """Start the MQTT connection; `carrier` takes its bytes out (the socket, or frames)."""
+        assert self.transport is not None
         self.connection = self.broker.connection_made(
-            stream,
-            peer_name(stream),
+            carrier,
+            peer_name(self.transport),
             self.loop.time(),
             self.listener,
-            certificate_identity(stream.get_extra_info("peercert")),
+            certificate_identity(self.transport.get_extra_info("peercert")),
         )
 
     def data_received(self, data: bytes) -> None:
@@ -150,10 +159,7 @@ class WebSocketProtocol(MQTTProtocol):
         self.stream: WebSocketStream | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        stream = self.transport = cast(asyncio.Transport, transport)
-        high = self.broker.config.max_write_buffer
-        stream.set_write_buffer_limits(high=high, low=high // 4)
-        self.stream = WebSocketStream(self.websocket, stream)
+        self.stream = WebSocketStream(self.websocket, self._adopt(transport))
         # The MQTT connection starts once the upgrade succeeds; until then the
         # broker's connect timeout cannot see this socket, so bound it here.
         self.loop.call_later(self.broker.config.connect_timeout, self._handshake_deadline)
@@ -193,13 +199,7 @@ class WebSocketProtocol(MQTTProtocol):
             stream.send_pending()
             self.transport.close()
             return
-        self.connection = self.broker.connection_made(
-            stream,
-            self._peer(),
-            self.loop.time(),
-            self.listener,
-            certificate_identity(self.transport.get_extra_info("peercert")),
-        )
+        self._open_connection(stream)
 
     def _handshake_deadline(self) -> None:
         if self.connection is None and self.transport is not None:
