@@ -296,7 +296,7 @@ def _listeners(value: Any, source: str) -> tuple[ListenerConfig, ...]:
         name = f"listeners[{index}]"
         if "port" not in table:
             raise ConfigError(f"config key '{name}.port' in {source}: required")
-        template = ListenerConfig(port=0, allow_anonymous=False)  # typed defaults to compare
+        template = ListenerConfig(port=0)  # typed defaults to compare
         for key, item in table.items():
             _check_type(template, key, item, source, f"{name}.{key}")
         listeners.append(ListenerConfig(**table))
