@@ -26,6 +26,7 @@ from midge.broker.auth import Authenticator
 from midge.broker.broker import Broker
 from midge.broker.config import BrokerConfig
 from midge.broker.connection import Connection
+from midge.broker.persistence import Committer
 from midge.protocol.codec import decode_all, encode
 from midge.protocol.packets import (
     PROTOCOL_MQTT_3_1_1,
@@ -93,6 +94,7 @@ class FakeTransport:
         self.aborted = False
         self.write_calls = 0
         self.writes_after_close = 0
+        self.reading = True  # what the connection last asked of the socket
 
     def write(self, data: bytes) -> None:
         if self.closed or self.aborted:
@@ -105,6 +107,12 @@ class FakeTransport:
 
     def abort(self) -> None:
         self.aborted = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
     def take(self) -> bytes:
         """The bytes written since the last take."""
@@ -292,6 +300,13 @@ class Harness:
         self.wall = wall
         self._wall_clock: Callable[[], float] = time.time if wall is None else self._own_wall
         self.clients: list[Client] = []
+        self.committer: Committer | None = None
+        self.broker = self._start()
+
+    def use_committer(self, committer: Committer) -> None:
+        """A broker (new, before any client) that commits through `committer`."""
+        assert not self.clients, "swap the committer before any client connects"
+        self.committer = committer
         self.broker = self._start()
 
     def _own_wall(self) -> float:
@@ -306,7 +321,13 @@ class Harness:
 
     def _start(self) -> Broker:
         store = None if self.box is None else self.box.store
-        broker = Broker(self.config, self.authenticator, store=store, wall_clock=self._wall_clock)
+        broker = Broker(
+            self.config,
+            self.authenticator,
+            store=store,
+            wall_clock=self._wall_clock,
+            committer=self.committer,
+        )
         if store is not None:
             broker.restore(store.load())
         return broker
@@ -317,7 +338,7 @@ class Harness:
         every connection and flushes first, as a shutdown does."""
         assert self.box is not None, "only a harness with a store restarts"
         if clean:
-            self.broker.close_all("test restart")
+            self.broker.close_all()
         self.box.reopen()
         self.broker = self._start()
 

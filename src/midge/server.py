@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -19,7 +18,6 @@ from midge.store.writer import GroupCommitWriter
 
 log = logging.getLogger("midge.server")
 
-TIMER_RESOLUTION = 0.1  # seconds between keep-alive / connect-timeout checks
 STORE_FILE = "midge.db"
 
 
@@ -34,10 +32,25 @@ def open_store(config: BrokerConfig) -> Store:
 async def serve(config: BrokerConfig) -> None:
     """Serve until a stop signal; returns after every connection is closed."""
     store = open_store(config)
-    state = store.load()
+    try:
+        state = store.load()
+    except BaseException:
+        store.close()  # a store it cannot read: release the data dir, leave it as found
+        raise
+    loop = asyncio.get_running_loop()
+    timers = TimerDriver(loop)
     # The broker's own state is all a memory store could hold: copying every
     # change into a MemoryStore as well would only cost CPU and memory.
-    broker = Broker(config, store=None if isinstance(store, MemoryStore) else store)
+    on_disk = not isinstance(store, MemoryStore)
+    # A disk store commits on its own thread, so the loop never waits on the disk.
+    writer = GroupCommitWriter(store, loop.call_soon_threadsafe) if on_disk else None
+    broker = Broker(
+        config,
+        store=store if on_disk else None,
+        committer=writer,
+        wake_at=timers.wake_at,
+    )
+    timers.start(broker)
     broker.restore(state)
     log.info(
         "store: %s; %d sessions, %d retained messages",
@@ -45,8 +58,6 @@ async def serve(config: BrokerConfig) -> None:
         len(state.sessions),
         len(state.retained),
     )
-    loop = asyncio.get_running_loop()
-    writer = _start_writer(broker, store, loop)
     # Signals first: whoever reads the "listening" line may stop us at once.
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -61,17 +72,14 @@ async def serve(config: BrokerConfig) -> None:
         for server in servers:
             server.close()
         raise
-    ticker = asyncio.create_task(_run_timers(broker, loop))
     try:
         await stop.wait()
     finally:
         log.info("stopping: closing %d connections", broker.open_connections)
         for server in servers:
             server.close()
-        broker.close_all("broker shutting down")
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
+        broker.close_all()
+        timers.stop()
         for server in servers:
             await server.wait_closed()
         if writer is not None:
@@ -105,26 +113,49 @@ def _reload(broker: Broker) -> None:
     broker.reload_auth()
 
 
-def _start_writer(
-    broker: Broker, store: Store, loop: asyncio.AbstractEventLoop
-) -> GroupCommitWriter | None:
-    """A disk store commits on its own thread, so the loop never waits on the disk."""
-    if isinstance(store, MemoryStore):
-        return None
+class TimerDriver:
+    """Calls the broker's `handle_timer` when its next deadline comes, by the
+    loop's `call_at`: no polling, and a new earlier deadline moves the call."""
 
-    def on_commit(epoch: int) -> None:  # runs on the writer thread
-        loop.call_soon_threadsafe(broker.committed, epoch)
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.broker: Broker | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._at: float | None = None
 
-    writer = GroupCommitWriter(store, on_commit)
-    broker.persistence.submit = writer.submit
-    writer.start()
-    return writer
+    def start(self, broker: Broker) -> None:
+        self.broker = broker
+        self.wake_at(self.loop.time())  # the first call starts the periodic checks
 
+    def wake_at(self, deadline: float) -> None:
+        if self.broker is None or (self._at is not None and self._at <= deadline):
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._at = deadline
+        self._handle = self.loop.call_at(deadline, self._fire)
 
-async def _run_timers(broker: Broker, loop: asyncio.AbstractEventLoop) -> None:
-    while True:
-        await asyncio.sleep(TIMER_RESOLUTION)
-        broker.handle_timer(loop.time())
+    def _fire(self) -> None:
+        self._handle = self._at = None
+        broker = self.broker
+        if broker is None:
+            return
+        try:
+            broker.handle_timer(self.loop.time())
+        except Exception:
+            # handle_timer guards each connection; this is the last line, so one
+            # bug can never stop the timeouts of every client.
+            log.exception("internal error in the broker's timers")
+        finally:
+            deadline = broker.next_timer()
+            if deadline is not None:
+                self.wake_at(deadline)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._at = None
+        self.broker = None
 
 
 def run(config: BrokerConfig) -> None:

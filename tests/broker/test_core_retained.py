@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from midge.broker.message import Message
+from midge.message import Message
 from midge.protocol.packets import Publish, SubAck
 
 

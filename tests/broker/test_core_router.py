@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from midge.broker.message import Message
 from midge.broker.router import RetainedStore, SubscriptionTrie
+from midge.message import Message
 from midge.protocol.topics import is_valid_topic_filter, is_valid_topic_name, topic_matches
 
 # ------------------------------------------------------------ SubscriptionTrie

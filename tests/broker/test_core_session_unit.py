@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from midge.broker.message import Message
 from midge.broker.session import MAX_PACKET_ID, Awaiting, InflightMessage, Session
+from midge.message import Message
 
 
 def in_flight(session: Session, *packet_ids: int) -> None:

@@ -2,17 +2,24 @@
 
 No MQTT rule governs this; the rules that still apply are [MQTT-4.3.1-1] (QoS 0 is
 at most once, so dropping it is allowed) and [MQTT-4.6.0-6] (order per subscriber).
+A client whose socket stopped draining owes us reading; after stall_timeout
+(5 s by default) it is *stalled* and its queue bound applies. Before that,
+a full queue holds publishers back instead (tests/broker/test_core_backpressure.py).
 """
 
 from __future__ import annotations
 
 from midge.protocol.packets import PubAck, Publish, Will
 
+STALLED_AFTER = 5.1  # past the default stall_timeout
+
 
 def blocked_subscriber(harness, client_id="slow", qos=1, **options):
+    """A subscriber whose socket stopped draining long enough ago to be stalled."""
     client = harness.connect(client_id, **options)
     client.subscribed(("t", qos))
-    client.connection.write_blocked = True
+    client.connection.write_paused()
+    harness.fire(STALLED_AFTER)
     return client
 
 
@@ -194,8 +201,9 @@ def test_cascading_slow_consumer_disconnects_do_not_break_the_publisher(make_har
     second.subscribed(("t", 1), ("w", 1))
     fast = harness.connect("fast")
     fast.subscribed(("t", 1))
-    first.connection.write_blocked = True
-    second.connection.write_blocked = True
+    first.connection.write_paused()
+    second.connection.write_paused()
+    harness.fire(STALLED_AFTER)
     pub = harness.connect("pub")
     assert pub.publish("t", b"one", 1) == [PubAck(1)]  # fills both queues
     assert fast.received() == [Publish("t", b"one", 1, packet_id=1)]

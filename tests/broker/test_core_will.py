@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from midge.broker.message import Message
+from midge.message import Message
 from midge.protocol.packets import Connect, Publish, SubAck, Will
 
 
@@ -105,7 +105,7 @@ def test_will_published_only_once(harness, watcher):
 def test_broker_shutdown_does_not_publish_wills(harness, watcher):
     """close_all (shutdown) closes every socket and publishes no will."""
     client = harness.connect("c1", will=Will("wills/c1", b"bye", 0))
-    harness.broker.close_all("shutdown")
+    harness.broker.close_all()
     assert client.closed
     assert watcher.closed
     assert watcher.received() == []

@@ -12,6 +12,12 @@ least once, every QoS 2 message with PUBREC exactly once, the first
 deliveries per topic are in publish order, the sessions, the subscription
 and a retained message survive.
 
+With a small queue bound and the subscriber online, the same flood checks
+backpressure: the publisher is held back instead of anything being dropped
+(KILL9_STALL=0.001 makes the subscriber count as stalled at once, which is
+the old drop-at-the-bound behaviour: those runs must fail, proving the test
+can see a loss).
+
 The randomness (when to kill, which topic each message goes to) is seeded:
 set DURABILITY_SEED to repeat a run's choices. Timing still varies from run
 to run, so a failure names the seed and what each broker life saw.
@@ -74,6 +80,8 @@ SUBSCRIBER_ID = "dur-sub"
 
 # The subscriber is offline while thousands of messages pile up in its session.
 UNBOUNDED = "max_queued_messages = 0\nmax_queued_bytes = 0\n"
+# A bound the flood passes many times over while the subscriber lags.
+BOUNDED = f"max_queued_messages = 100\nstall_timeout = {os.environ.get('KILL9_STALL', '5')}\n"
 
 
 # ------------------------------------------------------------- the publisher
@@ -377,10 +385,19 @@ class KillRun:
     """One publisher, one subscriber, one data dir, several broker lives."""
 
     def __init__(
-        self, data_dir: Path, subscriber_online: bool, qos2_delivery: str, how: str = "SIGKILL"
+        self,
+        data_dir: Path,
+        subscriber_online: bool,
+        qos2_delivery: str,
+        how: str = "SIGKILL",
+        bounded: bool = False,
     ) -> None:
         self.how = how  # SIGKILL, or SIGTERM for a clean stop under the same load
-        self.config = f'{UNBOUNDED}qos2_delivery = "{qos2_delivery}"\n'
+        # Bounded: the default queue bound, which an online subscriber that keeps
+        # acknowledging never loses a message to (backpressure holds the publisher).
+        self.bounded = bounded
+        limits = BOUNDED if bounded else UNBOUNDED
+        self.config = f'{limits}qos2_delivery = "{qos2_delivery}"\n'
         self.data_dir = data_dir
         self.subscriber_online = subscriber_online
         self.qos2_delivery = qos2_delivery
@@ -392,7 +409,8 @@ class KillRun:
 
     def context(self) -> str:
         online = "online" if self.subscriber_online else "offline"
-        return f"seed={SEED}, {self.how}, subscriber {online}, {self.qos2_delivery}; " + (
+        bound = ", bounded queue" if self.bounded else ""
+        return f"seed={SEED}, {self.how}, subscriber {online}{bound}, {self.qos2_delivery}; " + (
             "; ".join(self.lives)
         )
 
@@ -409,11 +427,16 @@ class KillRun:
     def connect_clients(
         self, host: str, port: int, life: int, stop: threading.Event
     ) -> Outcome | None:
-        """The publisher resumes its session; an online subscriber starts receiving."""
+        """The publisher resumes its session; an online subscriber starts receiving
+        (first, with a bounded queue: offline, the bound would apply)."""
+        listening = None
+        if self.subscriber_online and self.bounded:
+            assert self.receiver.connect(host, port), f"subscriber session lost; {self.context()}"
+            listening = Outcome(self.receiver.run, stop)
         present = self.publisher.connect(host, port)
         assert present == (life > 0), f"publisher session present={present}; {self.context()}"
-        if not self.subscriber_online:
-            return None
+        if not self.subscriber_online or listening is not None:
+            return listening
         assert self.receiver.connect(host, port), f"subscriber session lost; {self.context()}"
         return Outcome(self.receiver.run, stop)
 
@@ -517,6 +540,14 @@ def test_acknowledged_messages_survive_repeated_kill_9(
     """SIGKILL mid-flood, KILLS times; the subscriber drains at the end ("offline"),
     or receives all along and is killed under too ("online")."""
     KillRun(tmp_path / "data", subscriber_online, qos2_delivery).run()
+
+
+@pytest.mark.parametrize("qos2_delivery", ["on_publish", "on_release"])
+def test_backpressure_loses_nothing_acknowledged_through_kill_9(tmp_path: Path, qos2_delivery):
+    """A small queue bound (100) with an online subscriber slower than the
+    flood: backpressure holds the publisher instead of dropping, and SIGKILL
+    in the middle still loses nothing acknowledged."""
+    KillRun(tmp_path / "data", True, qos2_delivery, bounded=True).run()
 
 
 def test_clean_stops_under_load_lose_nothing(tmp_path: Path):

@@ -367,10 +367,13 @@ MAX_QUEUED = 3
 def test_max_queued_messages_and_slow_consumer_policy(policy: str) -> None:
     config = (
         f"max_inflight_messages = {QUEUE_INFLIGHT}\nmax_queued_messages = {MAX_QUEUED}\n"
-        f'slow_consumer_policy = "{policy}"\n'
+        f'slow_consumer_policy = "{policy}"\nstall_timeout = 0.5\n'
     )
     count = 8
-    kept = QUEUE_INFLIGHT + MAX_QUEUED  # what an online client can hold
+    # What an online client that stops acknowledging holds: its window, its
+    # queue, and the one message that went in past the mark while it still
+    # counted as behind (the publisher was held back then, until it stalled).
+    kept = QUEUE_INFLIGHT + MAX_QUEUED + 1
     with broker_with_bystander(config) as (run, bystander):
         host, port = run.host, run.port
 
@@ -390,7 +393,8 @@ def test_max_queued_messages_and_slow_consumer_policy(policy: str) -> None:
         dropped = f"dropping messages for {offline_id!r}: message queue full"
         assert len(run.log.wait_for(re.escape(dropped))) == 1  # once per session
 
-        # An online client that stops acknowledging: window, then queue, then the policy.
+        # An online client that stops acknowledging: window, then queue, then (once
+        # stalled after stall_timeout) the policy.
         slow_id = unique("slow")
         with raw_client(host, port) as slow:
             slow.connect_ok(slow_id, clean_session=False)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from midge.broker.message import Message
+from midge.message import Message
 from midge.protocol.packets import (
     ConnAck,
     Packet,
@@ -288,16 +288,21 @@ def test_reconnecting_with_clean_session_deletes_the_stored_session(
 
 
 class Recorder:
-    """Stands in for the writer thread: keeps submitted batches; `commit` applies
-    them to the store and tells the broker, as the writer's on_commit would."""
+    """Stands in for the writer thread (the broker's committer): keeps submitted
+    batches; `commit` applies them to the store and tells the broker, as the
+    writer's on_commit would."""
 
     def __init__(self, node: Any) -> None:
         self.node = node
         self.batches: list[tuple[int, list[Operation]]] = []
         self.applied = 0
-        node.broker.persistence.submit = self
+        self.on_commit: Callable[[int], None] = lambda epoch: None
+        node.use_committer(self)
 
-    def __call__(self, epoch: int, operations: list[Operation]) -> None:
+    def start(self, on_commit: Callable[[int], None]) -> None:
+        self.on_commit = on_commit
+
+    def submit(self, epoch: int, operations: list[Operation]) -> None:
         self.batches.append((epoch, list(operations)))
 
     def commit(self, upto: int | None = None) -> None:
@@ -307,7 +312,7 @@ class Recorder:
             if self.applied < epoch <= upto:
                 self.node.store.apply(operations)
                 self.applied = epoch
-        self.node.broker.committed(upto)
+        self.on_commit(upto)
 
 
 def persistent_offline_subscriber(node: Any, recorder: Recorder, topic: str) -> None:
@@ -341,7 +346,7 @@ def test_acks_wait_for_the_commit_of_what_they_vouch_for(make_node: MakeNode) ->
     assert pub.received() == []
     assert stored(node.store)["sub"].outbound == []
 
-    node.broker.committed(first - 1)  # an older commit releases nothing
+    recorder.on_commit(first - 1)  # an older commit releases nothing
     assert pub.received() == []
     recorder.commit(first)
     assert pub.received() == [PubAck(1)]
@@ -424,7 +429,7 @@ def test_qos0_to_a_clean_subscriber_is_written_at_once(make_node: MakeNode) -> N
     assert pub.publish("only/clean", b"one", 1, packet_id=3) == [PubAck(3)]
     assert publishes(clean.received()) == [("only/clean", b"one", 1, False, False)]
     assert len(recorder.batches) == batches
-    assert not node.broker.holding
+    assert not node.broker.persistence.holding
 
 
 def test_durability_memory_acknowledges_before_the_commit(make_node: MakeNode) -> None:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from midge.broker.message import Message
+from midge.message import Message
 from midge.store.base import (
     Operation,
     OutboundAdded,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import midge.store.writer as writer_module
-from midge.broker.message import Message
+from midge.message import Message
 from midge.store.base import (
     Operation,
     OutboundAdded,
@@ -105,8 +105,8 @@ def seqs(store: Store) -> list[int]:
 def test_batches_submitted_during_a_slow_commit_share_the_next_one(inner: Store) -> None:
     store = GatedStore(inner)
     commits = Commits(store)
-    writer = GroupCommitWriter(store, commits)
-    writer.start()
+    writer = GroupCommitWriter(store)
+    writer.start(commits)
     store.gate.clear()
     writer.submit(1, [op(1)])
     assert store.entered.wait(WAIT)  # the first commit is under way, and stuck
@@ -131,8 +131,8 @@ def test_batches_submitted_during_a_slow_commit_share_the_next_one(inner: Store)
 def test_on_commit_epochs_increase_and_end_at_the_last(inner: Store) -> None:
     store = GatedStore(inner)
     commits = Commits(store)
-    writer = GroupCommitWriter(store, commits)
-    writer.start()
+    writer = GroupCommitWriter(store)
+    writer.start(commits)
     for epoch in range(1, 301):
         writer.submit(epoch, [op(epoch)])
         if epoch % 50 == 0:
@@ -154,8 +154,8 @@ def test_on_commit_epochs_increase_and_end_at_the_last(inner: Store) -> None:
 def test_stop_commits_everything_submitted(inner: Store) -> None:
     store = GatedStore(inner)
     commits = Commits(store)
-    writer = GroupCommitWriter(store, commits)
-    writer.start()
+    writer = GroupCommitWriter(store)
+    writer.start(commits)
     store.gate.clear()
     writer.submit(1, [op(1)])
     assert store.entered.wait(WAIT)
@@ -175,8 +175,8 @@ def test_stop_commits_everything_submitted(inner: Store) -> None:
 def test_stop_right_after_submit_still_commits(inner: Store) -> None:
     store = GatedStore(inner)
     commits = Commits(store)
-    writer = GroupCommitWriter(store, commits)
-    writer.start()
+    writer = GroupCommitWriter(store)
+    writer.start(commits)
     writer.submit(1, [op(1)])
     writer.submit(2, [op(2), RetainedSet(Message("r", b"x", 0, True))])
     writer.stop()
@@ -188,8 +188,8 @@ def test_stop_right_after_submit_still_commits(inner: Store) -> None:
 def test_stop_with_nothing_submitted_returns(inner: Store) -> None:
     store = GatedStore(inner)
     commits = Commits(store)
-    writer = GroupCommitWriter(store, commits)
-    writer.start()
+    writer = GroupCommitWriter(store)
+    writer.start(commits)
     writer.stop()
     assert store.attempts == 0
     assert commits.epochs == []
@@ -201,9 +201,9 @@ def test_failed_commit_is_retried_and_reported_only_after_success(
     monkeypatch.setattr(writer_module, "RETRY_SECONDS", 0.01)
     store = GatedStore(inner, failures=2)
     commits = Commits(store)
-    writer = GroupCommitWriter(store, commits)
+    writer = GroupCommitWriter(store)
     with caplog.at_level(logging.WARNING, logger="midge.store"):
-        writer.start()
+        writer.start(commits)
         writer.submit(1, [op(1), op(2)])
         commits.wait_for(1)
         writer.stop()
@@ -225,8 +225,8 @@ def test_batches_submitted_during_a_failing_commit_are_committed_after_it(
     monkeypatch.setattr(writer_module, "RETRY_SECONDS", 0.01)
     store = GatedStore(inner, failures=1)
     commits = Commits(store)
-    writer = GroupCommitWriter(store, commits)
-    writer.start()
+    writer = GroupCommitWriter(store)
+    writer.start(commits)
     store.gate.clear()
     writer.submit(1, [op(1)])
     assert store.entered.wait(WAIT)  # the attempt that will fail is under way
@@ -245,8 +245,8 @@ def test_stop_with_a_store_that_keeps_failing_reports_no_commit(
     monkeypatch.setattr(writer_module, "RETRY_SECONDS", 0.01)
     store = GatedStore(inner, failures=10**6)
     commits = Commits(store)
-    writer = GroupCommitWriter(store, commits)
-    writer.start()
+    writer = GroupCommitWriter(store)
+    writer.start(commits)
     writer.submit(1, [op(1)])
     writer.stop()  # gives up after a few attempts
     assert store.attempts >= 2

@@ -1,17 +1,14 @@
-"""The broker's shared state and the paths every packet handler relies on.
+"""The broker: who is connected, their sessions, closing connections, timers.
 
 Sans-IO like the rest of the core: connections hand it packets and the
 current time; it answers by writing bytes to connection transports. The
-packet handlers (one per packet type) are in `handlers.py`; this module owns
-what several of them share: sessions, routing and delivery, closing a
-connection (will, session clean-up, one log line), and timers.
-
-Delivery to one session (`deliver`): QoS 0 goes straight to the socket
-unless the client is not reading (then it is dropped and counted). QoS 1/2
-goes out while the in-flight window has room and nothing older waits;
-otherwise it waits in the session's bounded queue. At the queue's bound the
-message is dropped (counted) or, with slow_consumer_policy = "disconnect",
-the client is disconnected.
+packet handlers (one per packet type) are in `handlers.py`, routing and
+delivery in `delivery.py` (backpressure in `flow.py`), holding output until
+the store commits in `persistence.py`. This module owns what ties them
+together: the tables of sessions and connections, the one way a connection
+ends (`close_connection`: will, session clean-up, one log line), the end of
+a batch (`flush`), and per-connection deadlines, which a front end drives
+with `next_timer` and `handle_timer`.
 """
 
 from __future__ import annotations
@@ -21,28 +18,25 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
 
 from midge.broker.auth import Authenticator
 from midge.broker.authorizer import Authorizer, build_authorizer, load_acl
+from midge.broker.closing import CloseReason
 from midge.broker.config import BrokerConfig, ListenerConfig
 from midge.broker.connection import Connection, State, Transport
+from midge.broker.delivery import Delivery
+from midge.broker.flow import FlowControl
 from midge.broker.handlers import HANDLERS, answer_connect
 from midge.broker.hooks import AuthHook, ask_authenticate, load_hook
-from midge.broker.message import Message
-from midge.broker.persistence import Persistence, restore_session
-from midge.broker.router import RetainedStore, SubscriptionTrie
-from midge.broker.session import Awaiting, InflightMessage, Session
+from midge.broker.persistence import Committer, Persistence, restore_session
+from midge.broker.session import Session
+from midge.broker.stats import Stats
 from midge.broker.throttle import LoginThrottle
-from midge.protocol.codec import PUBREL_HEADER, encode_ack, encode_publish
-from midge.protocol.errors import MQTTError, ProtocolError
+from midge.message import Message
+from midge.protocol.errors import ProtocolError
 from midge.protocol.packets import Connect, ConnectReturnCode, Packet
 from midge.store.base import (
-    OutboundAdded,
-    OutboundDeleted,
-    OutboundSent,
-    RetainedDeleted,
-    RetainedSet,
     SessionDeleted,
     SessionSaved,
     Store,
@@ -53,20 +47,8 @@ from midge.store.base import (
 
 log = logging.getLogger("midge.broker")
 
-SYS_PREFIX = "$SYS/"  # clients cannot publish here, as in Mosquitto
 KEEP_ALIVE_GRACE = 1.5  # a client is gone after 1.5 x keep-alive of silence [MQTT-3.1.2-24]
 EXPIRY_CHECK_SECONDS = 60.0  # how often abandoned persistent sessions are looked for
-
-
-@dataclass(slots=True)
-class Stats:
-    """Counters since start; later published under $SYS and to Prometheus."""
-
-    connections_accepted: int = 0
-    messages_received: int = 0
-    messages_sent: int = 0
-    messages_dropped: int = 0
-    protocol_violations: int = 0
 
 
 class Broker:
@@ -76,8 +58,13 @@ class Broker:
         authenticator: Authenticator | None = None,
         store: Store | None = None,
         wall_clock: Callable[[], float] = time.time,
+        committer: Committer | None = None,
+        wake_at: Callable[[float], None] | None = None,
     ) -> None:
-        """`store` receives every change to durable state; None keeps nothing."""
+        """`store` receives every change to durable state (None keeps nothing),
+        through `committer` when given (a group-commit thread), else at once.
+        `wake_at(t)` asks the front end to call `handle_timer` at loop time `t`
+        (a new earliest deadline); without it the front end polls."""
         self.config = config
         self.authenticator = authenticator or Authenticator.from_settings(config.password_file)
         self.auth_hook: AuthHook | None = load_hook(config.auth_hook) if config.auth_hook else None
@@ -85,20 +72,38 @@ class Broker:
         self.authorizer: Authorizer | None = build_authorizer(config, self.auth_hook)
         self.sessions: dict[str, Session] = {}
         self.connections: dict[str, Connection] = {}  # client id -> its live connection
-        self.subscriptions = SubscriptionTrie()
-        self.retained = RetainedStore()
         self.stats = Stats()
         self._open: set[Connection] = set()  # every socket, CONNECT or not
         self._pending_output: list[Connection] = []  # connections with bytes to write
+        # Connections whose held-back input may go on, handled before the batch ends.
+        self._woken: list[Connection] = []
+        self._flushing = False
         self._timers: list[tuple[float, int, Connection]] = []
         self._timer_order = itertools.count()
+        self._wake_at = wake_at
         self._client_numbers = itertools.count(1)
         self.wall_clock = wall_clock
-        self._next_expiry_check = 0.0
-        self.persistence = Persistence(store, hold=config.durability != "memory")
-        self.persistence.on_commit = self.committed
-        self.holding: set[Connection] = set()  # connections with output awaiting a commit
+        self.now = 0.0  # loop time of the event being handled (set by each entry point)
+        # When the periodic session-expiry check is due; None: at the first timer.
+        self._next_expiry_check: float | None = None
+        self._reported_bugs: set[tuple[type, str]] = set()
+        self.persistence = Persistence(
+            store, config.durability != "memory", after_release=self.flush, committer=committer
+        )
         self.throttle = LoginThrottle(config.auth_failure_delay, config.auth_failure_max_delay)
+        self.flow = FlowControl(config, self.stats, self.schedule_timer, self._woken.append)
+        self.delivery = Delivery(
+            config,
+            self.sessions,
+            self.connections,
+            self.persistence,
+            self.stats,
+            self.authorizer,
+            self.flow,
+            self.close_connection,
+        )
+        self.subscriptions = self.delivery.subscriptions
+        self.retained = self.delivery.retained
         self._default_listener = config.effective_listeners()[0]
 
     def restore(self, state: StoredState) -> None:
@@ -130,6 +135,7 @@ class Broker:
         )
         self._open.add(connection)
         self.stats.connections_accepted += 1
+        self.now = now
         self.schedule_timer(connection, now + self.config.connect_timeout)
         return connection
 
@@ -148,7 +154,8 @@ class Broker:
     def close_connection(
         self,
         connection: Connection,
-        reason: str,
+        reason: CloseReason,
+        detail: str = "",
         publish_will: bool = True,
         flush: bool = False,
     ) -> None:
@@ -158,21 +165,23 @@ class Broker:
         otherwise the socket is dropped at once, since waiting to flush to a
         client that stopped reading could keep it open forever.
         """
-        if connection.state is State.CLOSED:
+        if not connection.mark_closed():
             return
-        connection.state = State.CLOSED
         self._open.discard(connection)
-        connection.held.clear()
-        self.holding.discard(connection)
+        self.persistence.forget(connection)
         if flush and not connection.write_blocked:
             connection.write_outbox()
             connection.transport.close()
         else:
             connection.outbox.clear()
             connection.transport.abort()
-        if reason.startswith("protocol violation"):
+        if reason is CloseReason.PROTOCOL_VIOLATION:
             self.stats.protocol_violations += 1
-        log.info("closing %s: %s", connection.name, reason)
+        log.info("closing %s: %s", connection.name, reason.describe(detail))
+        deferred = connection.deferred_connect
+        if deferred is not None:
+            self.throttle.cancel(connection.address, deferred[0])  # its turn goes back
+        self.flow.release(connection)  # a receiver that is gone holds nobody back
         will, connection.will = connection.will, None
         session = connection.session
         if session is not None and self.connections.get(session.client_id) is connection:
@@ -188,33 +197,65 @@ class Broker:
                 self.discard_session(session)  # [MQTT-3.1.2-6]
         if will is not None and publish_will:
             will_message = Message(will.topic, will.payload, will.qos, will.retain)
-            self.publish_from_client(will_message, connection)
+            self.delivery.publish_from_client(will_message, connection, self.now)
 
-    def close_all(self, reason: str) -> None:
+    def internal_error(self, connection: Connection, exc: Exception) -> None:
+        """A bug surfaced while serving `connection`: it is closed, the broker goes on.
+
+        The traceback is logged the first time a bug shows at one place; later
+        occurrences get one line each, so a bug a client can trigger at will
+        cannot fill the log.
+        """
+        self.stats.internal_errors += 1
+        frame = exc.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
+        key = (type(exc), where)
+        if key in self._reported_bugs:
+            log.error("internal error serving %s (again): %r at %s", connection.name, exc, where)
+        else:
+            self._reported_bugs.add(key)
+            log.error("internal error serving %s", connection.name, exc_info=exc)
+        try:
+            self.close_connection(connection, CloseReason.INTERNAL_ERROR)
+        except Exception:  # closing failed too: at least the socket goes
+            log.exception("internal error closing %s", connection.name)
+            connection.transport.abort()
+
+    def close_all(self) -> None:
         """Broker shutdown: every socket closes; wills stay unpublished."""
         for connection in list(self._open):
-            self.close_connection(connection, reason, publish_will=False, flush=True)
+            self.close_connection(connection, CloseReason.SHUTDOWN, publish_will=False, flush=True)
         self.flush()
 
     def mark_pending(self, connection: Connection) -> None:
         self._pending_output.append(connection)
 
     def flush(self) -> None:
-        """End of a batch of input or timers: submit its store operations, then
-        write every connection's queued bytes (one write each)."""
-        self.persistence.end_batch()
-        pending = self._pending_output
-        if pending:
-            self._pending_output = []
-            for connection in pending:
-                connection.write_outbox()
-
-    def committed(self, epoch: int) -> None:
-        """Batches up to `epoch` are durable: release what waited for them."""
-        self.persistence.committed = max(self.persistence.committed, epoch)
-        for connection in list(self.holding):
-            connection.release_held(epoch)
-        self.flush()
+        """End of a batch of input or timers: submit its store operations, write
+        every connection's queued bytes (one write each), and handle the input
+        of publishers that backpressure let go in this batch."""
+        if self._flushing:
+            return  # called from within: the loop below covers it
+        self._flushing = True
+        try:
+            while True:
+                self.persistence.end_batch()
+                pending = self._pending_output
+                if pending:
+                    self._pending_output = []
+                    for connection in pending:
+                        connection.write_outbox()
+                if not self._woken:
+                    return
+                woken = self._woken[:]
+                self._woken.clear()
+                for connection in woken:
+                    if connection.state is not State.CLOSED:
+                        connection.guarded(connection.release_deferred, self.now)
+        finally:
+            self._flushing = False
 
     def new_client_id(self) -> str:
         """A unique id for a client that sent an empty one [MQTT-3.1.3-6]."""
@@ -328,222 +369,54 @@ class Broker:
             if session.persistent:
                 self.persistence.record(SubscriptionDeleted(session.client_id, topic_filter))
 
-    # ------------------------------------------------------ routing, delivery
-
-    def publish_from_client(self, message: Message, origin: Connection) -> None:
-        """Route a client's PUBLISH or will; `$SYS/...` belongs to the broker alone."""
-        if message.topic.startswith(SYS_PREFIX):
-            log.debug("ignoring message to %r from %s", message.topic, origin.name)
-            return
-        authorizer = self.authorizer
-        if authorizer is not None and not authorizer.can_publish(origin, message.topic):
-            return  # acknowledged by the caller all the same, as Mosquitto does
-        self.publish(message)
-
-    def publish(self, message: Message) -> None:
-        """Route an incoming application message to every matching session."""
-        self.stats.messages_received += 1
-        if message.retain:
-            self.retained.set(message)
-            self.persistence.record(
-                RetainedSet(message) if message.payload else RetainedDeleted(message.topic)
-            )
-        targets = self.subscriptions.match(message.topic)
-        if not targets:
-            return
-        if self.authorizer is not None:
-            # Checked on the concrete topic, per receiver, as Mosquitto does.
-            targets = self.authorizer.readers(message.topic, targets, self.connections)
-        sessions = self.sessions
-        # One object per delivered QoS, so each is encoded once for all receivers.
-        # Forwards to existing subscribers carry retain 0 [MQTT-3.3.1-9].
-        variants = [message.with_delivery(qos, False) for qos in range(message.qos + 1)]
-        top = message.qos
-        for client_id, granted_qos in targets.items():
-            session = sessions.get(client_id)
-            if session is None:
-                continue  # discarded while this loop ran (a slow consumer's will)
-            self.deliver(session, variants[granted_qos if granted_qos < top else top])
-
-    def deliver(self, session: Session, message: Message) -> None:
-        connection = self.connections.get(session.client_id)
-        if connection is None:
-            self._deliver_offline(session, message)
-        elif message.qos == 0:
-            if connection.write_blocked:
-                self._drop(session, "socket buffer full")
-            else:
-                self._write_publish(connection, message, None)
-        elif (
-            session.queue
-            or connection.write_blocked
-            or len(session.inflight) >= self.config.max_inflight_messages
-        ):
-            self._queue(session, connection, message)
-        else:
-            self._send_inflight(session, connection, message, None)
-
-    def _deliver_offline(self, session: Session, message: Message) -> None:
-        if message.qos == 0 and not self.config.queue_qos0_messages:
-            return  # QoS 0 is not kept for offline clients by default
-        self._queue(session, None, message)
-
-    def _queue(self, session: Session, connection: Connection | None, message: Message) -> None:
-        config = self.config
-        if session.can_queue(message, config.max_queued_messages, config.max_queued_bytes):
-            seq = session.next_seq()
-            session.enqueue(seq, message)
-            if session.persistent:
-                self.persistence.record(OutboundAdded(session.client_id, seq, message))
-        elif connection is not None and config.slow_consumer_policy == "disconnect":
-            self.close_connection(connection, "slow consumer: message queue full")
-            session.dropped_messages += 1
-            self.stats.messages_dropped += 1
-        else:
-            self._drop(session, "message queue full")
-
-    def _drop(self, session: Session, why: str) -> None:
-        if session.dropped_messages == 0:
-            log.warning("dropping messages for %r: %s", session.client_id, why)
-        session.dropped_messages += 1
-        self.stats.messages_dropped += 1
-
-    def _send_inflight(
-        self, session: Session, connection: Connection, message: Message, seq: int | None
-    ) -> None:
-        """Send a QoS 1/2 message; `seq` is None for one the store has not seen yet."""
-        packet_id = session.allocate_packet_id()
-        awaiting = Awaiting.PUBACK if message.qos == 1 else Awaiting.PUBREC
-        if seq is None:
-            seq = session.next_seq()
-            if session.persistent:
-                self.persistence.record(
-                    OutboundAdded(session.client_id, seq, message, packet_id, awaiting)
-                )
-        elif session.persistent:
-            # A QoS 1 message whose packet id is lost in a crash is sent again under
-            # a new one: a duplicate QoS 1 allows. A QoS 2 one must not be.
-            self.persistence.record(
-                OutboundSent(session.client_id, seq, packet_id, awaiting),
-                barrier=message.qos == 2,
-            )
-        session.inflight[packet_id] = InflightMessage(packet_id, message, awaiting, seq)
-        # QoS 1 goes out before its row commits: if the client acknowledges
-        # first, the writer drops the row unwritten (`net_operations`). QoS 2
-        # must wait: a crash would make the publisher's re-send a second copy.
-        self._write_publish(connection, message, packet_id, durable=message.qos != 1)
-
-    def acknowledged(self, session: Session, entry: InflightMessage) -> None:
-        """The client completed the flow of an outbound message (PUBACK / PUBCOMP)."""
-        del session.inflight[entry.packet_id]
-        if session.persistent:
-            self.persistence.record(OutboundDeleted(session.client_id, entry.seq), barrier=False)
-
-    def received(self, session: Session, entry: InflightMessage) -> None:
-        """The client sent PUBREC: from now on the broker re-sends PUBREL, not PUBLISH."""
-        entry.awaiting = Awaiting.PUBCOMP
-        if session.persistent:
-            self.persistence.record(
-                OutboundSent(session.client_id, entry.seq, entry.packet_id, Awaiting.PUBCOMP)
-            )
-
-    def _write_publish(
-        self,
-        connection: Connection,
-        message: Message,
-        packet_id: int | None,
-        dup: bool = False,
-        durable: bool = True,
-    ) -> None:
-        self.stats.messages_sent += 1
-        if dup:
-            connection.send(
-                encode_publish(
-                    message.topic, message.payload, message.qos, message.retain, dup, packet_id
-                )
-            )
-        else:
-            connection.send(message.wire(packet_id), durable)
-
-    def resume_delivery(self, connection: Connection) -> None:
-        """Send queued messages while the window and the socket have room."""
-        session = connection.session
-        if session is None:
-            return
-        window = self.config.max_inflight_messages
-        queue = session.queue
-        authorizer = self.authorizer
-        while queue and not connection.write_blocked and connection.state is State.CONNECTED:
-            if queue[0][1].qos and len(session.inflight) >= window:
-                return
-            seq, message = session.dequeue()
-            if authorizer is not None and not authorizer.can_receive(connection, message.topic):
-                # Queued under other rules, or for a user name unknown then: checked now.
-                if session.persistent:
-                    self.persistence.record(OutboundDeleted(session.client_id, seq))
-                continue
-            if message.qos:
-                self._send_inflight(session, connection, message, seq)
-            else:
-                if session.persistent:
-                    # Deleted before it goes out: QoS 0 is at most once, even across a crash.
-                    self.persistence.record(OutboundDeleted(session.client_id, seq))
-                self._write_publish(connection, message, None)
-
-    def resend_inflight(self, session: Session, connection: Connection) -> None:
-        """On a resumed session, repeat every unacknowledged PUBLISH (DUP) and PUBREL."""
-        for entry in session.inflight.values():
-            if entry.awaiting is Awaiting.PUBCOMP:
-                connection.send(encode_ack(PUBREL_HEADER, entry.packet_id))
-            else:
-                self._write_publish(connection, entry.message, entry.packet_id, dup=True)
-
-    def deliver_retained(self, session: Session, topic_filter: str, granted_qos: int) -> None:
-        """Retained messages for a new subscription, with the retain flag [MQTT-3.3.1-6]."""
-        authorizer = self.authorizer
-        connection = self.connections.get(session.client_id)
-        for message in self.retained.match(topic_filter):
-            if (
-                authorizer is not None
-                and connection is not None
-                and not authorizer.can_receive(connection, message.topic)
-            ):
-                continue
-            qos = min(granted_qos, message.qos)
-            self.deliver(session, message.with_delivery(qos, True))
-
     # ----------------------------------------------------------------- timers
 
     def schedule_timer(self, connection: Connection, deadline: float) -> None:
+        """Look at `connection` again at `deadline` (its earliest one counts)."""
         current = connection.timer_at
         if current is None or deadline < current:
             connection.timer_at = deadline
-            heapq.heappush(self._timers, (deadline, next(self._timer_order), connection))
+            timers = self._timers
+            earliest = not timers or deadline < timers[0][0]
+            heapq.heappush(timers, (deadline, next(self._timer_order), connection))
+            if earliest and self._wake_at is not None:
+                self._wake_at(deadline)
 
     def next_timer(self) -> float | None:
-        return self._timers[0][0] if self._timers else None
+        """When `handle_timer` is next due (loop time); None: only once called
+        for the first time (the front end calls it at start)."""
+        timers = self._timers
+        expiry = self._next_expiry_check
+        if timers and (expiry is None or timers[0][0] < expiry):
+            return timers[0][0]
+        return expiry
 
     def handle_timer(self, now: float) -> None:
-        """Close connections silent past their keep-alive or CONNECT deadline."""
+        """Act on every deadline that has come: CONNECT and keep-alive timeouts,
+        throttled CONNECTs whose turn came, stalled receivers, session expiry.
+        One connection's failure closes that connection only."""
+        self.now = now
         timers = self._timers
         while timers and timers[0][0] <= now:
             deadline, _, connection = heapq.heappop(timers)
             if connection.timer_at != deadline or connection.state is State.CLOSED:
                 continue  # superseded by an earlier deadline, or already gone
             connection.timer_at = None
-            self._check_deadline(connection, now)
-        if now >= self._next_expiry_check:
+            connection.guarded(partial(self._check_deadline, connection), now)
+        if self._next_expiry_check is None or now >= self._next_expiry_check:
             self._next_expiry_check = now + EXPIRY_CHECK_SECONDS
-            self.expire_sessions(self.wall_clock())
-            self.throttle.forget(now)
+            try:
+                self.expire_sessions(self.wall_clock())
+                self.throttle.forget(now)
+            except Exception:
+                log.exception("internal error in the periodic session expiry")
         self.flush()
 
     def defer_connect(
         self, connection: Connection, packet: Connect, now: float, turn: float
     ) -> None:
         """Hold a CONNECT until `turn` (login throttling); later input waits too."""
-        connection.state = State.THROTTLED
-        connection.deferred_connect = (turn, packet)
+        connection.defer_connect(turn, packet)
         log.info(
             "%s: CONNECT answered in %.1f s (failed logins from %s)",
             connection.name,
@@ -554,31 +427,38 @@ class Broker:
 
     def _answer_deferred(self, connection: Connection, now: float) -> None:
         assert connection.deferred_connect is not None
-        turn, packet = connection.deferred_connect
+        turn = connection.deferred_connect[0]
         if now < turn:  # an earlier timer of this connection (its connect timeout)
             self.schedule_timer(connection, turn)
             return
-        connection.deferred_connect = None
-        connection.state = State.AWAITING_CONNECT
-        try:
-            answer_connect(self, connection, packet, now)
-        except MQTTError as exc:
-            self.close_connection(connection, f"protocol violation: {exc}")
-        connection.data_received(b"", now)  # what arrived while it waited
+        _, packet = connection.take_turn()
+        answer_connect(self, connection, packet, now)
+        connection.read_packets(now)  # what arrived while it waited
 
     def _check_deadline(self, connection: Connection, now: float) -> None:
         if connection.state is State.THROTTLED:
             self._answer_deferred(connection, now)
             return
         if connection.state is State.AWAITING_CONNECT:
-            deadline = connection.opened_at + self.config.connect_timeout
-            reason = "no CONNECT within connect_timeout"
-        elif connection.keep_alive:
-            deadline = connection.last_activity + KEEP_ALIVE_GRACE * connection.keep_alive
-            reason = f"keep-alive timeout ({connection.keep_alive} s x {KEEP_ALIVE_GRACE})"
-        else:
+            if connection.opened_at + self.config.connect_timeout <= now:
+                self.close_connection(connection, CloseReason.CONNECT_TIMEOUT)
+            else:
+                self.schedule_timer(connection, connection.opened_at + self.config.connect_timeout)
             return
-        if deadline <= now:
-            self.close_connection(connection, reason)  # sends nothing [MQTT-3.1.2-24]
-        else:
-            self.schedule_timer(connection, deadline)
+        deadlines = []
+        stall_check = self.flow.check_stall(connection, now)
+        if stall_check is not None:
+            deadlines.append(stall_check)
+        if connection.keep_alive:
+            if connection.holders:
+                # Held back, it may be talking while we do not read: not silence.
+                connection.last_activity = now
+            grace = KEEP_ALIVE_GRACE * connection.keep_alive
+            if connection.last_activity + grace <= now:
+                detail = f"{connection.keep_alive} s x {KEEP_ALIVE_GRACE}"
+                # Sends nothing in MQTT 3 [MQTT-3.1.2-24].
+                self.close_connection(connection, CloseReason.KEEP_ALIVE_TIMEOUT, detail)
+                return
+            deadlines.append(connection.last_activity + grace)
+        if deadlines:
+            self.schedule_timer(connection, min(deadlines))

@@ -152,7 +152,11 @@ class BrokerConfig:
     max_queued_bytes: int = 16 * 1024 * 1024  # payload+topic bytes per session; 0: no limit
     queue_qos0_messages: bool = False  # queue QoS 0 for offline persistent sessions
     max_write_buffer: int = 1024 * 1024  # bytes waiting in the socket before it is "slow"
-    slow_consumer_policy: str = "drop"  # at a full queue: "drop" the message or "disconnect"
+    # A full queue holds publishers back while its client acknowledges; after
+    # stall_timeout seconds without an acknowledgement the client is stalled
+    # and slow_consumer_policy applies: "drop" the message or "disconnect".
+    stall_timeout: float = 5.0
+    slow_consumer_policy: str = "drop"
     # QoS 2 from publishers: "on_publish" forwards at PUBLISH and remembers the
     # packet id (the spec's method B); "on_release" stores the message and
     # forwards it at PUBREL (method A).
@@ -190,6 +194,7 @@ class BrokerConfig:
         _check(self.max_queued_messages >= 0, "max_queued_messages", "must be >= 0")
         _check(self.max_queued_bytes >= 0, "max_queued_bytes", "must be >= 0")
         _check(self.max_write_buffer >= 1024, "max_write_buffer", "must be >= 1024")
+        _check(self.stall_timeout > 0, "stall_timeout", "must be > 0")
         _check(
             self.slow_consumer_policy in SLOW_CONSUMER_POLICIES,
             "slow_consumer_policy",

@@ -1,26 +1,42 @@
 """One client connection: bytes in, packets to the broker's handlers, bytes out.
 
-Theory of operation. A connection starts in AWAITING_CONNECT; the only
-packet it accepts there is CONNECT [MQTT-3.1.0-1]. The CONNECT handler moves
-it to CONNECTED, where a second CONNECT is a protocol violation
-[MQTT-3.1.0-2]. CLOSED is final: nothing more is read or written. Every way
-out of the first two states goes through `Broker.close_connection`, which
-decides about the will, the session and the log line, once.
+Theory of operation. A connection's state moves only along `TRANSITIONS`
+and only through its own methods (`defer_connect`, `take_turn`, `attach`,
+`mark_closed`). It starts in AWAITING_CONNECT; the only packet it accepts
+there is CONNECT [MQTT-3.1.0-1]. Accepting one moves it to CONNECTED, where
+a second CONNECT is a protocol violation [MQTT-3.1.0-2]. CLOSED is final:
+nothing more is read or written. Every way out goes through
+`Broker.close_connection`, which decides about the will, the session and the
+log line, once.
 
 The connection does no I/O itself: the front end calls `data_received` with
-bytes and the current time, and `transport` (anything with `write` and
-`close`) carries bytes out. That is what lets tests drive it byte by byte.
+bytes and the current time, and `transport` (write, close, abort, pause and
+resume reading) carries bytes out. That is what lets tests drive it byte by
+byte. Every entry point from outside (bytes, a closed socket, a drained
+socket, a timer, input released by backpressure) runs through `guarded`:
+an unexpected exception costs this connection, never the broker.
+
+Backpressure (see docs/backpressure.md): while a receiver this connection
+publishes to is behind, the connection is *held back*. Its PUBLISH, PUBREL,
+SUBSCRIBE, ... packets wait, in order, in `deferred`; the acknowledgements
+it sends for our deliveries (PUBACK, PUBREC, PUBCOMP) and PINGREQ are still
+handled, so a client that both publishes and subscribes keeps receiving.
+Past `DEFERRED_INPUT_LIMIT` bytes the socket stops being read, and TCP
+slows the client down.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
+from midge.broker.closing import CloseReason
 from midge.protocol.codec import Decoder
 from midge.protocol.errors import MQTTError
-from midge.protocol.packets import Connect, Will
+from midge.protocol.packets import Connect, Packet, PingReq, PubAck, PubComp, Publish, PubRec, Will
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
@@ -30,10 +46,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("midge.connection")
 
 THROTTLED_INPUT_LIMIT = 64 * 1024  # bytes a client may send while its CONNECT waits
+DEFERRED_INPUT_LIMIT = 64 * 1024  # bytes of packets kept while held back, before TCP waits
+# What a held-back client may still send: these concern the broker's own
+# deliveries (or nothing), so handling them ahead of its waiting PUBLISHes
+# changes no flow the client started.
+_PASSES_WHILE_HELD = frozenset({PubAck, PubRec, PubComp, PingReq})
 
 
 class Transport(Protocol):
-    """What a front end gives a connection: a byte sink it can close."""
+    """What a front end gives a connection: a byte sink it can close and pause."""
 
     def write(self, data: bytes) -> None: ...
 
@@ -42,6 +63,10 @@ class Transport(Protocol):
 
     def abort(self) -> None:
         """Close at once, discarding what is buffered."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
 
 
 class State(Enum):
@@ -52,6 +77,14 @@ class State(Enum):
     CONNECTED = "connected"
     CLOSED = "closed"
 
+
+# Where each state may go; anything else is a bug, raised as one.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.AWAITING_CONNECT: frozenset({State.THROTTLED, State.CONNECTED, State.CLOSED}),
+    State.THROTTLED: frozenset({State.AWAITING_CONNECT, State.CLOSED}),
+    State.CONNECTED: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset(),
+}
 
 # Typed as plain State so checks after the handlers ran are not "unreachable"
 # to mypy: a handler may close the connection.
@@ -64,21 +97,28 @@ class Connection:
         "broker",
         "client_id",
         "decoder",
+        "deferred",
+        "deferred_bytes",
         "deferred_connect",
+        "feeders",
         "held",
+        "holders",
         "keep_alive",
         "last_activity",
         "listener",
         "opened_at",
         "outbox",
         "peer",
+        "reading",
         "session",
+        "stalled",
         "state",
         "timer_at",
         "tls_identity",
         "transport",
         "username",
         "version",
+        "waiting_since",
         "will",
         "write_blocked",
     )
@@ -113,12 +153,24 @@ class Connection:
         # Set while the socket's buffer is above its high-water mark: the client
         # is not reading fast enough, so QoS 0 is dropped and QoS 1/2 waits.
         self.write_blocked = False
+        self.reading = True  # whether the transport is asked for input
         self.timer_at: float | None = None  # the broker's next deadline check
         # Bytes sent during one batch of input, written to the socket in one
         # call by `Broker.flush`: a syscall per batch, not per packet.
         self.outbox: list[bytes] = []
-        # (epoch, bytes) that wait for the store to commit that batch.
+        # (epoch, bytes) that wait for the store to commit that batch
+        # (managed by `Persistence`, which owns holding output).
         self.held: list[tuple[int, bytes]] = []
+        # Backpressure, as a publisher: how many receivers hold it back, and
+        # the packets that wait meanwhile (None while nothing waits).
+        self.holders = 0
+        self.deferred: deque[Packet] | None = None
+        self.deferred_bytes = 0
+        # Backpressure, as a receiver: the publishers it holds back (None: none),
+        # since when it owes an acknowledgement, and whether it stopped giving them.
+        self.feeders: set[Connection] | None = None
+        self.waiting_since: float | None = None
+        self.stalled = False
 
     def __repr__(self) -> str:
         return f"<Connection {self.client_id or '?'} from {self.peer} {self.state.value}>"
@@ -133,41 +185,157 @@ class Connection:
         """How logs name this client: its id once known, else its address."""
         return f"{self.client_id!r} ({self.peer})" if self.client_id else self.peer
 
+    # ------------------------------------------------------------ state
+
+    def _move(self, new: State) -> None:
+        if new not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"{self!r}: no transition {self.state.value} -> {new.value}")
+        self.state = new
+
+    def defer_connect(self, turn: float, packet: Connect) -> None:
+        """Login throttling: the CONNECT is answered at `turn`; input waits till then."""
+        self._move(State.THROTTLED)
+        self.deferred_connect = (turn, packet)
+
+    def take_turn(self) -> tuple[float, Connect]:
+        """The throttled CONNECT, back to be answered now."""
+        assert self.deferred_connect is not None
+        deferred, self.deferred_connect = self.deferred_connect, None
+        self._move(State.AWAITING_CONNECT)
+        return deferred
+
+    def attach(self, client_id: str, session: Session, packet: Connect, now: float) -> None:
+        """The CONNECT was accepted: the connection now serves `session`."""
+        self._move(State.CONNECTED)
+        self.client_id = client_id
+        self.session = session
+        self.version = packet.protocol_level
+        self.decoder.version = packet.protocol_level
+        self.keep_alive = packet.keep_alive
+        self.will = packet.will
+        self.last_activity = now
+
+    def mark_closed(self) -> bool:
+        """Enter CLOSED; False if it already was (closing happens once)."""
+        if self.state is _CLOSED:
+            return False
+        self._move(State.CLOSED)
+        self.deferred = None
+        return True
+
+    # ----------------------------------------------------- entry points
+
+    def guarded(self, step: Callable[[float], None], now: float) -> None:
+        """Run one entry point: a protocol violation or a bug closes this
+        connection (the bug logged with its traceback), and the batch's output
+        is written either way."""
+        broker = self.broker
+        try:
+            step(now)
+        except MQTTError as exc:
+            broker.close_connection(self, CloseReason.PROTOCOL_VIOLATION, str(exc))
+        except Exception as exc:
+            # A bug must cost one connection, never the broker or other clients.
+            broker.internal_error(self, exc)
+        broker.flush()
+
     def data_received(self, data: bytes, now: float) -> None:
         """Handle every whole packet in `data`; any violation closes the connection."""
         if self.state is _CLOSED:
             return
         self.last_activity = now
         self.decoder.feed(data)
+        self.guarded(self.read_packets, now)
+
+    def read_packets(self, now: float) -> None:
+        """Handle what the decoder holds, as far as the state allows."""
         if self.state is _THROTTLED and self.decoder.buffered() > THROTTLED_INPUT_LIMIT:
-            self.broker.close_connection(self, "sent too much while its CONNECT waited")
-            self.broker.flush()
+            self.broker.close_connection(self, CloseReason.THROTTLED_INPUT)
             return
-        try:
-            while self.state is not _CLOSED and self.state is not _THROTTLED:
-                packet = self.decoder.next_packet()
-                if packet is None:
-                    break
+        broker = self.broker
+        decoder = self.decoder
+        while self.state is not _CLOSED and self.state is not _THROTTLED:
+            if self.holders:
+                self._read_held_back(now)
+                return
+            packet = decoder.next_packet()
+            if packet is None:
+                return
+            broker.handle_packet(self, packet, now)
+
+    def _read_held_back(self, now: float) -> None:
+        """Held back: acknowledgements pass, everything else waits in order."""
+        decoder = self.decoder
+        while self.holders and self.state is not _CLOSED:
+            if self.deferred_bytes >= DEFERRED_INPUT_LIMIT:
+                self.update_reading()  # enough waits: let TCP hold the rest
+                return
+            packet = decoder.next_packet()
+            if packet is None:
+                return
+            if type(packet) in _PASSES_WHILE_HELD:
                 self.broker.handle_packet(self, packet, now)
-        except MQTTError as exc:
-            self.broker.close_connection(self, f"protocol violation: {exc}")
-        except Exception:
-            # A bug must cost one connection, never the broker or other clients.
-            log.exception("internal error handling data from %s", self.name)
-            self.broker.close_connection(self, "internal error")
-        self.broker.flush()
+                continue
+            if self.deferred is None:
+                self.deferred = deque()
+            self.deferred.append(packet)
+            self.deferred_bytes += _cost(packet)
+
+    def release_deferred(self, now: float) -> None:
+        """No receiver holds this connection back any more: handle what waited."""
+        deferred = self.deferred
+        broker = self.broker
+        while deferred and not self.holders and self.state is not _CLOSED:
+            packet = deferred.popleft()
+            self.deferred_bytes -= _cost(packet)
+            broker.handle_packet(self, packet, now)
+        if not deferred:
+            self.deferred = None
+            self.deferred_bytes = 0
+        self.update_reading()
+        self.read_packets(now)
 
     def connection_lost(self) -> None:
         """The front end saw the socket close (by the peer, or after our close)."""
-        self.broker.close_connection(self, "connection closed by the network")
-        self.broker.flush()
+        self.guarded(self._lost, self.broker.now)
+
+    def _lost(self, now: float) -> None:
+        self.broker.close_connection(self, CloseReason.NETWORK)
+
+    def write_paused(self) -> None:
+        """The socket's buffer passed its high-water mark: the client reads too slowly."""
+        self.write_blocked = True
+        if self.waiting_since is None:
+            self.waiting_since = self.broker.now  # it owes us reading from now on
+        self.update_reading()
 
     def writable(self, now: float) -> None:
         """The socket drained below its low-water mark: send what waited."""
         self.write_blocked = False
-        if self.state is State.CONNECTED:
-            self.broker.resume_delivery(self)
-            self.broker.flush()
+        self.guarded(self._resume_sending, now)
+
+    def _resume_sending(self, now: float) -> None:
+        self.update_reading()
+        session = self.session
+        if self.state is State.CONNECTED and session is not None:
+            delivery = self.broker.delivery
+            delivery.progress(self, session, now)  # it read what we sent
+            delivery.resume(self, now)
+
+    def update_reading(self) -> None:
+        """Read the socket unless the client does not read ours, or is held back
+        with enough of its input waiting already."""
+        want = self.state is not _CLOSED and not self.write_blocked
+        if want and self.holders:
+            want = self.deferred_bytes < DEFERRED_INPUT_LIMIT
+        if want is not self.reading:
+            self.reading = want
+            if want:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    # ----------------------------------------------------------- output
 
     def send(self, data: bytes, durable: bool = True) -> None:
         """Queue bytes for the socket; `Broker.flush` writes them.
@@ -179,32 +347,21 @@ class Connection:
         only get the message again, which QoS 1 allows); they still queue
         behind bytes already held.
         """
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return
         persistence = self.broker.persistence
         if self.held or (durable and persistence.must_hold()):
-            wait_for_batch = durable and persistence.barrier
-            epoch = persistence.next_epoch if wait_for_batch else self.held[-1][0]
-            if not self.held:
-                self.broker.holding.add(self)
-            self.held.append((epoch, data))
+            persistence.hold(self, data, durable)
             return
         if not self.outbox:
             self.broker.mark_pending(self)
         self.outbox.append(data)
 
-    def release_held(self, committed: int) -> None:
-        held = self.held
-        index = 0
-        while index < len(held) and held[index][0] <= committed:
-            index += 1
-        if index:
-            if not self.outbox:
-                self.broker.mark_pending(self)
-            self.outbox.extend(data for _, data in held[:index])
-            del held[:index]
-        if not held:
-            self.broker.holding.discard(self)
+    def take_released(self, data: list[bytes]) -> None:
+        """Held bytes whose batch committed: they go out with the next flush."""
+        if not self.outbox:
+            self.broker.mark_pending(self)
+        self.outbox.extend(data)
 
     def write_outbox(self) -> None:
         outbox = self.outbox
@@ -212,3 +369,10 @@ class Connection:
             data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
             outbox.clear()
             self.transport.write(data)
+
+
+def _cost(packet: Packet) -> int:
+    """What a waiting packet counts against DEFERRED_INPUT_LIMIT."""
+    if type(packet) is Publish:
+        return len(packet.payload) + len(packet.topic) + 8
+    return 64

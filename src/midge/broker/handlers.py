@@ -11,9 +11,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from midge.broker.connection import State
-from midge.broker.message import Message
+from midge.broker.closing import CloseReason
 from midge.broker.session import Awaiting, Session
+from midge.message import Message
 from midge.protocol.codec import (
     PUBACK_HEADER,
     PUBCOMP_HEADER,
@@ -25,6 +25,7 @@ from midge.protocol.codec import (
 from midge.protocol.errors import ProtocolError
 from midge.protocol.packets import (
     PROTOCOL_MQTT_3_1_1,
+    PROTOCOL_MQTT_5,
     SUBACK_FAILURE,
     SUPPORTED_PROTOCOLS,
     ConnAck,
@@ -74,6 +75,18 @@ def handle_connect(broker: Broker, connection: Connection, packet: Connect, now:
         )
     # After failed logins from this address, answers wait their turn.
     turn = broker.throttle.turn(connection.address, now)
+    if turn is None:
+        # So many CONNECTs already wait that this one's turn is past the
+        # longest delay: refused unchecked, so parallel guessing gains nothing.
+        connection.send(encode(ConnAck(ConnectReturnCode.SERVER_UNAVAILABLE)))
+        broker.close_connection(
+            connection,
+            CloseReason.CONNECT_REFUSED,
+            f"too many CONNECTs waiting after failed logins from {connection.address}",
+            publish_will=False,
+            flush=True,
+        )
+        return
     if turn > now:
         broker.defer_connect(connection, packet, now, turn)
         return
@@ -94,7 +107,8 @@ def answer_connect(broker: Broker, connection: Connection, packet: Connect, now:
         connection.send(encode(ConnAck(code)))  # a refusal reads the same in 3.1 and 3.1.1
         broker.close_connection(
             connection,
-            f"CONNECT refused: {code.name} (client id {packet.client_id!r})",
+            CloseReason.CONNECT_REFUSED,
+            _refusal_detail(code, packet),
             publish_will=False,
             flush=True,
         )
@@ -103,7 +117,7 @@ def answer_connect(broker: Broker, connection: Connection, packet: Connect, now:
     previous = broker.connections.get(client_id)
     if previous is not None:
         # One connection per client id: the newcomer takes over [MQTT-3.1.4-2].
-        broker.close_connection(previous, "session taken over by a new connection")
+        broker.close_connection(previous, CloseReason.TAKEN_OVER)
     session = broker.sessions.get(client_id)
     if session is not None and (packet.clean_session or not session.persistent):
         broker.discard_session(session)  # clean session discards the old one [MQTT-3.1.2-6]
@@ -127,8 +141,21 @@ def answer_connect(broker: Broker, connection: Connection, packet: Connect, now:
         packet.keep_alive,
     )
     if present:
-        broker.resend_inflight(session, connection)  # [MQTT-4.4.0-1]
-        broker.resume_delivery(connection)
+        broker.delivery.end_drop_episode(session)
+        broker.delivery.resend_inflight(session, connection, now)  # [MQTT-4.4.0-1]
+        broker.delivery.resume(connection, now)
+
+
+def _refusal_detail(code: ConnectReturnCode, packet: Connect) -> str:
+    """What the log says of a refused CONNECT."""
+    if code is ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION:
+        # The rest of a CONNECT of another level is not parsed: no client id to name.
+        level = packet.protocol_level
+        name = " (MQTT 5.0)" if level == PROTOCOL_MQTT_5 else ""
+        return (
+            f"{code.name}: protocol {packet.protocol_name!r} level {level}{name} is not supported"
+        )
+    return f"{code.name} (client id {packet.client_id!r})"
 
 
 def _refusal(broker: Broker, connection: Connection, packet: Connect) -> ConnectReturnCode | None:
@@ -184,17 +211,11 @@ def _attach(
     client_id: str,
     now: float,
 ) -> None:
-    connection.client_id = client_id
     if connection.listener.use_identity_as_username:
         connection.username = connection.tls_identity
     else:
         connection.username = packet.username
-    connection.session = session
-    connection.version = packet.protocol_level
-    connection.decoder.version = packet.protocol_level
-    connection.keep_alive = packet.keep_alive
-    connection.will = packet.will
-    connection.state = State.CONNECTED
+    connection.attach(client_id, session, packet, now)
     session.connected = True
     broker.connections[client_id] = connection
     if broker.authorizer is not None:
@@ -215,10 +236,11 @@ def handle_publish(broker: Broker, connection: Connection, packet: Publish, now:
     if packet.head is not None:
         message.reuse_head(packet.head)
     qos = packet.qos
+    delivery = broker.delivery
     if qos == 0:
-        broker.publish_from_client(message, connection)
+        delivery.publish_from_client(message, connection, now)
     elif qos == 1:
-        broker.publish_from_client(message, connection)
+        delivery.publish_from_client(message, connection, now)
         connection.send(encode_ack(PUBACK_HEADER, packet.packet_id or 0))
     else:
         packet_id = packet.packet_id or 0
@@ -233,7 +255,7 @@ def handle_publish(broker: Broker, connection: Connection, packet: Publish, now:
             if session.persistent:
                 broker.persistence.record(ReleasePending(session.client_id, packet_id, held))
             if held is None:
-                broker.publish_from_client(message, connection)
+                delivery.publish_from_client(message, connection, now)
         connection.send(encode_ack(PUBREC_HEADER, packet_id))
 
 
@@ -245,7 +267,7 @@ def handle_pubrel(broker: Broker, connection: Connection, packet: PubRel, now: f
         if session.persistent:
             broker.persistence.record(ReleaseDone(session.client_id, packet.packet_id))
         if message is not None:
-            broker.publish_from_client(message, connection)
+            broker.delivery.publish_from_client(message, connection, now)
     # PUBCOMP even for an unknown id, so a retrying client can finish (section 4.3.3).
     connection.send(encode_ack(PUBCOMP_HEADER, packet.packet_id))
 
@@ -254,21 +276,22 @@ def handle_pubrel(broker: Broker, connection: Connection, packet: PubRel, now: f
 
 
 def handle_puback(broker: Broker, connection: Connection, packet: PubAck, now: float) -> None:
-    _complete(broker, connection, packet.packet_id, Awaiting.PUBACK)
+    _complete(broker, connection, packet.packet_id, Awaiting.PUBACK, now)
 
 
 def handle_pubcomp(broker: Broker, connection: Connection, packet: PubComp, now: float) -> None:
-    _complete(broker, connection, packet.packet_id, Awaiting.PUBCOMP)
+    _complete(broker, connection, packet.packet_id, Awaiting.PUBCOMP, now)
 
 
-def _complete(broker: Broker, connection: Connection, packet_id: int, awaited: Awaiting) -> None:
+def _complete(
+    broker: Broker, connection: Connection, packet_id: int, awaited: Awaiting, now: float
+) -> None:
     session = _session(connection)
     entry = session.inflight.get(packet_id)
     if entry is None or entry.awaiting is not awaited:
         log.debug("%s acknowledged unknown packet id %d", connection.name, packet_id)
         return
-    broker.acknowledged(session, entry)
-    broker.resume_delivery(connection)
+    broker.delivery.acknowledged(connection, session, entry, now)
 
 
 def handle_pubrec(broker: Broker, connection: Connection, packet: PubRec, now: float) -> None:
@@ -277,7 +300,7 @@ def handle_pubrec(broker: Broker, connection: Connection, packet: PubRec, now: f
     if entry is not None:
         if entry.awaiting is Awaiting.PUBACK:
             raise ProtocolError(f"PUBREC for QoS 1 message {packet.packet_id}")
-        broker.received(session, entry)
+        broker.delivery.received(connection, session, entry, now)
     # PUBREL even for an unknown id: the client believes the message is in flight.
     connection.send(encode_ack(PUBREL_HEADER, packet.packet_id))
 
@@ -315,7 +338,7 @@ def handle_subscribe(broker: Broker, connection: Connection, packet: Subscribe, 
     # One return code per filter, same packet id [MQTT-3.8.4-1, 3.8.4-5].
     connection.send(encode(SubAck(packet.packet_id, tuple(codes))))
     for topic_filter, qos in granted:
-        broker.deliver_retained(session, topic_filter, qos)
+        broker.delivery.deliver_retained(session, topic_filter, qos, now)
 
 
 def _beyond_topic_limits(broker: Broker, topic: str) -> bool:
@@ -348,7 +371,9 @@ def handle_disconnect(
     broker: Broker, connection: Connection, packet: Disconnect, now: float
 ) -> None:
     # A clean DISCONNECT discards the will [MQTT-3.14.4-3].
-    broker.close_connection(connection, "client sent DISCONNECT", publish_will=False, flush=True)
+    broker.close_connection(
+        connection, CloseReason.CLIENT_DISCONNECT, publish_will=False, flush=True
+    )
 
 
 def reject_server_packet(

@@ -21,6 +21,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from midge.broker.broker import Broker
+from midge.broker.closing import CloseReason
 from midge.broker.config import ListenerConfig
 from midge.broker.connection import Connection, State, Transport
 from midge.broker.tls import certificate_identity, server_context
@@ -91,16 +92,17 @@ class MQTTProtocol(asyncio.Protocol):
             self.connection = None
 
     def pause_writing(self) -> None:
+        # The connection decides about reading: it also stops for backpressure.
         if self.connection is not None:
-            self.connection.write_blocked = True
-        if self.transport is not None and not self.transport.is_closing():
+            self.connection.write_paused()
+        elif self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
         if self.connection is not None:
             self.connection.writable(self.loop.time())
+        elif self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
 
 class WebSocketStream:
@@ -130,6 +132,14 @@ class WebSocketStream:
     def abort(self) -> None:
         self.transport.abort()
 
+    def pause_reading(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def send_pending(self) -> None:
         chunks = self.protocol.data_to_send()
         data = b"".join(chunks)
@@ -142,7 +152,7 @@ class WebSocketStream:
 class WebSocketProtocol(MQTTProtocol):
     """One WebSocket connection (plain or over TLS) carrying MQTT."""
 
-    __slots__ = ("stream", "websocket")
+    __slots__ = ("deadline", "stream", "websocket")
 
     def __init__(
         self, broker: Broker, loop: asyncio.AbstractEventLoop, listener: ListenerConfig
@@ -157,12 +167,21 @@ class WebSocketProtocol(MQTTProtocol):
             logger=_websocket_log,
         )
         self.stream: WebSocketStream | None = None
+        self.deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.stream = WebSocketStream(self.websocket, self._adopt(transport))
         # The MQTT connection starts once the upgrade succeeds; until then the
         # broker's connect timeout cannot see this socket, so bound it here.
-        self.loop.call_later(self.broker.config.connect_timeout, self._handshake_deadline)
+        # Cancelled by the upgrade or the close, so it only fires (and logs)
+        # for a socket still waiting.
+        self.deadline = self.loop.call_later(
+            self.broker.config.connect_timeout, self._handshake_deadline
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         websocket, stream = self.websocket, self.stream
@@ -187,7 +206,7 @@ class WebSocketProtocol(MQTTProtocol):
         connection = self.connection
         if failure is not None and connection is not None and connection.state is not State.CLOSED:
             # An oversized or broken frame: the library has sent its close code.
-            self._close(f"WebSocket protocol error: {failure}")
+            self._close(str(failure))
 
     def _upgrade(self, request: Request) -> None:
         websocket, stream = self.websocket, self.stream
@@ -199,18 +218,28 @@ class WebSocketProtocol(MQTTProtocol):
             stream.send_pending()
             self.transport.close()
             return
+        self._cancel_deadline()  # from here on the broker's connect timeout applies
         self._open_connection(stream)
 
+    def _cancel_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
     def _handshake_deadline(self) -> None:
-        if self.connection is None and self.transport is not None:
+        self.deadline = None
+        # A refused upgrade closes the socket before connection_lost cancels this.
+        transport = self.transport
+        if self.connection is None and transport is not None and not transport.is_closing():
             self._close("no WebSocket upgrade within connect_timeout")
 
     def _close(self, reason: str) -> None:
-        log.info("closing WebSocket from %s: %s", self._peer(), reason)
         if self.connection is not None:
-            self.broker.close_connection(self.connection, reason)
+            # The broker's close logs it ("WebSocket protocol error: ...").
+            self.broker.close_connection(self.connection, CloseReason.WEBSOCKET_ERROR, reason)
             self.broker.flush()
         elif self.transport is not None:
+            log.info("closing WebSocket from %s: %s", self._peer(), reason)
             self.transport.close()
 
     def _peer(self) -> str:

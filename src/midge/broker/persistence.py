@@ -1,45 +1,73 @@
-"""The broker's side of durability: batches of store operations and commits.
+"""The broker's side of durability: batches of store operations, commits, held output.
 
 While the broker handles one batch of input it records what changes durable
 state (`record`). At the end of the batch (`end_batch`) the operations get a
-batch number, an *epoch*, and go to `submit`: straight into the store for
-the memory store, to the group-commit thread for SQLite. Any packet a
-connection sends after that batch recorded something waits until its epoch
-is committed (`Connection.send` asks `must_hold`), so a PUBACK, PUBREC,
-PUBCOMP, SUBACK or stored delivery never leaves before what it vouches for
-is on disk. Packets of one connection keep their order.
+batch number, an *epoch*, and go to the committer: a group-commit thread for
+SQLite, or straight into the store when there is none. Any packet a
+connection sends after that batch recorded something is *held* here until
+its epoch is committed (`Connection.send` asks `must_hold`), so a PUBACK,
+PUBREC, PUBCOMP, SUBACK or stored delivery never leaves before what it
+vouches for is on disk. Packets of one connection keep their order.
+
+Everything about holding output lives in this one object; the broker gives
+it, at construction, the committer and the callback that writes released
+bytes out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from midge.broker.session import Awaiting, InflightMessage, Session
 from midge.store.base import Operation, Store, StoredSession
 
+if TYPE_CHECKING:
+    from midge.broker.connection import Connection
+
+
+class Committer(Protocol):
+    """Commits batches away from the event loop (`store.writer.GroupCommitWriter`)."""
+
+    def start(self, on_commit: Callable[[int], None]) -> None:
+        """Begin; `on_commit(epoch)` is called (on the loop) once a batch is durable."""
+
+    def submit(self, epoch: int, operations: list[Operation]) -> None: ...
+
 
 class Persistence:
     __slots__ = (
+        "_after_release",
         "barrier",
         "committed",
+        "committer",
         "epoch",
-        "hold",
-        "on_commit",
+        "hold_output",
+        "holding",
         "operations",
         "store",
-        "submit",
     )
 
-    def __init__(self, store: Store | None, hold: bool) -> None:
+    def __init__(
+        self,
+        store: Store | None,
+        hold: bool,
+        after_release: Callable[[], None],
+        committer: Committer | None = None,
+    ) -> None:
+        """`after_release()` writes what a commit released; without a `committer`
+        each batch is applied to `store` before `end_batch` returns."""
         self.store = store
-        self.hold = hold and store is not None  # durability "memory" acknowledges at once
+        self.hold_output = hold and store is not None  # durability "memory" acknowledges at once
         self.operations: list[Operation] = []
         self.barrier = False  # the current batch recorded something a reply vouches for
         self.epoch = 0  # the last batch submitted
         self.committed = 0  # the last batch known to be durable
-        self.on_commit: Callable[[int], None] = lambda epoch: None
-        # Where batches go: applied here at once, unless a writer thread takes over.
-        self.submit: Callable[[int, list[Operation]], None] = self._apply_now
+        self.holding: set[Connection] = set()  # connections with output awaiting a commit
+        self._after_release = after_release
+        self.committer = committer if store is not None else None
+        if self.committer is not None:
+            self.committer.start(self.on_commit)
 
     def record(self, operation: Operation, barrier: bool = True) -> None:
         """Add to the current batch. A *barrier* operation holds every later send of
@@ -52,23 +80,48 @@ class Persistence:
 
     def must_hold(self) -> bool:
         """Whether what is sent now has to wait for the current batch's commit."""
-        return self.hold and self.barrier
+        return self.hold_output and self.barrier
 
-    @property
-    def next_epoch(self) -> int:
-        return self.epoch + 1
+    def hold(self, connection: Connection, data: bytes, durable: bool) -> None:
+        """Keep `data` until its batch commits: this batch if `durable`, else
+        whatever the connection's last held bytes wait for (order is kept)."""
+        held = connection.held
+        epoch = self.epoch + 1 if durable and self.barrier else held[-1][0]
+        if not held:
+            self.holding.add(connection)
+        held.append((epoch, data))
+
+    def forget(self, connection: Connection) -> None:
+        """A closed connection's held output is never sent."""
+        connection.held.clear()
+        self.holding.discard(connection)
 
     def end_batch(self) -> None:
         if self.operations:
             self.epoch += 1
             operations, self.operations = self.operations, []
             self.barrier = False
-            self.submit(self.epoch, operations)
+            if self.committer is not None:
+                self.committer.submit(self.epoch, operations)
+            else:
+                assert self.store is not None
+                self.store.apply(operations)
+                self.on_commit(self.epoch)
 
-    def _apply_now(self, epoch: int, operations: list[Operation]) -> None:
-        assert self.store is not None
-        self.store.apply(operations)
-        self.on_commit(epoch)
+    def on_commit(self, epoch: int) -> None:
+        """Batches up to `epoch` are durable: release what waited for them."""
+        self.committed = max(self.committed, epoch)
+        for connection in list(self.holding):
+            held = connection.held
+            index = 0
+            while index < len(held) and held[index][0] <= epoch:
+                index += 1
+            if index:
+                connection.take_released([data for _, data in held[:index]])
+                del held[:index]
+            if not held:
+                self.holding.discard(connection)
+        self._after_release()
 
 
 def restore_session(stored: StoredSession, now_wall: float) -> Session:

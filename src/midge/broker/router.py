@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from midge.broker.message import Message
+from midge.message import Message
 from midge.protocol.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL
 
 

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
 
-from midge.broker.message import Message
+from midge.message import Message
 
 MAX_PACKET_ID = 0xFFFF
 
@@ -43,6 +43,7 @@ class Session:
         "connected",
         "disconnected_at",
         "dropped_messages",
+        "dropping",
         "inflight",
         "pending_releases",
         "persistent",
@@ -66,6 +67,7 @@ class Session:
         # delivery waits for PUBREL (method A), None when it already went out (B).
         self.pending_releases: dict[int, Message | None] = {}
         self.dropped_messages = 0
+        self.dropping = False  # within an episode of drops (logged once per episode)
         self.disconnected_at: float | None = None  # wall clock, for session expiry
         self._next_packet_id = 1
         self._next_seq = 1

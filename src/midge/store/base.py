@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from midge.broker.message import Message
+from midge.message import Message
 
 
 class StoreError(Exception):

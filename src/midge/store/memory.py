@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from midge.broker.message import Message
+from midge.message import Message
 from midge.store.base import (
     Operation,
     OutboundAdded,

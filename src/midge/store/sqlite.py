@@ -9,7 +9,8 @@ The schema is versioned with SQLite's `user_version`; `_MIGRATIONS[n]`
 takes a store from version n to n + 1. A store written by a newer Midge is
 refused rather than misread, and a file that is not a Midge store (or is
 corrupt) stops the start with a message naming it: the broker never starts
-empty over data it could not read.
+empty over data it could not read. While open, the store holds the lock of
+store/lock.py, so a second broker on the same file refuses to start.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from midge.broker.message import Message
+from midge.message import Message
 from midge.store.base import (
     Operation,
     OutboundAdded,
@@ -39,6 +40,7 @@ from midge.store.base import (
     SubscriptionDeleted,
     SubscriptionSet,
 )
+from midge.store.lock import StoreLock, lock_path
 
 SCHEMA_VERSION = 1
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -150,11 +152,31 @@ def _message_columns(message: Message | None) -> _Row:
 
 
 class SQLiteStore:
+    _db: sqlite3.Connection
+
     def __init__(self, path: str | Path, synchronous: str = "normal") -> None:
         if synchronous not in SYNCHRONOUS_LEVELS:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_LEVELS}")
         self.path = Path(path)
         self.description = f"sqlite {self.path} (synchronous={synchronous})"
+        # Before the file is read, let alone migrated: another broker may be using it.
+        self._lock = self._take_lock()
+        try:
+            self._open(synchronous)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _take_lock(self) -> StoreLock:
+        path = lock_path(self.path)
+        try:
+            return StoreLock.acquire(path)
+        except OSError as exc:
+            raise StoreError(
+                f"{self.path}: cannot use the store (lock file {path}: {exc.strerror})."
+            ) from None
+
+    def _open(self, synchronous: str) -> None:
         self._refuse_foreign_file()
         try:
             # The writer thread uses the connection after the loading thread did;
@@ -273,3 +295,4 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._db.close()
+        self._lock.release()  # after the last write: the next broker may open the file

@@ -37,11 +37,14 @@ class GroupCommitWriter:
     def __init__(
         self,
         store: Store,
-        on_commit: Callable[[int], None],
+        call_soon_threadsafe: Callable[[Callable[[int], None], int], object] | None = None,
     ) -> None:
-        """`on_commit(epoch)` is called from the writer thread: make it thread-safe."""
+        """`call_soon_threadsafe(callback, epoch)` carries a commit's news from the
+        writer thread to the event loop (the loop's own method); without it the
+        callback runs on the writer thread."""
         self.store = store
-        self._on_commit = on_commit
+        self._hand_over = call_soon_threadsafe
+        self._on_commit: Callable[[int], None] = lambda epoch: None
         self._pending: list[tuple[int, list[Operation]]] = []
         self._condition = threading.Condition()
         self._stopping = False
@@ -49,7 +52,9 @@ class GroupCommitWriter:
         self.commits = 0
         self.operations = 0
 
-    def start(self) -> None:
+    def start(self, on_commit: Callable[[int], None]) -> None:
+        """Begin committing; `on_commit(epoch)` hears of every committed batch."""
+        self._on_commit = on_commit
         self._thread.start()
 
     def submit(self, epoch: int, operations: list[Operation]) -> None:
@@ -77,7 +82,10 @@ class GroupCommitWriter:
                 return  # gave up at shutdown: report no commit that did not happen
             self.commits += 1
             self.operations += len(operations)
-            self._on_commit(batches[-1][0])
+            if self._hand_over is None:
+                self._on_commit(batches[-1][0])
+            else:
+                self._hand_over(self._on_commit, batches[-1][0])
 
     def _commit(self, operations: list[Operation]) -> bool:
         """Apply, retrying while the store fails; False only if shutdown gave up."""

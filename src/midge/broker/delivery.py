@@ -1,0 +1,345 @@
+"""Routing and delivery: from an accepted PUBLISH to every matching session.
+
+`publish` matches the topic against the subscription trie and hands one
+delivery variant per granted QoS to `deliver`, so each variant is encoded
+once for all its receivers. For one session:
+
+- offline: the message waits in the session's bounded queue (QoS 0 only
+  with `queue_qos0_messages`); at the bound it is dropped and counted.
+- online, QoS 0: straight to the socket, or dropped (counted) while the
+  client's socket buffer is full: at most once means best effort.
+- online, QoS 1/2: out at once while the in-flight window has room and
+  nothing older waits; otherwise into the queue. A queue at its high-water
+  mark holds the publisher back instead of dropping (`flow.FlowControl`),
+  unless the receiver has stalled.
+
+It also keeps the QoS 1/2 in-flight bookkeeping (packet ids, PUBACK, PUBREC,
+PUBCOMP, re-sends on resumption) and records each change for the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from midge.broker.authorizer import Authorizer
+from midge.broker.closing import CloseReason
+from midge.broker.config import BrokerConfig
+from midge.broker.connection import Connection, State
+from midge.broker.flow import FlowControl
+from midge.broker.persistence import Persistence
+from midge.broker.router import RetainedStore, SubscriptionTrie
+from midge.broker.session import Awaiting, InflightMessage, Session
+from midge.broker.stats import Stats
+from midge.message import Message
+from midge.protocol.codec import PUBREL_HEADER, encode_ack, encode_publish
+from midge.store.base import (
+    OutboundAdded,
+    OutboundDeleted,
+    OutboundSent,
+    RetainedDeleted,
+    RetainedSet,
+)
+
+log = logging.getLogger("midge.broker")
+
+SYS_PREFIX = "$SYS/"  # clients cannot publish here, as in Mosquitto
+
+
+class Delivery:
+    __slots__ = (
+        "authorizer",
+        "config",
+        "connections",
+        "disconnect",
+        "flow",
+        "persistence",
+        "retained",
+        "sessions",
+        "stats",
+        "subscriptions",
+    )
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        sessions: dict[str, Session],
+        connections: dict[str, Connection],
+        persistence: Persistence,
+        stats: Stats,
+        authorizer: Authorizer | None,
+        flow: FlowControl,
+        disconnect: Callable[[Connection, CloseReason, str], None],
+    ) -> None:
+        """`sessions` and `connections` are the broker's own tables, read here;
+        `disconnect` closes a slow consumer under slow_consumer_policy "disconnect"."""
+        self.config = config
+        self.sessions = sessions
+        self.connections = connections
+        self.persistence = persistence
+        self.stats = stats
+        self.authorizer = authorizer
+        self.flow = flow
+        self.disconnect = disconnect
+        self.subscriptions = SubscriptionTrie()
+        self.retained = RetainedStore()
+
+    # ------------------------------------------------------------ routing
+
+    def publish_from_client(self, message: Message, origin: Connection, now: float) -> None:
+        """Route a client's PUBLISH or will; `$SYS/...` belongs to the broker alone."""
+        if message.topic.startswith(SYS_PREFIX):
+            log.debug("ignoring message to %r from %s", message.topic, origin.name)
+            return
+        authorizer = self.authorizer
+        if authorizer is not None and not authorizer.can_publish(origin, message.topic):
+            return  # acknowledged by the caller all the same, as Mosquitto does
+        self.publish(message, origin, now)
+
+    def publish(self, message: Message, origin: Connection | None, now: float) -> None:
+        """Route an application message to every matching session; `origin` is
+        the connection it came from (held back if a receiver is behind)."""
+        self.stats.messages_received += 1
+        if message.retain:
+            self.retained.set(message)
+            self.persistence.record(
+                RetainedSet(message) if message.payload else RetainedDeleted(message.topic)
+            )
+        targets = self.subscriptions.match(message.topic)
+        if not targets:
+            return
+        if self.authorizer is not None:
+            # Checked on the concrete topic, per receiver, as Mosquitto does.
+            targets = self.authorizer.readers(message.topic, targets, self.connections)
+        sessions = self.sessions
+        # One object per delivered QoS, so each is encoded once for all receivers.
+        # Forwards to existing subscribers carry retain 0 [MQTT-3.3.1-9].
+        variants = [message.with_delivery(qos, False) for qos in range(message.qos + 1)]
+        top = message.qos
+        for client_id, granted_qos in targets.items():
+            session = sessions.get(client_id)
+            if session is None:
+                continue  # discarded while this loop ran (a slow consumer's will)
+            variant = variants[granted_qos if granted_qos < top else top]
+            self.deliver(session, variant, origin, now)
+
+    def deliver(
+        self, session: Session, message: Message, origin: Connection | None, now: float
+    ) -> None:
+        connection = self.connections.get(session.client_id)
+        if connection is None:
+            if message.qos or self.config.queue_qos0_messages:
+                self._queue_offline(session, message)
+        elif message.qos == 0:
+            if connection.write_blocked:
+                self._drop(session, "socket buffer full")
+                self.stats.dropped_write_buffer += 1
+            else:
+                self._write_publish(connection, message, None)
+        elif (
+            session.queue
+            or connection.write_blocked
+            or len(session.inflight) >= self.config.max_inflight_messages
+        ):
+            self._queue_online(session, connection, message, origin, now)
+        else:
+            self._send_inflight(session, connection, message, None, now)
+
+    def deliver_retained(
+        self, session: Session, topic_filter: str, granted_qos: int, now: float
+    ) -> None:
+        """Retained messages for a new subscription, with the retain flag [MQTT-3.3.1-6]."""
+        authorizer = self.authorizer
+        connection = self.connections.get(session.client_id)
+        for message in self.retained.match(topic_filter):
+            if (
+                authorizer is not None
+                and connection is not None
+                and not authorizer.can_receive(connection, message.topic)
+            ):
+                continue
+            qos = min(granted_qos, message.qos)
+            self.deliver(session, message.with_delivery(qos, True), None, now)
+
+    # ------------------------------------------------------------- queues
+
+    def _queue_offline(self, session: Session, message: Message) -> None:
+        config = self.config
+        if session.can_queue(message, config.max_queued_messages, config.max_queued_bytes):
+            self._enqueue(session, message)
+        else:
+            self._drop(session, "message queue full while offline")
+            self.stats.dropped_queue_full += 1
+
+    def _queue_online(
+        self,
+        session: Session,
+        receiver: Connection,
+        message: Message,
+        origin: Connection | None,
+        now: float,
+    ) -> None:
+        flow = self.flow
+        if flow.has_room(session, message):
+            self._enqueue(session, message)
+            return
+        if not flow.is_stalled(receiver, now):
+            # Behind but acknowledging: never dropped; whoever feeds the queue waits.
+            self._enqueue(session, message)
+            if origin is not None and origin.state is State.CONNECTED:
+                flow.hold_back(receiver, origin)
+            return
+        config = self.config
+        if session.can_queue(message, config.max_queued_messages, config.max_queued_bytes):
+            self._enqueue(session, message)
+        elif config.slow_consumer_policy == "disconnect":
+            self._count_drop(session)
+            self.stats.dropped_queue_full += 1
+            self.disconnect(receiver, CloseReason.SLOW_CONSUMER, "stalled with a full queue")
+        else:
+            self._drop(session, "message queue full and the client stalled")
+            self.stats.dropped_queue_full += 1
+
+    def _enqueue(self, session: Session, message: Message) -> None:
+        seq = session.next_seq()
+        session.enqueue(seq, message)
+        if session.persistent:
+            self.persistence.record(OutboundAdded(session.client_id, seq, message))
+
+    def _drop(self, session: Session, why: str) -> None:
+        """Count a dropped message; the first of an episode is logged."""
+        if not session.dropping:
+            session.dropping = True
+            log.warning("dropping messages for %r: %s", session.client_id, why)
+        self._count_drop(session)
+
+    def _count_drop(self, session: Session) -> None:
+        session.dropped_messages += 1
+        self.stats.messages_dropped += 1
+
+    def progress(self, connection: Connection, session: Session, now: float) -> None:
+        """The client acknowledged something or read its socket's backlog."""
+        self.flow.progress(connection, now)
+        if session.dropping:
+            self.end_drop_episode(session)
+
+    def end_drop_episode(self, session: Session) -> None:
+        """The client reads (or is back): the next drop starts a new episode."""
+        if session.dropping:
+            session.dropping = False
+            log.info(
+                "%r: %d messages dropped in all so far",
+                session.client_id,
+                session.dropped_messages,
+            )
+
+    # ----------------------------------------------------------- in flight
+
+    def _send_inflight(
+        self,
+        session: Session,
+        connection: Connection,
+        message: Message,
+        seq: int | None,
+        now: float,
+    ) -> None:
+        """Send a QoS 1/2 message; `seq` is None for one the store has not seen yet."""
+        packet_id = session.allocate_packet_id()
+        awaiting = Awaiting.PUBACK if message.qos == 1 else Awaiting.PUBREC
+        if seq is None:
+            seq = session.next_seq()
+            if session.persistent:
+                self.persistence.record(
+                    OutboundAdded(session.client_id, seq, message, packet_id, awaiting)
+                )
+        elif session.persistent:
+            # A QoS 1 message whose packet id is lost in a crash is sent again under
+            # a new one: a duplicate QoS 1 allows. A QoS 2 one must not be.
+            self.persistence.record(
+                OutboundSent(session.client_id, seq, packet_id, awaiting),
+                barrier=message.qos == 2,
+            )
+        session.inflight[packet_id] = InflightMessage(packet_id, message, awaiting, seq)
+        self.flow.sent(connection, now)
+        # QoS 1 goes out before its row commits: if the client acknowledges
+        # first, the writer drops the row unwritten (`net_operations`). QoS 2
+        # must wait: a crash would make the publisher's re-send a second copy.
+        self._write_publish(connection, message, packet_id, durable=message.qos != 1)
+
+    def acknowledged(
+        self, connection: Connection, session: Session, entry: InflightMessage, now: float
+    ) -> None:
+        """The client completed the flow of an outbound message (PUBACK / PUBCOMP)."""
+        del session.inflight[entry.packet_id]
+        if session.persistent:
+            self.persistence.record(OutboundDeleted(session.client_id, entry.seq), barrier=False)
+        self.progress(connection, session, now)
+        self.resume(connection, now)
+
+    def received(
+        self, connection: Connection, session: Session, entry: InflightMessage, now: float
+    ) -> None:
+        """The client sent PUBREC: from now on the broker re-sends PUBREL, not PUBLISH."""
+        entry.awaiting = Awaiting.PUBCOMP
+        if session.persistent:
+            self.persistence.record(
+                OutboundSent(session.client_id, entry.seq, entry.packet_id, Awaiting.PUBCOMP)
+            )
+        self.progress(connection, session, now)
+
+    def _write_publish(
+        self,
+        connection: Connection,
+        message: Message,
+        packet_id: int | None,
+        dup: bool = False,
+        durable: bool = True,
+    ) -> None:
+        self.stats.messages_sent += 1
+        if dup:
+            connection.send(
+                encode_publish(
+                    message.topic, message.payload, message.qos, message.retain, dup, packet_id
+                )
+            )
+        else:
+            connection.send(message.wire(packet_id), durable)
+
+    def resume(self, connection: Connection, now: float) -> None:
+        """Send queued messages while the window and the socket have room."""
+        session = connection.session
+        if session is None:
+            return
+        window = self.config.max_inflight_messages
+        queue = session.queue
+        authorizer = self.authorizer
+        sent = False
+        while queue and not connection.write_blocked and connection.state is State.CONNECTED:
+            if queue[0][1].qos and len(session.inflight) >= window:
+                break
+            seq, message = session.dequeue()
+            sent = True
+            if authorizer is not None and not authorizer.can_receive(connection, message.topic):
+                # Queued under other rules, or for a user name unknown then: checked now.
+                if session.persistent:
+                    self.persistence.record(OutboundDeleted(session.client_id, seq))
+                continue
+            if message.qos:
+                self._send_inflight(session, connection, message, seq, now)
+            else:
+                if session.persistent:
+                    # Deleted before it goes out: QoS 0 is at most once, even across a crash.
+                    self.persistence.record(OutboundDeleted(session.client_id, seq))
+                self._write_publish(connection, message, None)
+        if sent and connection.feeders is not None:
+            self.flow.dequeued(connection, session)
+
+    def resend_inflight(self, session: Session, connection: Connection, now: float) -> None:
+        """On a resumed session, repeat every unacknowledged PUBLISH (DUP) and PUBREL."""
+        for entry in session.inflight.values():
+            if entry.awaiting is Awaiting.PUBCOMP:
+                connection.send(encode_ack(PUBREL_HEADER, entry.packet_id))
+            else:
+                self._write_publish(connection, entry.message, entry.packet_id, dup=True)
+        if session.inflight:
+            connection.waiting_since = now
