@@ -30,34 +30,55 @@ def open_store(config: BrokerConfig) -> Store:
 
 
 async def serve(config: BrokerConfig) -> None:
-    """Serve until a stop signal; returns after every connection is closed."""
+    """Serve until a stop signal; returns after every connection is closed.
+
+    Whatever ends it (a stop signal, a store it cannot read, an address it
+    cannot bind), what was submitted is committed and the store is closed,
+    which releases the data dir for the next start.
+    """
     store = open_store(config)
+    writer: GroupCommitWriter | None = None
     try:
         state = store.load()
-    except BaseException:
-        store.close()  # a store it cannot read: release the data dir, leave it as found
-        raise
-    loop = asyncio.get_running_loop()
-    timers = TimerDriver(loop)
-    # The broker's own state is all a memory store could hold: copying every
-    # change into a MemoryStore as well would only cost CPU and memory.
-    on_disk = not isinstance(store, MemoryStore)
-    # A disk store commits on its own thread, so the loop never waits on the disk.
-    writer = GroupCommitWriter(store, loop.call_soon_threadsafe) if on_disk else None
-    broker = Broker(
-        config,
-        store=store if on_disk else None,
-        committer=writer,
-        wake_at=timers.wake_at,
-    )
-    timers.start(broker)
-    broker.restore(state)
-    log.info(
-        "store: %s; %d sessions, %d retained messages",
-        store.description,
-        len(state.sessions),
-        len(state.retained),
-    )
+        loop = asyncio.get_running_loop()
+        timers = TimerDriver(loop)
+        # The broker's own state is all a memory store could hold: copying every
+        # change into a MemoryStore as well would only cost CPU and memory.
+        on_disk = not isinstance(store, MemoryStore)
+        # A disk store commits on its own thread, so the loop never waits on the disk.
+        writer = GroupCommitWriter(store, loop.call_soon_threadsafe) if on_disk else None
+        broker = Broker(
+            config,
+            store=store if on_disk else None,
+            committer=writer,
+            wake_at=timers.wake_at,
+        )
+        timers.start(broker)
+        try:
+            broker.restore(state)
+            log.info(
+                "store: %s; %d sessions, %d retained messages",
+                store.description,
+                len(state.sessions),
+                len(state.retained),
+            )
+            await _run_listeners(broker, config, loop)
+        finally:
+            timers.stop()
+    finally:
+        if writer is not None:
+            await asyncio.to_thread(writer.stop)
+            log.info(
+                "store: %d commits of %d operations in all", writer.commits, writer.operations
+            )
+        store.close()
+    log.info("stopped")
+
+
+async def _run_listeners(
+    broker: Broker, config: BrokerConfig, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Listen until SIGINT or SIGTERM, then close every listener and connection."""
     # Signals first: whoever reads the "listening" line may stop us at once.
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -68,29 +89,14 @@ async def serve(config: BrokerConfig) -> None:
         for listener in config.effective_listeners():
             servers.append(await start_listener(broker, listener))
             _log_listening(servers[-1], listener)
-    except BaseException:
-        for server in servers:
-            server.close()
-        raise
-    try:
         await stop.wait()
-    finally:
         log.info("stopping: closing %d connections", broker.open_connections)
+    finally:
         for server in servers:
             server.close()
         broker.close_all()
-        timers.stop()
         for server in servers:
             await server.wait_closed()
-        if writer is not None:
-            await asyncio.to_thread(writer.stop)
-            log.info(
-                "store: %d commits of %d operations in all",
-                writer.commits,
-                writer.operations,
-            )
-        store.close()
-        log.info("stopped")
 
 
 def _log_listening(server: asyncio.Server, listener: ListenerConfig) -> None:

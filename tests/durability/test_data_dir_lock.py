@@ -9,6 +9,7 @@ process, so a restart on the same dir starts. A clean stop removes the file.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,25 @@ def test_memory_store_brokers_share_a_data_dir(tmp_path: Path) -> None:
         assert_serves(host, port_one, "mem-one")
         assert_serves(host, port_two, "mem-two")
         assert not (data_dir / LOCK_FILE).exists()
+
+
+def test_a_broker_that_cannot_listen_releases_the_data_dir(tmp_path: Path) -> None:
+    """Exit 1 (address in use) still closes the store: no lock file is left."""
+    data_dir = tmp_path / "data"
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = [sys.executable, "-m", "midge", "serve", "--host", HOST, "--port", str(port)]
+        result = subprocess.run(
+            [*args, *data_dir_args(data_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert (data_dir / "midge.db").exists()
+    assert not (data_dir / LOCK_FILE).exists(), result.stderr

@@ -63,7 +63,9 @@ class GroupCommitWriter:
             self._condition.notify()
 
     def stop(self) -> None:
-        """Commit what was submitted, then end the thread."""
+        """Commit what was submitted, then end the thread (if it ever started)."""
+        if self._thread.ident is None:
+            return
         with self._condition:
             self._stopping = True
             self._condition.notify()
