@@ -8,7 +8,8 @@
 - `scenarios`: the scenarios, each bounded in time and counting lost
   messages, and their registry; `flows` has what they are made of (params,
   target, outcome, the flows that drive the workers), `scale` the
-  connections, wildcard and retained scenarios.
+  connections, wildcard and retained scenarios, `overload` the QoS 1/2
+  overload scenarios (acknowledged, then lost?).
 - `brokers`: start Midge, Mosquitto (and amqtt when installed) as subprocesses.
 - `runner`: every scenario against every broker, alternating, several rounds;
   the table, the JSON file and the ratio chart.

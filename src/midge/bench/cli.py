@@ -32,6 +32,10 @@ SCENARIO_NAMES = (
     "retained",
     "persistent-qos1",
     "slow-consumer",
+    "qos1-overload-1",
+    "qos1-overload-4",
+    "qos2-overload-1",
+    "qos2-overload-4",
 )
 DEFAULT_OUTPUT = Path("benchmarks/results/latest.json")
 
@@ -41,6 +45,10 @@ _SIZE_FLAGS = {
     "payload": (int, "payload bytes per message (default 64, at least 8)"),
     "window": (int, "QoS 1: messages in flight end to end at most (default 100)"),
     "qos2_window": (int, "QoS 2: the same (default 20, Mosquitto's incoming QoS 2 limit)"),
+    "overload_window": (
+        int,
+        "qos1/qos2-overload-N: unacknowledged messages per publisher, by broker ack (default 64)",
+    ),
     "rate": (float, "latency: messages per second (default 1000)"),
     "publishers": (int, "qos0-fan-in: publishers (default 4)"),
     "subscribers": (int, "qos0-fan-out: subscribers (default 8)"),
@@ -147,7 +155,7 @@ def _scenarios(text: str) -> list[str] | None:
 
 
 def _single(args: argparse.Namespace, params: Params, names: list[str]) -> int:
-    from midge.bench import runner, scenarios  # noqa: PLC0415
+    from midge.bench import overload, runner, scenarios  # noqa: PLC0415
     from midge.bench.wire import BenchError  # noqa: PLC0415
 
     target = scenarios.Target(args.host, args.port, args.pid)
@@ -163,10 +171,15 @@ def _single(args: argparse.Namespace, params: Params, names: list[str]) -> int:
             failed = True
             continue
         for metric in scenario.metrics:
+            if scenario.acknowledged_loss and metric.key == overload.LOST:
+                continue  # said in words below
             better = "higher" if metric.higher_is_better else "lower"
             value = runner.fmt(outcome.values.get(metric.key, float("nan")))
             print(f"  {metric.label:<28} {value:>14}   ({better} is better)")
-        if outcome.expected:
+        if scenario.acknowledged_loss:
+            text = runner.acknowledged_loss_text(outcome.lost, outcome.expected)
+            print(f"  {'acknowledged, not delivered':<28} {text}")
+        elif outcome.expected:
             print(f"  {'lost / expected':<28} {outcome.lost:>7,}/{outcome.expected:,}")
         if outcome.duplicates:
             print(f"  {'duplicates':<28} {outcome.duplicates:>14,}")

@@ -4,7 +4,8 @@
   count PUBLISH packets from their fixed headers. A QoS 0 subscriber sets
   SO_RCVLOWAT, so the kernel wakes it once 32 KB wait rather than for every
   packet a broker writes on its own. QoS 1/2 subscribers acknowledge with
-  PUBACK / PUBREC / PUBCOMP built from strided slices.
+  PUBACK / PUBREC / PUBCOMP built from strided slices, and count distinct
+  ids (sequence numbers, or tagged ids of 8 bytes: `spec.id_bytes`).
 - `Counter`: one connection's receiving side, also driven outside a worker
   (`make_counter`, `receive_all`): by a pair, or by a scenario itself.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
@@ -36,7 +38,6 @@ from midge.bench.wire import (
     PUBREC_FIRST,
     PUBREL_FIRST,
     RECV_BYTES,
-    SEQ_BYTES,
     BenchError,
     Client,
     PublishShape,
@@ -107,7 +108,9 @@ class Counter:
             used = count * shape.size
             self.received += count
             if self.spec.mode == "ack":
-                self.seen.update(seq_column(data, shape.payload_at, shape.size, count))
+                self.seen.update(
+                    seq_column(data, shape.payload_at, shape.size, count, self.spec.id_bytes)
+                )
                 qos = (self.spec.first_byte >> 1) & 3
                 first = PUBACK_FIRST if qos == 1 else PUBREC_FIRST
                 at = shape.packet_id_at
@@ -154,10 +157,9 @@ class Counter:
                     replies.append(
                         bytes((PUBACK_FIRST if qos == 1 else PUBREC_FIRST, 2)) + packet_id
                     )
-                if mode == "ack":
-                    self.seen.add(
-                        int.from_bytes(buffer[payload_at : payload_at + SEQ_BYTES], "little")
-                    )
+                if mode == "ack":  # native order, as `seq_column` reads them
+                    id_end = payload_at + self.spec.id_bytes
+                    self.seen.add(int.from_bytes(buffer[payload_at:id_end], sys.byteorder))
                 elif mode == "latency":
                     stamp = int.from_bytes(buffer[payload_at : payload_at + 8], "little")
                     self.latencies.append(now - stamp)
@@ -224,7 +226,7 @@ def _subscriber(spec: SubscriberSpec, go: Event, control: Pipe, results: Queue[M
 
 def _receive(counters: list[Counter], control: Pipe, spec: SubscriberSpec) -> None:
     """Count until every connection has what it should, `quiet` s pass without data
-    once that is known, or the hard deadline."""
+    once that is known, `drain` s pass once it is known (when set), or the hard deadline."""
     batched = spec.mode == "count"
     selector = selectors.DefaultSelector()
     for counter in counters:
@@ -233,7 +235,7 @@ def _receive(counters: list[Counter], control: Pipe, spec: SubscriberSpec) -> No
     selector.register(control, selectors.EVENT_READ, None)
     hard_deadline = time.monotonic() + spec.max_seconds
     expectation_known = False
-    last_data = time.monotonic()
+    last_data = drain_deadline = time.monotonic()
     try:
         while time.monotonic() < hard_deadline:
             if expectation_known:
@@ -241,6 +243,8 @@ def _receive(counters: list[Counter], control: Pipe, spec: SubscriberSpec) -> No
                     return
                 if time.monotonic() - last_data > spec.quiet:
                     return  # what has not come by now is lost
+                if spec.drain and time.monotonic() > drain_deadline:
+                    return  # a broker trickling messages must not hold the run
             ready = selector.select(IDLE_SECONDS if batched else 0.1)
             if not ready and batched:
                 # Below the low-water mark nothing wakes us: take the tails now.
@@ -257,6 +261,7 @@ def _receive(counters: list[Counter], control: Pipe, spec: SubscriberSpec) -> No
                         counters[index].expected = expected
                     expectation_known = True
                     last_data = max(last_data, time.monotonic())
+                    drain_deadline = time.monotonic() + spec.drain
                     continue
                 if counter.closed:
                     continue

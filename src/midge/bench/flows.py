@@ -33,6 +33,10 @@ class Params:
     # PUBREL against max_inflight_messages (20) and drops the ones beyond it
     # while still answering PUBREC, so a larger window loses messages there.
     qos2_window: int = 20
+    # qos1/qos2-overload-N publishers: messages without their broker acknowledgement
+    # (QoS 2: flows without PUBCOMP) at most, each; not end to end, so they outrun
+    # the subscriber unless the broker holds them back.
+    overload_window: int = 64
     rate: float = 1000.0  # latency: messages per second
     publishers: int = 4  # qos0-fan-in
     subscribers: int = 8  # qos0-fan-out

@@ -4,7 +4,10 @@
   written again and again with blocking `sendall`, so TCP flow control paces
   them to what the broker reads), or paced at a fixed rate with a
   perf_counter_ns timestamp in each payload (latency), or QoS 1/2 keeping at
-  most `window` messages unacknowledged.
+  most `window` messages unacknowledged, counting what the broker accepted
+  (PUBACK / PUBREC) apart from flows completed (PUBACK / PUBCOMP), with a
+  `tag` after each sequence number when several publishers feed one
+  subscriber that must tell their messages apart.
 - `pair_main`: one QoS 1/2 publisher and its subscriber in one loop, the
   publisher keeping at most `window` messages in flight end to end (sent and
   not yet received), from a pre-encoded ring of 65535 packets whose sequence
@@ -39,6 +42,7 @@ from midge.bench.wire import (
     PUBREL_FIRST,
     RECV_BYTES,
     SEQ_BYTES,
+    TAGGED_BYTES,
     BenchError,
     Client,
     PublishShape,
@@ -99,8 +103,16 @@ class _Ring:
 
     def __init__(self, spec: PublisherSpec) -> None:
         topics = list(spec.topics)
-        self.data = publish_stream(topics, spec.payload, spec.qos, 0, RING)
+        data = bytearray(publish_stream(topics, spec.payload, spec.qos, 0, RING))
         self.shape = PublishShape.of(len(topics[0].encode()), spec.payload, spec.qos)
+        if spec.tag is not None:  # the same in every packet: written once, here
+            if spec.payload < TAGGED_BYTES:
+                raise BenchError(f"a tagged payload needs {TAGGED_BYTES} bytes at least")
+            tag = array("I", (spec.tag,)).tobytes()
+            at = self.shape.payload_at + SEQ_BYTES
+            for byte in range(SEQ_BYTES):
+                data[at + byte :: self.shape.size] = tag[byte : byte + 1] * RING
+        self.data = bytes(data)
 
     def batch(self, seq: int, count: int) -> bytes:
         """Messages seq .. seq+count-1 (not wrapping the ring: count <= RING - seq % RING)."""
@@ -125,7 +137,7 @@ def _windowed(client: Client, spec: PublisherSpec, receiver: Counter | None) -> 
     selector.register(sock, selectors.EVENT_READ, None)
     if receiver is not None:
         selector.register(receiver.client.sock, selectors.EVENT_READ, receiver)
-    sent = done = 0
+    sent = done = accepted = 0
     pending = bytearray(client.buffer)
     start = now_ns()
     deadline = time.monotonic() + spec.duration
@@ -159,25 +171,35 @@ def _windowed(client: Client, spec: PublisherSpec, receiver: Counter | None) -> 
         if not data:
             raise BenchError("the broker closed the publisher's connection")
         pending += data
-        completed, replies = _acknowledgements(pending, spec.qos)
+        completed, taken, replies = _acknowledgements(pending, spec.qos)
         if replies:
             sock.sendall(replies)
+        accepted += taken
         if completed:
             done += completed
             last_progress = time.monotonic()
     selector.close()
-    return {"sent": sent, "start_ns": start, "sent_ns": sent_ns, "done_ns": now_ns(), "acked": done}
+    return {
+        "sent": sent,
+        "start_ns": start,
+        "sent_ns": sent_ns,
+        "done_ns": now_ns(),
+        "acked": done,
+        "accepted": accepted,
+    }
 
 
-def _acknowledgements(pending: bytearray, qos: int) -> tuple[int, bytes]:
-    """Take the 4-byte acknowledgements from `pending`: (flows completed, PUBRELs to send)."""
+def _acknowledgements(pending: bytearray, qos: int) -> tuple[int, int, bytes]:
+    """Take the 4-byte acknowledgements from `pending`: (flows completed, messages the
+    broker took responsibility for (PUBACK / PUBREC), PUBRELs to send)."""
     whole = len(pending) - len(pending) % 4
     if qos == 1:
         del pending[:whole]
-        return whole // 4, b""
+        return whole // 4, whole // 4, b""
     firsts = pending[0:whole:4]
     completed = firsts.count(PUBCOMP_FIRST)
-    if firsts.count(PUBREC_FIRST) == len(firsts):
+    received = firsts.count(PUBREC_FIRST)
+    if received == len(firsts):
         replies = acks(PUBREL_FIRST, pending[2:whole:4], pending[3:whole:4])
     else:
         out = []
@@ -186,7 +208,7 @@ def _acknowledgements(pending: bytearray, qos: int) -> tuple[int, bytes]:
                 out.append(bytes((PUBREL_FIRST, 2)) + pending[at + 2 : at + 4])
         replies = b"".join(out)
     del pending[:whole]
-    return completed, replies
+    return completed, received, replies
 
 
 def _paced(client: Client, spec: PublisherSpec) -> dict[str, Any]:

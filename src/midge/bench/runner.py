@@ -28,6 +28,7 @@ from typing import Any
 
 from midge import __version__, compiled
 from midge.bench.brokers import STARTERS, RunningBroker, available, mosquitto_version
+from midge.bench.overload import LOST
 from midge.bench.scenarios import SCENARIOS, Params, Scenario, Target, generator_ceiling
 from midge.bench.wire import BenchError
 
@@ -75,8 +76,13 @@ def describe(run: Run, scenario: Scenario) -> str:
     if run.error:
         first_line = run.error.strip().splitlines()[-1]
         return f"round {run.round} {run.scenario:<16} {run.broker:<10} ERROR {first_line}"
-    parts = [f"{m.label} {fmt(run.values.get(m.key, math.nan))}" for m in scenario.metrics]
-    if run.expected:
+    metrics = scenario.metrics
+    if scenario.acknowledged_loss:  # the loss gets its own words below
+        metrics = tuple(m for m in metrics if m.key != LOST)
+    parts = [f"{m.label} {fmt(run.values.get(m.key, math.nan))}" for m in metrics]
+    if scenario.acknowledged_loss:
+        parts.append(acknowledged_loss_text(run.lost, run.expected))
+    elif run.expected:
         parts.append(f"lost {run.lost}/{run.expected}")
     if run.duplicates:
         parts.append(f"dup {run.duplicates}")
@@ -89,6 +95,13 @@ def describe(run: Run, scenario: Scenario) -> str:
         + ", ".join(parts)
         + f" ({run.seconds:.0f} s)"
     )
+
+
+def acknowledged_loss_text(lost: int, acknowledged: int) -> str:
+    """Shouted when non-zero: the broker took responsibility for these and dropped them."""
+    if not lost:
+        return f"lost 0 of {acknowledged:,} acknowledged"
+    return f"LOST {lost:,} of {acknowledged:,} acknowledged ({lost / max(1, acknowledged):.1%})"
 
 
 def fmt(value: float) -> str:
@@ -108,7 +121,12 @@ def summarise(runs: list[Run], brokers: list[str], scenarios: list[Scenario]) ->
     summary: dict[str, Any] = {}
     for scenario in scenarios:
         mine = [run for run in runs if run.scenario == scenario.name]
-        entry: dict[str, Any] = {"title": scenario.title, "metrics": {}, "losses": {}}
+        entry: dict[str, Any] = {
+            "title": scenario.title,
+            "metrics": {},
+            "losses": {},
+            "acknowledged_loss": scenario.acknowledged_loss,
+        }
         for metric in scenario.metrics:
             per_broker = {}
             for broker in brokers:
@@ -201,6 +219,24 @@ def table(summary: dict[str, Any], brokers: list[str]) -> str:
             line += f" {text:>34}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def acknowledged_losses(summary: dict[str, Any], brokers: list[str]) -> str:
+    """The overload scenarios' finding, per scenario and broker over all rounds:
+    messages acknowledged (PUBACK / PUBREC) and never delivered; "" without any."""
+    lines = []
+    for name, entry in summary.items():
+        if not entry.get("acknowledged_loss"):
+            continue
+        for broker in brokers:
+            loss = entry["losses"].get(broker, {})
+            if loss.get("expected"):
+                text = acknowledged_loss_text(loss["lost"], loss["expected"])
+                lines.append(f"  {name:<16} {broker:<10} {text}")
+    if not lines:
+        return ""
+    title = "acknowledged, then never delivered (QoS 1/2 allow none; all rounds):"
+    return "\n".join([title, *lines])
 
 
 # ------------------------------------------------------------------ chart
@@ -369,6 +405,10 @@ def run_against(
     summary = summarise(runs, brokers, scenarios)
     print()
     print(table(summary, brokers))
+    losses = acknowledged_losses(summary, brokers)
+    if losses:
+        print()
+        print(losses)
     if ceiling:
         print()
         for name, figures in ceiling.items():

@@ -43,6 +43,9 @@ class PublisherSpec:
     rate: float = 0.0  # > 0: paced, one message every 1/rate s, timestamp in the payload
     retain: bool = False
     drain: float = 30.0  # seconds to wait for the broker to take what was sent
+    # QoS 1/2: 4 bytes after the sequence number in every payload (the publisher's
+    # index), so that a subscriber reading tagged ids tells publishers apart.
+    tag: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,8 @@ class SubscriberSpec:
     first_byte: int = 0x30  # ... and this first byte
     quiet: float = 2.0  # once the expectation is known, stop after this long without data
     max_seconds: float = 60.0  # after the start, whatever happens
+    id_bytes: int = 4  # "ack" mode: the id at the start of a payload (8: tagged, see wire)
+    drain: float = 0.0  # > 0: once the expectation is known, stop after this long at most
 
 
 @dataclass(frozen=True, slots=True)

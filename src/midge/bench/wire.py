@@ -26,14 +26,18 @@ BATCH_BYTES = 64 * 1024  # a publisher writes at least this much per send
 RECV_BYTES = 1 << 20
 SEQ = array("I")  # 4-byte unsigned, the sequence number at the start of a payload
 SEQ_BYTES = SEQ.itemsize
+# A tagged id: the sequence number, then the publisher's tag (4 bytes each), read as
+# one 8-byte number, so that messages from several publishers never share an id.
+TAGGED = array("Q")
+TAGGED_BYTES = TAGGED.itemsize
 PINGREQ = b"\xc0\x00"
 PINGRESP = b"\xd0\x00"
 DISCONNECT = encode(Disconnect())
 PUBLISH = 3
 PUBACK_FIRST, PUBREC_FIRST, PUBREL_FIRST, PUBCOMP_FIRST = 0x40, 0x50, 0x62, 0x70
 
-if SEQ_BYTES != 4:  # pragma: no cover - every platform CPython runs on today
-    raise ImportError("array('I') is not 4 bytes here")
+if SEQ_BYTES != 4 or TAGGED_BYTES != 2 * SEQ_BYTES:  # pragma: no cover - CPython today
+    raise ImportError("array('I') is not 4 bytes here, or array('Q') not 8")
 
 
 class BenchError(RuntimeError):
@@ -109,13 +113,16 @@ def acks(first: int, packet_ids_hi: bytes | bytearray, packet_ids_lo: bytes | by
     return bytes(out)
 
 
-def seq_column(data: bytes | bytearray, start: int, stride: int, count: int) -> array[int]:
-    """The sequence numbers at `start`, `start + stride`, ... (count of them)."""
+def seq_column(
+    data: bytes | bytearray, start: int, stride: int, count: int, width: int = SEQ_BYTES
+) -> array[int]:
+    """The ids at `start`, `start + stride`, ... (count of them): sequence numbers,
+    or tagged ids with `width` TAGGED_BYTES."""
     end = start + stride * (count - 1) + 1
-    out = bytearray(SEQ_BYTES * count)
-    for byte in range(SEQ_BYTES):
-        out[byte::SEQ_BYTES] = data[start + byte : end + byte : stride]
-    return array("I", bytes(out))
+    out = bytearray(width * count)
+    for byte in range(width):
+        out[byte::width] = data[start + byte : end + byte : stride]
+    return array("I" if width == SEQ_BYTES else "Q", bytes(out))
 
 
 def scan(buffer: bytearray) -> Iterator[tuple[int, int, int]]:
