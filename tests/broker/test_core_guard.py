@@ -152,3 +152,21 @@ async def test_timer_driver_moves_to_an_earlier_deadline():
     await asyncio.sleep(0.1)
     driver.stop()
     assert broker.calls
+
+
+def test_a_transport_that_fails_to_write_costs_only_its_connection(harness):
+    """One socket's write raising must not keep the batch's other writes back."""
+    broken = harness.connect("broken")
+    broken.subscribed(("t", 0))
+    fine = harness.connect("fine")
+    fine.subscribed(("t", 0))
+
+    def refuse(data):
+        raise OSError("a transport bug")
+
+    broken.transport.write = refuse
+    pub = harness.connect("pub")
+    pub.published("t", b"hello", 0)
+    assert broken.closed
+    assert [p.payload for p in fine.received()] == [b"hello"]
+    assert harness.broker.stats.internal_errors == 1
