@@ -24,9 +24,9 @@ pytestmark = pytest.mark.timeout(60)
 LOCK_FILE = "midge.lock"  # beside midge.db in --data-dir
 
 
-def serve_expecting_exit(data_dir: Path) -> subprocess.CompletedProcess[str]:
+def serve_expecting_exit(data_dir: Path, port: int = 0) -> subprocess.CompletedProcess[str]:
     """`midge serve` that should refuse to start; killed (by the timeout) if it does not."""
-    args = [sys.executable, "-m", "midge", "serve", "--host", HOST, "--port", "0"]
+    args = [sys.executable, "-m", "midge", "serve", "--host", HOST, "--port", str(port)]
     return subprocess.run(
         [*args, "--log-level", "info", *data_dir_args(data_dir)],
         stdin=subprocess.DEVNULL,
@@ -90,16 +90,7 @@ def test_a_broker_that_cannot_listen_releases_the_data_dir(tmp_path: Path) -> No
         taken.bind((HOST, 0))
         taken.listen()
         port = taken.getsockname()[1]
-        args = [sys.executable, "-m", "midge", "serve", "--host", HOST, "--port", str(port)]
-        result = subprocess.run(
-            [*args, *data_dir_args(data_dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=15,
-            check=False,
-        )
+        result = serve_expecting_exit(data_dir, port)
     assert result.returncode == 1, result.stderr
     assert (data_dir / "midge.db").exists()
     assert not (data_dir / LOCK_FILE).exists(), result.stderr

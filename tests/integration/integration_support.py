@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import os
 import queue
+import selectors
 import socket
 import struct
 import threading
@@ -416,3 +417,20 @@ def wait_for(predicate: Any, timeout: float = WAIT, interval: float = 0.05) -> b
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def connack_times(clients: list[RawClient], deadline: float) -> list[tuple[int, float]]:
+    """For each client: (CONNACK return code, time.monotonic() when it arrived)."""
+    answered: dict[int, tuple[int, float]] = {}
+    with selectors.DefaultSelector() as selector:
+        for index, client in enumerate(clients):
+            selector.register(client.sock, selectors.EVENT_READ, index)
+        while len(answered) < len(clients) and (remaining := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(timeout=remaining):
+                at = time.monotonic()
+                first, body = clients[key.data].read_packet()  # 4 bytes, already here
+                assert first == 0x20 and len(body) == 2, (hex(first), body)
+                answered[key.data] = (body[1], at)
+                selector.unregister(key.fileobj)
+    assert len(answered) == len(clients), f"{len(clients) - len(answered)} got no CONNACK"
+    return [answered[index] for index in range(len(clients))]

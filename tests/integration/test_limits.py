@@ -32,6 +32,7 @@ from integration_support import (
     WAIT,
     Paho,
     RawClient,
+    connack_times,
     connect_packet,
     open_fds,
     packet,
@@ -696,20 +697,3 @@ def test_failed_logins_are_answered_one_at_a_time_per_address(tmp_path: Path) ->
         deferred = run.log.matching(r"CONNECT answered in .* \(failed logins from 127\.0\.0\.1\)")
         assert len(deferred) == GUESSES - 1, deferred
         assert guess not in run.log.text()
-
-
-def connack_times(clients: list[RawClient], deadline: float) -> list[tuple[int, float]]:
-    """For each client: (CONNACK return code, time.monotonic() when it arrived)."""
-    answered: dict[int, tuple[int, float]] = {}
-    with selectors.DefaultSelector() as selector:
-        for index, client in enumerate(clients):
-            selector.register(client.sock, selectors.EVENT_READ, index)
-        while len(answered) < len(clients) and (remaining := deadline - time.monotonic()) > 0:
-            for key, _ in selector.select(timeout=remaining):
-                at = time.monotonic()
-                first, body = clients[key.data].read_packet()  # 4 bytes, already here
-                assert first == 0x20 and len(body) == 2, (hex(first), body)
-                answered[key.data] = (body[1], at)
-                selector.unregister(key.fileobj)
-    assert len(answered) == len(clients), f"{len(clients) - len(answered)} got no CONNACK"
-    return [answered[index] for index in range(len(clients))]

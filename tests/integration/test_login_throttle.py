@@ -16,14 +16,13 @@ seconds; the valid client's patience and retry interval are the issue's
 from __future__ import annotations
 
 import re
-import selectors
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
-from integration_support import RawClient, connect_packet, raw_client, unique
+from integration_support import RawClient, connack_times, connect_packet, raw_client, unique
 
 from brokers import RunningMidge, password_text, pbkdf2_line, start_midge_with_log
 
@@ -81,23 +80,6 @@ def announced_waits(run: RunningMidge) -> list[float]:
     """The waits the broker announced for CONNECTs it held back, in seconds."""
     pattern = r"CONNECT answered in ([0-9.]+) s \(failed logins from 127\.0\.0\.1\)"
     return [float(wait) for wait in re.findall(pattern, run.log.text())]
-
-
-def connack_times(clients: list[RawClient], deadline: float) -> list[tuple[int, float]]:
-    """For each client: (CONNACK return code, time.monotonic() when it arrived)."""
-    answered: dict[int, tuple[int, float]] = {}
-    with selectors.DefaultSelector() as selector:
-        for index, client in enumerate(clients):
-            selector.register(client.sock, selectors.EVENT_READ, index)
-        while len(answered) < len(clients) and (remaining := deadline - time.monotonic()) > 0:
-            for key, _ in selector.select(timeout=remaining):
-                at = time.monotonic()
-                first, body = clients[key.data].read_packet()  # 4 bytes, already here
-                assert first == 0x20 and len(body) == 2, (hex(first), body)
-                answered[key.data] = (body[1], at)
-                selector.unregister(key.fileobj)
-    assert len(answered) == len(clients), f"{len(clients) - len(answered)} got no CONNACK"
-    return [answered[index] for index in range(len(clients))]
 
 
 def peer(client: RawClient) -> str:
