@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from midge.protocol.codec import encode_publish_head
 
 
-@dataclass(slots=True, unsafe_hash=True)  # hashable, as immutable by convention
+@dataclass(slots=True, unsafe_hash=True, init=False)  # hashable, as immutable by convention
 class Message:
     """A message on its way to one receiver: `qos` and `retain` are as delivered.
 
@@ -15,7 +15,9 @@ class Message:
     written to a store as they are. Immutable by convention: one object is
     shared by every receiver and store row, so nothing may change it (not
     frozen only because a frozen dataclass costs four times as much to create,
-    and one is created per routed message).
+    and one is created per routed message). For the same reason it writes its
+    own `__init__`: mypyc compiles that one, while the one `dataclass` would
+    generate runs as interpreted Python.
     """
 
     topic: str
@@ -25,6 +27,13 @@ class Message:
     # The encoded PUBLISH up to the packet id, built on first use and shared by
     # every receiver of this delivery variant: encode once, write many.
     _head: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self._head = None
 
     def with_delivery(self, qos: int, retain: bool) -> Message:
         """The same message at another QoS / retain flag (reused when nothing changes)."""

@@ -83,21 +83,40 @@ def test_trie_remove_prunes_everything():
 
 
 def test_trie_remove_keeps_shared_prefixes():
-    """Pruning stops at a node that still has a subscriber or children."""
+    """Pruning stops at a node that still has a subscriber or children (the
+    filters have a wildcard: ones without live in a table, not in the trie)."""
     trie = SubscriptionTrie()
-    trie.add("a/b/c", "c1", 1)
-    trie.add("a/b", "c2", 1)
-    assert trie.remove("a/b/c", "c1") is True
-    node_b = trie._root.children["a"].children["b"]
+    trie.add("+/b/c", "c1", 1)
+    trie.add("+/b", "c2", 1)
+    assert trie.remove("+/b/c", "c1") is True
+    node_b = trie._root.children["+"].children["b"]
     assert node_b.children == {}
     assert node_b.subscribers == {"c2": 1}
-    trie.add("a/b/c/d", "c1", 1)
-    assert trie.remove("a/b", "c2") is True
-    node_b = trie._root.children["a"].children["b"]
+    trie.add("+/b/c/d", "c1", 1)
+    assert trie.remove("+/b", "c2") is True
+    node_b = trie._root.children["+"].children["b"]
     assert node_b.subscribers == {}
     assert list(node_b.children) == ["c"]
-    assert trie.remove("a/b/c/d", "c1") is True
+    assert trie.remove("+/b/c/d", "c1") is True
     assert trie._root.children == {}
+
+
+def test_trie_keeps_filters_without_wildcards_in_a_table():
+    """Literal filters match their one topic beside wildcard ones, and leave no nodes."""
+    trie = SubscriptionTrie()
+    trie.add("a/b", "c1", 1)
+    trie.add("a/b", "c2", 2)
+    trie.add("a/+", "c1", 2)
+    trie.add("$SYS/x", "c3", 0)
+    assert list(trie._root.children) == ["a"]
+    assert trie.match("a/b") == {"c1": 2, "c2": 2}
+    assert trie.match("$SYS/x") == {"c3": 0}
+    assert trie.remove("a/b", "c2") is True
+    assert trie.remove("a/b", "c2") is False
+    assert trie.match("a/b") == {"c1": 2}
+    assert trie.remove("a/+", "c1") is True
+    assert trie.match("a/b") == {"c1": 1}
+    assert trie.count == 2
 
 
 def test_trie_remove_absent_subscription_changes_nothing():

@@ -17,6 +17,7 @@ import heapq
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 
@@ -73,13 +74,19 @@ class Broker:
         self.sessions: dict[str, Session] = {}
         self.connections: dict[str, Connection] = {}  # client id -> its live connection
         self.stats = Stats()
-        self._open: set[Connection] = set()  # every socket, CONNECT or not
+        # Every socket, CONNECT or not (a dict as an ordered set: at thousands of
+        # connections its table is a third of a set's).
+        self._open: dict[Connection, None] = {}
         self._pending_output: list[Connection] = []  # connections with bytes to write
         # Connections whose held-back input may go on, handled before the batch ends.
         self._woken: list[Connection] = []
         self._flushing = False
         self._timers: list[tuple[float, int, Connection]] = []
         self._timer_order = itertools.count()
+        # Sockets waiting for their CONNECT, in the order opened: every one has
+        # the same connect_timeout, so this line is also in deadline order and
+        # needs no heap entry (nor a wake-up call) per connection.
+        self._awaiting: deque[Connection] = deque()
         self._wake_at = wake_at
         self._client_numbers = itertools.count(1)
         self.wall_clock = wall_clock
@@ -124,19 +131,24 @@ class Broker:
     def connection_made(
         self,
         transport: Transport,
-        peer: str,
+        peer: str | None,
         now: float,
         listener: ListenerConfig | None = None,
         tls_identity: str | None = None,
     ) -> Connection:
-        """A new socket on `listener` (default: the first configured one)."""
+        """A new socket on `listener` (default: the first configured one); `peer`
+        is the client's address, or None for the connection to ask `transport`."""
         connection = Connection(
             self, transport, peer, now, listener or self._default_listener, tls_identity
         )
-        self._open.add(connection)
+        self._open[connection] = None
         self.stats.connections_accepted += 1
         self.now = now
-        self.schedule_timer(connection, now + self.config.connect_timeout)
+        awaiting = self._awaiting
+        self._drop_answered(awaiting)
+        if not awaiting and self._wake_at is not None:
+            self._wake_at(now + self.config.connect_timeout)  # else the first's is earlier
+        awaiting.append(connection)
         return connection
 
     @property
@@ -167,17 +179,18 @@ class Broker:
         """
         if not connection.mark_closed():
             return
-        self._open.discard(connection)
+        self._open.pop(connection, None)
         self.persistence.forget(connection)
         if flush and not connection.write_blocked:
             connection.write_outbox()
             connection.transport.close()
         else:
-            connection.outbox.clear()
+            connection.outbox = None
             connection.transport.abort()
         if reason is CloseReason.PROTOCOL_VIOLATION:
             self.stats.protocol_violations += 1
-        log.info("closing %s: %s", connection.name, reason.describe(detail))
+        if log.isEnabledFor(logging.INFO):  # naming the client costs more than the check
+            log.info("closing %s: %s", connection.name, reason.describe(detail))
         deferred = connection.deferred_connect
         if deferred is not None:
             self.throttle.cancel(connection.address, deferred[0])  # its turn goes back
@@ -337,8 +350,9 @@ class Broker:
         return session
 
     def discard_session(self, session: Session) -> None:
-        for topic_filter in session.subscriptions:
-            self.subscriptions.remove(topic_filter, session.client_id)
+        if session.has_subscriptions():
+            for topic_filter in session.subscriptions:
+                self.subscriptions.remove(topic_filter, session.client_id)
         if self.authorizer is not None:
             self.authorizer.forget(session.client_id)
         if self.sessions.get(session.client_id) is session:
@@ -391,15 +405,35 @@ class Broker:
         for the first time (the front end calls it at start)."""
         timers = self._timers
         expiry = self._next_expiry_check
-        if timers and (expiry is None or timers[0][0] < expiry):
-            return timers[0][0]
+        earliest = timers[0][0] if timers else None
+        awaiting = self._awaiting
+        self._drop_answered(awaiting)
+        if awaiting:
+            connect_deadline = awaiting[0].opened_at + self.config.connect_timeout
+            if earliest is None or connect_deadline < earliest:
+                earliest = connect_deadline
+        if earliest is not None and (expiry is None or earliest < expiry):
+            return earliest
         return expiry
+
+    @staticmethod
+    def _drop_answered(awaiting: deque[Connection]) -> None:
+        """Forget the oldest sockets of the CONNECT line that no longer wait for it
+        (connected, closed, or throttled: a throttled CONNECT is answered at its turn)."""
+        while awaiting and awaiting[0].state is not State.AWAITING_CONNECT:
+            awaiting.popleft()
 
     def handle_timer(self, now: float) -> None:
         """Act on every deadline that has come: CONNECT and keep-alive timeouts,
         throttled CONNECTs whose turn came, stalled receivers, session expiry.
         One connection's failure closes that connection only."""
         self.now = now
+        awaiting = self._awaiting
+        connect_timeout = self.config.connect_timeout
+        while awaiting and awaiting[0].opened_at + connect_timeout <= now:
+            connection = awaiting.popleft()
+            if connection.state is State.AWAITING_CONNECT:
+                connection.guarded(partial(self._check_deadline, connection), now)
         timers = self._timers
         while timers and timers[0][0] <= now:
             deadline, _, connection = heapq.heappop(timers)
@@ -444,10 +478,9 @@ class Broker:
             self._answer_deferred(connection, now)
             return
         if connection.state is State.AWAITING_CONNECT:
+            # Its CONNECT deadline is kept by the line of waiting sockets, `_awaiting`.
             if connection.opened_at + self.config.connect_timeout <= now:
                 self.close_connection(connection, CloseReason.CONNECT_TIMEOUT)
-            else:
-                self.schedule_timer(connection, connection.opened_at + self.config.connect_timeout)
             return
         deadlines = []
         stall_check = self.flow.check_stall(connection, now)

@@ -8,6 +8,7 @@ to a default.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -97,6 +98,7 @@ class ListenerConfig:
             )
 
 
+@functools.cache  # asked for each CONNECT; a config names only a few hosts
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

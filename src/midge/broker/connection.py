@@ -31,7 +31,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from midge.broker.closing import CloseReason
 from midge.protocol.codec import Decoder
@@ -68,6 +68,15 @@ class Transport(Protocol):
 
     def resume_reading(self) -> None: ...
 
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """asyncio's: "peername" is the client's (host, port)."""
+
+
+def peer_name(transport: Transport) -> str:
+    """The client's address as logs show it: host:port."""
+    peer = transport.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
 
 class State(Enum):
     AWAITING_CONNECT = "awaiting-connect"
@@ -76,6 +85,11 @@ class State(Enum):
     THROTTLED = "throttled"
     CONNECTED = "connected"
     CLOSED = "closed"
+
+    # Members are singletons compared by identity, so identity hashing agrees
+    # with equality; Enum's own __hash__ is Python code, run on every lookup
+    # in TRANSITIONS (twice per connection at least).
+    __hash__ = object.__hash__
 
 
 # Where each state may go; anything else is a bug, raised as one.
@@ -94,6 +108,8 @@ _THROTTLED: State = State.THROTTLED
 
 class Connection:
     __slots__ = (
+        "_held",
+        "_peer",
         "broker",
         "client_id",
         "decoder",
@@ -101,14 +117,12 @@ class Connection:
         "deferred_bytes",
         "deferred_connect",
         "feeders",
-        "held",
         "holders",
         "keep_alive",
         "last_activity",
         "listener",
         "opened_at",
         "outbox",
-        "peer",
         "reading",
         "session",
         "stalled",
@@ -127,14 +141,15 @@ class Connection:
         self,
         broker: Broker,
         transport: Transport,
-        peer: str,
+        peer: str | None,
         now: float,
         listener: ListenerConfig,
         tls_identity: str | None = None,
     ) -> None:
+        """`peer` is the client's address; None: ask `transport` when first needed."""
         self.broker = broker
         self.transport = transport
-        self.peer = peer
+        self._peer = peer
         self.listener = listener  # where the client connected: its anonymous and TLS rules
         # The verified client certificate's common name, on a TLS listener.
         self.tls_identity = tls_identity
@@ -156,11 +171,10 @@ class Connection:
         self.reading = True  # whether the transport is asked for input
         self.timer_at: float | None = None  # the broker's next deadline check
         # Bytes sent during one batch of input, written to the socket in one
-        # call by `Broker.flush`: a syscall per batch, not per packet.
-        self.outbox: list[bytes] = []
-        # (epoch, bytes) that wait for the store to commit that batch
-        # (managed by `Persistence`, which owns holding output).
-        self.held: list[tuple[int, bytes]] = []
+        # call by `Broker.flush`: a syscall per batch, not per packet. None
+        # between batches, so an idle connection keeps no list.
+        self.outbox: list[bytes] | None = None
+        self._held: list[tuple[int, bytes]] | None = None  # see `held`
         # Backpressure, as a publisher: how many receivers hold it back, and
         # the packets that wait meanwhile (None while nothing waits).
         self.holders = 0
@@ -174,6 +188,24 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.client_id or '?'} from {self.peer} {self.state.value}>"
+
+    @property
+    def held(self) -> list[tuple[int, bytes]]:
+        """(epoch, bytes) that wait for the store to commit that batch (managed by
+        `Persistence`, which owns holding output); made on first use."""
+        held = self._held
+        if held is None:
+            held = self._held = []
+        return held
+
+    @property
+    def peer(self) -> str:
+        """The client's address, host:port (read from the socket on first use:
+        formatting it costs more than most connections ever need it)."""
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = peer_name(self.transport)
+        return peer
 
     @property
     def address(self) -> str:
@@ -350,25 +382,30 @@ class Connection:
         if self.state is _CLOSED:
             return
         persistence = self.broker.persistence
-        if self.held or (durable and persistence.must_hold()):
+        if self._held or (durable and persistence.must_hold()):
             persistence.hold(self, data, durable)
             return
-        if not self.outbox:
+        outbox = self.outbox
+        if outbox is None:
+            self.outbox = [data]
             self.broker.mark_pending(self)
-        self.outbox.append(data)
+        else:
+            outbox.append(data)
 
     def take_released(self, data: list[bytes]) -> None:
         """Held bytes whose batch committed: they go out with the next flush."""
-        if not self.outbox:
+        outbox = self.outbox
+        if outbox is None:
+            outbox = self.outbox = []
             self.broker.mark_pending(self)
-        self.outbox.extend(data)
+        outbox.extend(data)
 
     def write_outbox(self) -> None:
         outbox = self.outbox
-        if outbox:
-            data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
-            outbox.clear()
-            self.transport.write(data)
+        if outbox is not None:
+            self.outbox = None
+            if outbox:
+                self.transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
 
 
 def _cost(packet: Packet) -> int:

@@ -21,6 +21,8 @@ from midge.protocol.codec import (
     PUBREL_HEADER,
     encode,
     encode_ack,
+    encode_connack,
+    encode_suback,
 )
 from midge.protocol.errors import ProtocolError
 from midge.protocol.packets import (
@@ -73,12 +75,14 @@ def handle_connect(broker: Broker, connection: Connection, packet: Connect, now:
         raise ProtocolError(
             f"will topic beyond max_topic_length / max_topic_levels: {will.topic[:64]!r}..."
         )
-    # After failed logins from this address, answers wait their turn.
-    turn = broker.throttle.turn(connection.address, now)
+    # After failed logins from this address, answers wait their turn; with
+    # no failed login on record (the usual case) every turn is now.
+    throttle = broker.throttle
+    turn = throttle.turn(connection.address, now) if len(throttle) else now
     if turn is None:
         # So many CONNECTs already wait that this one's turn is past the
         # longest delay: refused unchecked, so parallel guessing gains nothing.
-        connection.send(encode(ConnAck(ConnectReturnCode.SERVER_UNAVAILABLE)))
+        connection.send(encode_connack(ConnectReturnCode.SERVER_UNAVAILABLE, False, 0))
         broker.close_connection(
             connection,
             CloseReason.CONNECT_REFUSED,
@@ -99,12 +103,14 @@ _LOGIN_FAILURES = (ConnectReturnCode.BAD_USERNAME_OR_PASSWORD, ConnectReturnCode
 def answer_connect(broker: Broker, connection: Connection, packet: Connect, now: float) -> None:
     """Accept or refuse a CONNECT whose turn has come."""
     code = _refusal(broker, connection, packet)
+    throttle = broker.throttle
     if code in _LOGIN_FAILURES:
-        broker.throttle.failed(connection.address, now)
-    elif code is None:
-        broker.throttle.succeeded(connection.address)
+        throttle.failed(connection.address, now)
+    elif code is None and len(throttle):
+        throttle.succeeded(connection.address)
     if code is not None:
-        connection.send(encode(ConnAck(code)))  # a refusal reads the same in 3.1 and 3.1.1
+        # A refusal reads the same in 3.1 and 3.1.1.
+        connection.send(encode_connack(code, False, connection.version))
         broker.close_connection(
             connection,
             CloseReason.CONNECT_REFUSED,
@@ -130,16 +136,18 @@ def answer_connect(broker: Broker, connection: Connection, packet: Connect, now:
         broker.persistence.record(SessionSaved(client_id))
     _attach(broker, connection, packet, session, client_id, now)
     # Session present is 1 only when a stored session resumes [MQTT-3.2.2-1/2/3].
-    connection.send(encode(ConnAck(ConnectReturnCode.ACCEPTED, present), connection.version))
-    log.info(
-        "client %r connected from %s over %s (MQTT level %d, clean session %d, keep-alive %d s)",
-        client_id,
-        connection.peer,
-        connection.listener.label,
-        packet.protocol_level,
-        packet.clean_session,
-        packet.keep_alive,
-    )
+    connection.send(encode_connack(ConnectReturnCode.ACCEPTED, present, connection.version))
+    if log.isEnabledFor(logging.INFO):  # the arguments cost more than the check
+        log.info(
+            "client %r connected from %s over %s (MQTT level %d, clean session %d, "
+            "keep-alive %d s)",
+            client_id,
+            connection.peer,
+            connection.listener.label,
+            packet.protocol_level,
+            packet.clean_session,
+            packet.keep_alive,
+        )
     if present:
         broker.delivery.end_drop_episode(session)
         broker.delivery.resend_inflight(session, connection, now)  # [MQTT-4.4.0-1]
@@ -310,15 +318,18 @@ def handle_pubrec(broker: Broker, connection: Connection, packet: PubRec, now: f
 
 def handle_subscribe(broker: Broker, connection: Connection, packet: Subscribe, now: float) -> None:
     session = _session(connection)
-    codes = []
+    codes: list[int] = []  # one return code per filter, in order [MQTT-3.8.4-1, 3.8.4-5]
     granted = []
+    authorizer = broker.authorizer
+    config = broker.config
+    max_length, max_levels = config.max_topic_length, config.max_topic_levels
     for subscription in packet.subscriptions:
         topic_filter = subscription.topic_filter
         if not is_valid_topic_filter(topic_filter):
             log.info("%s: refusing invalid topic filter %r", connection.name, topic_filter)
             codes.append(SUBACK_FAILURE)
             continue
-        if _beyond_topic_limits(broker, topic_filter):
+        if _beyond_limits(topic_filter, max_length, max_levels):
             log.info(
                 "%s: refusing topic filter beyond max_topic_length / max_topic_levels: %r...",
                 connection.name,
@@ -326,28 +337,32 @@ def handle_subscribe(broker: Broker, connection: Connection, packet: Subscribe, 
             )
             codes.append(SUBACK_FAILURE)
             continue
-        authorizer = broker.authorizer
         if authorizer is not None and not authorizer.can_subscribe(connection, topic_filter):
             log.info("%s: subscription to %r not authorized", connection.name, topic_filter)
             codes.append(SUBACK_FAILURE)
             continue
         # The same filter again replaces the old subscription [MQTT-3.8.4-3].
-        broker.subscribe(session, topic_filter, subscription.qos)
-        codes.append(subscription.qos)
-        granted.append((topic_filter, subscription.qos))
-    # One return code per filter, same packet id [MQTT-3.8.4-1, 3.8.4-5].
-    connection.send(encode(SubAck(packet.packet_id, tuple(codes))))
-    for topic_filter, qos in granted:
-        broker.delivery.deliver_retained(session, topic_filter, qos, now)
+        qos = subscription.qos
+        broker.subscribe(session, topic_filter, qos)
+        codes.append(qos)
+        granted.append(subscription)
+    connection.send(encode_suback(packet.packet_id, bytes(codes)))
+    if broker.retained.count:  # nothing retained: nothing to look up per filter
+        for subscription in granted:
+            broker.delivery.deliver_retained(
+                session, subscription.topic_filter, subscription.qos, now
+            )
 
 
 def _beyond_topic_limits(broker: Broker, topic: str) -> bool:
     config = broker.config
+    return _beyond_limits(topic, config.max_topic_length, config.max_topic_levels)
+
+
+def _beyond_limits(topic: str, max_length: int, max_levels: int) -> bool:
     length = len(topic)
     # A topic of L characters has at most L + 1 levels: count only long ones.
-    return length > config.max_topic_length or (
-        length >= config.max_topic_levels and topic.count("/") >= config.max_topic_levels
-    )
+    return length > max_length or (length >= max_levels and topic.count("/") >= max_levels)
 
 
 def handle_unsubscribe(

@@ -1,11 +1,12 @@
 """asyncio front ends: move bytes between sockets and connections, nothing more.
 
-`MQTTProtocol` serves MQTT over TCP, with or without TLS (asyncio does the
-TLS; a client certificate's common name is read once the handshake is
-done). `WebSocketProtocol` serves MQTT over WebSocket: the `websockets`
-library's sans-I/O `ServerProtocol` does the HTTP upgrade and the framing,
-and the payloads of binary frames form the MQTT byte stream (an MQTT packet
-may span frames and a frame may hold several packets [MQTT-6.0.0-2]).
+`MQTTProtocol` (in stream.py, compiled with the core: it handles every
+read) serves MQTT over TCP, with or without TLS (asyncio does the TLS; a
+client certificate's common name is read once the handshake is done).
+`WebSocketProtocol` serves MQTT over WebSocket: the `websockets` library's
+sans-I/O `ServerProtocol` does the HTTP upgrade and the framing, and the
+payloads of binary frames form the MQTT byte stream (an MQTT packet may
+span frames and a frame may hold several packets [MQTT-6.0.0-2]).
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from websockets.typing import Subprotocol
 from midge.broker.broker import Broker
 from midge.broker.closing import CloseReason
 from midge.broker.config import ListenerConfig
-from midge.broker.connection import Connection, State, Transport
+from midge.broker.connection import Connection, State, peer_name
+from midge.broker.stream import MQTTProtocol
 from midge.broker.tls import certificate_identity, server_context
+
+__all__ = ["MQTTProtocol", "WebSocketProtocol", "start_listener"]
 
 log = logging.getLogger("midge.listeners")
 # The websockets library logs every upgrade at info; the broker's own line
@@ -36,73 +40,6 @@ _websocket_log.setLevel(logging.WARNING)
 # 3.1 (such as older Paho JavaScript) ask for "mqttv3.1".
 WEBSOCKET_SUBPROTOCOLS = (Subprotocol("mqtt"), Subprotocol("mqttv3.1"))
 MAX_FRAME_FLOOR = 1024 * 1024  # bytes a WebSocket frame may carry even if packets are smaller
-
-
-class MQTTProtocol(asyncio.Protocol):
-    """One TCP (or TLS) connection.
-
-    Flow control: the transport's high-water mark is the broker's
-    `max_write_buffer`. Above it the connection counts as blocked (the broker
-    drops or queues what it would send) and we stop reading from it, so a
-    client that sends without reading our answers cannot grow our buffers.
-    """
-
-    __slots__ = ("broker", "connection", "listener", "loop", "transport")
-
-    def __init__(
-        self, broker: Broker, loop: asyncio.AbstractEventLoop, listener: ListenerConfig
-    ) -> None:
-        self.broker = broker
-        self.loop = loop
-        self.listener = listener
-        self.connection: Connection | None = None
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._open_connection(self._adopt(transport))
-
-    def _adopt(self, transport: asyncio.BaseTransport) -> asyncio.Transport:
-        """Keep the socket's transport, its high-water mark the broker's max_write_buffer."""
-        stream = self.transport = cast(asyncio.Transport, transport)
-        high = self.broker.config.max_write_buffer
-        stream.set_write_buffer_limits(high=high, low=high // 4)
-        return stream
-
-    def _open_connection(self, carrier: Transport) -> None:
-        """Start the MQTT connection; `carrier` takes its bytes out (the socket, or frames)."""
-        assert self.transport is not None
-        self.connection = self.broker.connection_made(
-            carrier,
-            peer_name(self.transport),
-            self.loop.time(),
-            self.listener,
-            certificate_identity(self.transport.get_extra_info("peercert")),
-        )
-
-    def data_received(self, data: bytes) -> None:
-        if self.connection is not None:
-            self.connection.data_received(data, self.loop.time())
-
-    def eof_received(self) -> bool:
-        return False  # half-closed by the client: close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.connection is not None:
-            self.connection.connection_lost()
-            self.connection = None
-
-    def pause_writing(self) -> None:
-        # The connection decides about reading: it also stops for backpressure.
-        if self.connection is not None:
-            self.connection.write_paused()
-        elif self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.connection is not None:
-            self.connection.writable(self.loop.time())
-        elif self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
 
 
 class WebSocketStream:
@@ -132,6 +69,9 @@ class WebSocketStream:
     def abort(self) -> None:
         self.transport.abort()
 
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
+
     def pause_reading(self) -> None:
         if not self.transport.is_closing():
             self.transport.pause_reading()
@@ -149,15 +89,32 @@ class WebSocketStream:
             self.transport.close()
 
 
-class WebSocketProtocol(MQTTProtocol):
-    """One WebSocket connection (plain or over TLS) carrying MQTT."""
+class WebSocketProtocol(asyncio.Protocol):
+    """One WebSocket connection (plain or over TLS) carrying MQTT.
 
-    __slots__ = ("deadline", "stream", "websocket")
+    Flow control as in `MQTTProtocol`: above the broker's `max_write_buffer`
+    the connection counts as blocked and decides about reading.
+    """
+
+    __slots__ = (
+        "broker",
+        "connection",
+        "deadline",
+        "listener",
+        "loop",
+        "stream",
+        "transport",
+        "websocket",
+    )
 
     def __init__(
         self, broker: Broker, loop: asyncio.AbstractEventLoop, listener: ListenerConfig
     ) -> None:
-        super().__init__(broker, loop, listener)
+        self.broker = broker
+        self.loop = loop
+        self.listener = listener
+        self.connection: Connection | None = None
+        self.transport: asyncio.Transport | None = None
         # A frame may hold several MQTT packets [MQTT-6.0.0-2], so its bound
         # is not max_packet_size itself: the library buffers a whole frame,
         # and this keeps that memory bounded while any client's batching fits.
@@ -170,7 +127,10 @@ class WebSocketProtocol(MQTTProtocol):
         self.deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.stream = WebSocketStream(self.websocket, self._adopt(transport))
+        stream = self.transport = cast(asyncio.Transport, transport)
+        high = self.broker.config.max_write_buffer
+        stream.set_write_buffer_limits(high=high, low=high // 4)
+        self.stream = WebSocketStream(self.websocket, stream)
         # The MQTT connection starts once the upgrade succeeds; until then the
         # broker's connect timeout cannot see this socket, so bound it here.
         # Cancelled by the upgrade or the close, so it only fires (and logs)
@@ -181,7 +141,24 @@ class WebSocketProtocol(MQTTProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
-        super().connection_lost(exc)
+        if self.connection is not None:
+            self.connection.connection_lost()
+            self.connection = None
+
+    def eof_received(self) -> bool:
+        return False  # half-closed by the client: close our side too
+
+    def pause_writing(self) -> None:
+        if self.connection is not None:
+            self.connection.write_paused()
+        elif self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.connection is not None:
+            self.connection.writable(self.loop.time())
+        elif self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         websocket, stream = self.websocket, self.stream
@@ -219,7 +196,14 @@ class WebSocketProtocol(MQTTProtocol):
             self.transport.close()
             return
         self._cancel_deadline()  # from here on the broker's connect timeout applies
-        self._open_connection(stream)
+        transport = self.transport
+        self.connection = self.broker.connection_made(
+            stream,
+            peer_name(transport),
+            self.loop.time(),
+            self.listener,
+            certificate_identity(transport.get_extra_info("peercert")),
+        )
 
     def _cancel_deadline(self) -> None:
         if self.deadline is not None:
@@ -246,22 +230,25 @@ class WebSocketProtocol(MQTTProtocol):
         return peer_name(self.transport) if self.transport is not None else "?"
 
 
-def peer_name(transport: asyncio.BaseTransport) -> str:
-    peer = transport.get_extra_info("peername")
-    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-
-
 async def start_listener(
     broker: Broker, listener: ListenerConfig, **server_options: Any
 ) -> asyncio.Server:
     """Open one listener; raises OSError if its address cannot be bound."""
     loop = asyncio.get_running_loop()
-    protocol = WebSocketProtocol if listener.websocket else MQTTProtocol
+    websocket = listener.websocket
+
+    def protocol() -> asyncio.BaseProtocol:
+        if websocket:
+            return WebSocketProtocol(broker, loop, listener)
+        # An asyncio protocol by its methods (asyncio duck-types protocols),
+        # not by inheritance: a compiled class cannot subclass asyncio.Protocol.
+        return cast(asyncio.BaseProtocol, MQTTProtocol(broker, loop, listener))
+
     context = server_context(listener) if listener.secure else None
     if context is not None:
         server_options.setdefault("ssl_handshake_timeout", broker.config.connect_timeout)
     return await loop.create_server(
-        lambda: protocol(broker, loop, listener),
+        protocol,
         listener.host,
         listener.port,
         ssl=context,

@@ -9,13 +9,14 @@ retained topic when the filter has literal levels.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Final
 
 from midge.message import Message
 from midge.protocol.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL
 
 
 class _SubscriptionNode:
-    __slots__ = ("children", "subscribers")
+    __slots__ = ("children", "multi", "subscribers")
 
     def __init__(self) -> None:
         # Most nodes are leaves or pass-through levels: they share these empty
@@ -24,62 +25,154 @@ class _SubscriptionNode:
         self.children: dict[str, _SubscriptionNode] = _NO_CHILDREN
         # Client id -> granted QoS of the filter that ends at this node.
         self.subscribers: dict[str, int] = _NO_SUBSCRIBERS
+        # The same for the filter that ends in '#' right below it ("a/#" on
+        # node "a", "#" on the root): '#' has no children, so it needs no node
+        # of its own, and matching reads it here instead of looking it up.
+        self.multi: dict[str, int] = _NO_SUBSCRIBERS
 
 
-_NO_CHILDREN: dict[str, _SubscriptionNode] = {}
-_NO_SUBSCRIBERS: dict[str, int] = {}
+# Final: compiled code then reads them directly, not as module globals by name.
+_NO_CHILDREN: Final[dict[str, _SubscriptionNode]] = {}
+_NO_SUBSCRIBERS: Final[dict[str, int]] = {}
 
 
-MATCH_CACHE_SIZE = 65536  # topics whose receivers are remembered between changes
+MATCH_CACHE_SIZE: Final = 65536  # topics whose receivers are remembered between changes
+SINGLES_CACHE_SIZE: Final = 4096  # clients whose one-entry subscriber dict is kept to share
 
 
 class SubscriptionTrie:
     """Topic filters of every session, indexed by level.
 
+    A filter without wildcards matches one topic only: those are kept in a
+    table by filter (`_exact`) instead, one dict entry and no nodes each, and
+    a topic costs one lookup there besides its walk of the trie (skipped
+    while the trie is empty).
+
     `match` results are cached per topic until the next subscribe or
     unsubscribe: most traffic repeats a few topics, and subscriptions change
     far less often than messages arrive. Callers must not change the result.
+
+    Most filters have one subscriber, and a client's filters mostly share
+    one QoS: a node's subscriber dict of one entry is shared by every such
+    node of that client (`_singles`), so a SUBSCRIBE of a new filter makes no
+    dict of its own. Hence the rule: a dict of one entry is never changed,
+    only replaced; a dict of two or more is the node's own.
     """
 
     def __init__(self) -> None:
         self._root = _SubscriptionNode()
+        self._exact: dict[str, dict[str, int]] = {}  # filter without wildcards -> subscribers
         self.count = 0
         self._cache: dict[str, dict[str, int]] = {}
+        self._singles: dict[str, dict[str, int]] = {}  # client id -> {client id: qos}
+        # The last of them: a SUBSCRIBE adds all its filters for one client.
+        self._single: dict[str, int] = _NO_SUBSCRIBERS
+        self._single_client = ""
+        self._single_qos = -1
 
     def add(self, topic_filter: str, client_id: str, qos: int) -> None:
-        self._cache.clear()
+        if self._cache:
+            self._cache.clear()
+        if SINGLE_LEVEL not in topic_filter and MULTI_LEVEL not in topic_filter:
+            exact = self._exact
+            subscribers = exact.get(topic_filter, _NO_SUBSCRIBERS)
+            exact[topic_filter] = self._with(subscribers, client_id, qos)
+            return
+        levels = topic_filter.split(SEPARATOR)
+        multi = levels[-1] == MULTI_LEVEL
+        if multi:
+            levels.pop()
         node = self._root
-        for level in topic_filter.split(SEPARATOR):
-            child = node.children.get(level)
+        depth = 0
+        count = len(levels)
+        while depth < count:
+            child = node.children.get(levels[depth])
             if child is None:
-                if node.children is _NO_CHILDREN:
-                    node.children = {}
-                child = node.children[level] = _SubscriptionNode()
+                break
             node = child
-        if node.subscribers is _NO_SUBSCRIBERS:
-            node.subscribers = {}
-        if client_id not in node.subscribers:
+            depth += 1
+        while depth < count:  # the rest of the filter is new: no lookups
+            child = _SubscriptionNode()
+            if node.children is _NO_CHILDREN:
+                node.children = {levels[depth]: child}
+            else:
+                node.children[levels[depth]] = child
+            node = child
+            depth += 1
+        if multi:
+            node.multi = self._with(node.multi, client_id, qos)
+        else:
+            node.subscribers = self._with(node.subscribers, client_id, qos)
+
+    def _with(self, subscribers: dict[str, int], client_id: str, qos: int) -> dict[str, int]:
+        """`subscribers` with `client_id` at `qos`, by the rule of the class docstring."""
+        size = len(subscribers)
+        if size >= 2:
+            if client_id not in subscribers:
+                self.count += 1
+            subscribers[client_id] = qos
+            return subscribers
+        if size == 1 and client_id not in subscribers:
             self.count += 1
-        node.subscribers[client_id] = qos
+            return {**subscribers, client_id: qos}  # two: the node's own from now on
+        if not size:
+            self.count += 1
+        if client_id is self._single_client and qos == self._single_qos:
+            return self._single
+        singles = self._singles
+        single = singles.get(client_id)
+        if single is None or single[client_id] != qos:
+            if len(singles) >= SINGLES_CACHE_SIZE:
+                singles.clear()  # only sharing is lost: nodes keep theirs
+            single = singles[client_id] = {client_id: qos}
+        self._single, self._single_client, self._single_qos = single, client_id, qos
+        return single
 
     def remove(self, topic_filter: str, client_id: str) -> bool:
         """Remove one subscription; prune branches left empty. False if it was absent."""
         self._cache.clear()
+        if SINGLE_LEVEL not in topic_filter and MULTI_LEVEL not in topic_filter:
+            return self._remove_exact(topic_filter, client_id)
+        levels = topic_filter.split(SEPARATOR)
+        multi = levels[-1] == MULTI_LEVEL
+        if multi:
+            levels.pop()
         path = [self._root]
-        for level in topic_filter.split(SEPARATOR):
+        for level in levels:
             child = path[-1].children.get(level)
             if child is None:
                 return False
             path.append(child)
-        if path[-1].subscribers.pop(client_id, None) is None:
+        last = path[-1]
+        subscribers = last.multi if multi else last.subscribers
+        if client_id not in subscribers:
             return False
+        if len(subscribers) == 1:  # shared, never changed: replaced
+            subscribers = _NO_SUBSCRIBERS
+        else:
+            del subscribers[client_id]
+        if multi:
+            last.multi = subscribers
+        else:
+            last.subscribers = subscribers
         self.count -= 1
-        levels = topic_filter.split(SEPARATOR)
         for depth in range(len(levels), 0, -1):
             node = path[depth]
-            if node.subscribers or node.children:
+            if node.subscribers or node.multi or node.children:
                 break
             del path[depth - 1].children[levels[depth - 1]]
+        return True
+
+    def _remove_exact(self, topic_filter: str, client_id: str) -> bool:
+        exact = self._exact
+        subscribers = exact.get(topic_filter)
+        if subscribers is None or client_id not in subscribers:
+            return False
+        if len(subscribers) == 1:  # shared, never changed: dropped
+            del exact[topic_filter]
+        else:
+            del subscribers[client_id]
+        self.count -= 1
         return True
 
     def match(self, topic: str) -> dict[str, int]:
@@ -92,19 +185,22 @@ class SubscriptionTrie:
         return cached
 
     def _match(self, topic: str) -> dict[str, int]:
-        result: dict[str, int] = {}
+        literal = self._exact.get(topic)
+        result = {} if literal is None else dict(literal)
+        root = self._root
+        if not root.children and not root.multi:
+            return result  # no filter with a wildcard at all
         levels = topic.split(SEPARATOR)
         # Wildcards never match a first level starting with '$' [MQTT-4.7.2-1].
         wildcards_allowed = not topic.startswith("$")
-        nodes = [self._root]
+        nodes = [root]
         for depth, level in enumerate(levels):
             next_nodes = []
             for node in nodes:
                 children = node.children
                 if depth or wildcards_allowed:
-                    hash_node = children.get(MULTI_LEVEL)
-                    if hash_node is not None:
-                        _merge(result, hash_node.subscribers)
+                    if node.multi:
+                        _merge(result, node.multi)
                     plus_node = children.get(SINGLE_LEVEL)
                     if plus_node is not None:
                         next_nodes.append(plus_node)
@@ -116,10 +212,8 @@ class SubscriptionTrie:
             nodes = next_nodes
         for node in nodes:
             _merge(result, node.subscribers)
-            # "sport/#" also matches "sport" itself [MQTT-4.7.1-2].
-            hash_node = node.children.get(MULTI_LEVEL)
-            if hash_node is not None:
-                _merge(result, hash_node.subscribers)
+            if node.multi:  # "sport/#" also matches "sport" itself [MQTT-4.7.1-2]
+                _merge(result, node.multi)
         return result
 
 
@@ -138,7 +232,7 @@ class _RetainedNode:
         self.message: Message | None = None
 
 
-_NO_RETAINED_CHILDREN: dict[str, _RetainedNode] = {}
+_NO_RETAINED_CHILDREN: Final[dict[str, _RetainedNode]] = {}
 
 
 class RetainedStore:

@@ -37,40 +37,83 @@ class Session:
     """The server side of one client id's session."""
 
     __slots__ = (
+        "_inflight",
         "_next_packet_id",
         "_next_seq",
+        "_pending_releases",
+        "_queue",
+        "_subscriptions",
         "client_id",
         "connected",
         "disconnected_at",
         "dropped_messages",
         "dropping",
-        "inflight",
-        "pending_releases",
         "persistent",
-        "queue",
         "queued_bytes",
-        "subscriptions",
     )
 
     def __init__(self, client_id: str, persistent: bool) -> None:
         self.client_id = client_id
         self.persistent = persistent
         self.connected = False
-        # Filter -> granted QoS; the router's trie holds the same facts, indexed.
-        self.subscriptions: dict[str, int] = {}
-        # Packet id -> message, in the order sent (dicts keep insertion order).
-        self.inflight: dict[int, InflightMessage] = {}
-        # (seq, message) waiting for a free in-flight slot or for the client.
-        self.queue: deque[tuple[int, Message]] = deque()
+        # The containers below are made on first use (None until then): most
+        # sessions of idle clients never need them, and an empty deque alone
+        # costs 760 bytes. Their properties always return the real container.
+        self._subscriptions: dict[str, int] | None = None
+        self._inflight: dict[int, InflightMessage] | None = None
+        self._queue: deque[tuple[int, Message]] | None = None
+        self._pending_releases: dict[int, Message | None] | None = None
         self.queued_bytes = 0
-        # Inbound QoS 2 ids not yet released; the value is the message itself when
-        # delivery waits for PUBREL (method A), None when it already went out (B).
-        self.pending_releases: dict[int, Message | None] = {}
         self.dropped_messages = 0
         self.dropping = False  # within an episode of drops (logged once per episode)
         self.disconnected_at: float | None = None  # wall clock, for session expiry
         self._next_packet_id = 1
         self._next_seq = 1
+
+    @property
+    def subscriptions(self) -> dict[str, int]:
+        """Filter -> granted QoS; the router's trie holds the same facts, indexed."""
+        subscriptions = self._subscriptions
+        if subscriptions is None:
+            subscriptions = self._subscriptions = {}
+        return subscriptions
+
+    @subscriptions.setter
+    def subscriptions(self, value: dict[str, int]) -> None:
+        self._subscriptions = value
+
+    @property
+    def inflight(self) -> dict[int, InflightMessage]:
+        """Packet id -> message, in the order sent (dicts keep insertion order)."""
+        inflight = self._inflight
+        if inflight is None:
+            inflight = self._inflight = {}
+        return inflight
+
+    @property
+    def queue(self) -> deque[tuple[int, Message]]:
+        """(seq, message) waiting for a free in-flight slot or for the client."""
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        return queue
+
+    @property
+    def pending_releases(self) -> dict[int, Message | None]:
+        """Inbound QoS 2 ids not yet released; the value is the message itself when
+        delivery waits for PUBREL (method A), None when it already went out (B)."""
+        pending = self._pending_releases
+        if pending is None:
+            pending = self._pending_releases = {}
+        return pending
+
+    @pending_releases.setter
+    def pending_releases(self, value: dict[int, Message | None]) -> None:
+        self._pending_releases = value
+
+    def has_subscriptions(self) -> bool:
+        """Whether any filter is subscribed (without making the dict)."""
+        return bool(self._subscriptions)
 
     def allocate_packet_id(self) -> int:
         """A non-zero id not used by any message in flight [MQTT-2.3.1-2]."""
@@ -84,7 +127,8 @@ class Session:
 
     def can_queue(self, message: Message, max_messages: int, max_bytes: int) -> bool:
         """Whether the queue has room; a limit of 0 means no limit."""
-        if max_messages and len(self.queue) >= max_messages:
+        queue = self._queue
+        if max_messages and queue is not None and len(queue) >= max_messages:
             return False
         return not (max_bytes and self.queued_bytes + message.size > max_bytes)
 
@@ -109,5 +153,6 @@ class Session:
         self._next_seq = max(self._next_seq, entry.seq + 1)
 
     def clear_queue(self) -> None:
-        self.queue.clear()
+        if self._queue is not None:
+            self._queue.clear()
         self.queued_bytes = 0

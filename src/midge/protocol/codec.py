@@ -1,10 +1,11 @@
 """Bytes <-> packets for MQTT 3.1 (level 3) and 3.1.1 (level 4).
 
-`encode(packet, version)` returns the bytes of one packet. `Decoder` takes
-bytes as they arrive (`feed`) and hands out whole packets one at a time
-(`next_packet`), so a caller handles every packet before a later malformed
-one ends the connection. The decoder raises only `MalformedPacket`,
-`ProtocolError` and `PacketTooLarge`; anything else is a bug.
+`encode(packet, version)` returns the bytes of one packet (encoding.py,
+re-exported here). `Decoder` takes bytes as they arrive (`feed`) and hands
+out whole packets one at a time (`next_packet`), so a caller handles every
+packet before a later malformed one ends the connection. The decoder raises
+only `MalformedPacket`, `ProtocolError` and `PacketTooLarge`; anything else
+is a bug.
 
 The protocol version matters only after CONNECT: the connection sets
 `Decoder.version` once it has read the protocol level, so 5.0 decoding can be
@@ -15,6 +16,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from midge.protocol.encoding import (
+    MAX_PACKET_SIZE,
+    MAX_REMAINING_LENGTH,
+    PUBACK_HEADER,
+    PUBCOMP_HEADER,
+    PUBREC_HEADER,
+    PUBREL_HEADER,
+    encode,
+    encode_ack,
+    encode_binary,
+    encode_connack,
+    encode_publish,
+    encode_publish_head,
+    encode_remaining_length,
+    encode_string,
+    encode_suback,
+)
 from midge.protocol.errors import MalformedPacket, PacketTooLarge, ProtocolError
 from midge.protocol.packets import (
     PROTOCOL_MQTT_3_1_1,
@@ -40,11 +58,29 @@ from midge.protocol.packets import (
 )
 from midge.protocol.topics import is_valid_topic_name
 
-MAX_REMAINING_LENGTH = 268_435_455
-"""The largest remaining length four length bytes can express."""
-
-MAX_PACKET_SIZE = MAX_REMAINING_LENGTH + 5
-"""A whole packet: one type byte, four length bytes, the rest."""
+__all__ = [
+    "MAX_PACKET_SIZE",
+    "MAX_REMAINING_LENGTH",
+    "PUBACK_HEADER",
+    "PUBCOMP_HEADER",
+    "PUBREC_HEADER",
+    "PUBREL_HEADER",
+    "VALID_TOPIC_CACHE_SIZE",
+    "Decoder",
+    "check_first_byte",
+    "decode_all",
+    "decode_body",
+    "decode_utf8",
+    "encode",
+    "encode_ack",
+    "encode_binary",
+    "encode_connack",
+    "encode_publish",
+    "encode_publish_head",
+    "encode_remaining_length",
+    "encode_string",
+    "encode_suback",
+]
 
 _SUBACK_CODES = frozenset((0, 1, 2, 0x80))
 
@@ -68,38 +104,6 @@ _REQUIRED_FLAGS: dict[int, int | None] = {
 
 
 # ---------------------------------------------------------------- primitives
-
-
-def encode_remaining_length(length: int) -> bytes:
-    """Variable byte integer of section 2.2.3: 7 bits a byte, high bit = more follows."""
-    if not 0 <= length <= MAX_REMAINING_LENGTH:
-        raise ValueError(f"remaining length {length} outside 0..{MAX_REMAINING_LENGTH}")
-    if length < 128:
-        return bytes((length,))
-    out = bytearray()
-    while True:
-        byte = length & 0x7F
-        length >>= 7
-        if length:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def encode_string(text: str) -> bytes:
-    data = text.encode("utf-8")
-    return encode_binary(data)
-
-
-def encode_binary(data: bytes) -> bytes:
-    if len(data) > 0xFFFF:
-        raise ValueError(f"field of {len(data)} bytes exceeds 65535")
-    return len(data).to_bytes(2, "big") + data
-
-
-def _fixed_header(first_byte: int, body_length: int) -> bytes:
-    return bytes((first_byte,)) + encode_remaining_length(body_length)
 
 
 class _Reader:
@@ -160,145 +164,6 @@ def decode_utf8(data: bytes) -> str:
     if "\x00" in text:
         raise MalformedPacket("string field contains U+0000")
     return text
-
-
-# ------------------------------------------------------------------ encoding
-
-
-def encode_publish(
-    topic: str,
-    payload: bytes,
-    qos: int = 0,
-    retain: bool = False,
-    dup: bool = False,
-    packet_id: int | None = None,
-) -> bytes:
-    """PUBLISH bytes; the hot path calls this directly, skipping the packet object."""
-    head = encode_publish_head(topic, len(payload), qos, retain, dup)
-    if qos:
-        if not packet_id:
-            raise ValueError("PUBLISH with QoS > 0 needs a non-zero packet id")
-        return head + packet_id.to_bytes(2, "big") + payload
-    return head + payload
-
-
-def encode_publish_head(
-    topic: str, payload_length: int, qos: int, retain: bool, dup: bool = False
-) -> bytes:
-    """A PUBLISH up to its packet id: fixed header, topic. With QoS > 0 the
-    packet id (2 bytes) and then the payload follow; QoS 0 has only the payload.
-    Routing builds it once per message and reuses it for every receiver."""
-    topic_bytes = topic.encode("utf-8")
-    first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
-    length = 2 + len(topic_bytes) + (2 if qos else 0) + payload_length
-    return _fixed_header(first, length) + len(topic_bytes).to_bytes(2, "big") + topic_bytes
-
-
-def _encode_connect(packet: Connect, version: int) -> bytes:
-    flags = 0x02 if packet.clean_session else 0
-    payload = encode_string(packet.client_id)
-    if packet.will is not None:
-        flags |= 0x04 | (packet.will.qos << 3) | (0x20 if packet.will.retain else 0)
-        payload += encode_string(packet.will.topic) + encode_binary(packet.will.payload)
-    if packet.username is not None:
-        flags |= 0x80
-        payload += encode_string(packet.username)
-    if packet.password is not None:
-        flags |= 0x40
-        payload += encode_binary(packet.password)
-    variable = (
-        encode_string(packet.protocol_name)
-        + bytes((packet.protocol_level, flags))
-        + packet.keep_alive.to_bytes(2, "big")
-    )
-    body = variable + payload
-    return _fixed_header(0x10, len(body)) + body
-
-
-def _encode_connack(packet: ConnAck, version: int) -> bytes:
-    # MQTT 3.1 has no session present flag: its first byte is reserved.
-    # A refusal never claims a session [MQTT-3.2.2-4].
-    present = (
-        1
-        if packet.session_present and version >= PROTOCOL_MQTT_3_1_1 and not packet.return_code
-        else 0
-    )
-    return bytes((0x20, 2, present, packet.return_code))
-
-
-def _encode_subscribe(packet: Subscribe, version: int) -> bytes:
-    body = packet.packet_id.to_bytes(2, "big") + b"".join(
-        encode_string(sub.topic_filter) + bytes((sub.qos,)) for sub in packet.subscriptions
-    )
-    return _fixed_header(0x82, len(body)) + body
-
-
-def _encode_suback(packet: SubAck, version: int) -> bytes:
-    body = packet.packet_id.to_bytes(2, "big") + bytes(packet.return_codes)
-    return _fixed_header(0x90, len(body)) + body
-
-
-def _encode_unsubscribe(packet: Unsubscribe, version: int) -> bytes:
-    body = packet.packet_id.to_bytes(2, "big") + b"".join(
-        encode_string(topic_filter) for topic_filter in packet.topic_filters
-    )
-    return _fixed_header(0xA2, len(body)) + body
-
-
-_Acknowledgement = PubAck | PubRec | PubRel | PubComp | UnsubAck
-
-
-PUBACK_HEADER = b"\x40\x02"
-PUBREC_HEADER = b"\x50\x02"
-PUBREL_HEADER = b"\x62\x02"
-PUBCOMP_HEADER = b"\x70\x02"
-
-
-def encode_ack(header: bytes, packet_id: int) -> bytes:
-    """PUBACK/PUBREC/PUBREL/PUBCOMP without a packet object: `header` is one of the
-    *_HEADER constants. The broker sends one per QoS 1/2 message."""
-    return header + packet_id.to_bytes(2, "big")
-
-
-def _acknowledgement(first_byte: int) -> Callable[[_Acknowledgement, int], bytes]:
-    def encode_ack(packet: _Acknowledgement, version: int) -> bytes:
-        return bytes((first_byte, 2)) + packet.packet_id.to_bytes(2, "big")
-
-    return encode_ack
-
-
-def _empty(first_byte: int) -> Callable[[Packet, int], bytes]:
-    encoded = bytes((first_byte, 0))
-    return lambda packet, version: encoded
-
-
-def _encode_publish_packet(packet: Publish, version: int) -> bytes:
-    return encode_publish(
-        packet.topic, packet.payload, packet.qos, packet.retain, packet.dup, packet.packet_id
-    )
-
-
-_ENCODERS: dict[type, Callable[..., bytes]] = {
-    Connect: _encode_connect,
-    ConnAck: _encode_connack,
-    Publish: _encode_publish_packet,
-    PubAck: _acknowledgement(0x40),
-    PubRec: _acknowledgement(0x50),
-    PubRel: _acknowledgement(0x62),
-    PubComp: _acknowledgement(0x70),
-    Subscribe: _encode_subscribe,
-    SubAck: _encode_suback,
-    Unsubscribe: _encode_unsubscribe,
-    UnsubAck: _acknowledgement(0xB0),
-    PingReq: _empty(0xC0),
-    PingResp: _empty(0xD0),
-    Disconnect: _empty(0xE0),
-}
-
-
-def encode(packet: Packet, version: int = PROTOCOL_MQTT_3_1_1) -> bytes:
-    """The wire bytes of `packet` for protocol level `version`."""
-    return _ENCODERS[type(packet)](packet, version)
 
 
 # ------------------------------------------------------------------ decoding
@@ -368,21 +233,25 @@ VALID_TOPIC_CACHE_SIZE = 4096
 _valid_topics: dict[bytes, str] = {}
 
 
-def _decode_publish(flags: int, body: bytes | bytearray, version: int) -> Publish:
-    """PUBLISH, parsed inline: it is most of the traffic, so no `_Reader` here."""
+def _decode_publish(flags: int, body: bytes, version: int) -> Publish:
+    return _publish_at(flags, body, 0, len(body))
+
+
+def _publish_at(flags: int, data: bytes, begin: int, end: int) -> Publish:
+    """The PUBLISH whose body is `data[begin:end]`, parsed in place: it is most of
+    the traffic, so no `_Reader`, and no copy of the body before its payload's."""
     qos = (flags >> 1) & 0x03
     if qos == 3:
         raise MalformedPacket("PUBLISH with QoS 3")  # [MQTT-3.3.1-4]
     dup = bool(flags & 0x08)
     if dup and qos == 0:
         raise MalformedPacket("PUBLISH with QoS 0 and DUP set")  # [MQTT-3.3.1-2]
-    size = len(body)
-    if size < 2:
+    if end - begin < 2:
         raise MalformedPacket("packet ends before a two-byte field")
-    start = 2 + ((body[0] << 8) | body[1])
-    if start > size:
+    start = begin + 2 + ((data[begin] << 8) | data[begin + 1])
+    if start > end:
         raise MalformedPacket("length-prefixed field runs past the end of the packet")
-    raw_topic = bytes(body[2:start])
+    raw_topic = data[begin + 2 : start]
     topic = _valid_topics.get(raw_topic)
     if topic is None:
         topic = decode_utf8(raw_topic)
@@ -393,13 +262,13 @@ def _decode_publish(flags: int, body: bytes | bytearray, version: int) -> Publis
         _valid_topics[raw_topic] = topic
     packet_id = None
     if qos:
-        if start + 2 > size:
+        if start + 2 > end:
             raise MalformedPacket("packet ends before a two-byte field")
-        packet_id = (body[start] << 8) | body[start + 1]
+        packet_id = (data[start] << 8) | data[start + 1]
         if packet_id == 0:
             raise ProtocolError("PUBLISH with QoS > 0 and packet id 0")  # [MQTT-2.3.1-1]
         start += 2
-    return Publish(topic, bytes(body[start:]), qos, bool(flags & 0x01), dup, packet_id)
+    return Publish(topic, data[start:end], qos, bool(flags & 0x01), dup, packet_id)
 
 
 def _packet_id_only(cls: type) -> Callable[[int, bytes, int], Packet]:
@@ -416,14 +285,26 @@ def _packet_id_only(cls: type) -> Callable[[int, bytes, int], Packet]:
 
 
 def _decode_subscribe(flags: int, body: bytes, version: int) -> Subscribe:
-    reader = _Reader(body)
-    packet_id = reader.uint16()
+    """Parsed inline, not by `_Reader`: a SUBSCRIBE may carry many filters."""
+    size = len(body)
+    if size < 2:
+        raise MalformedPacket("packet ends before a two-byte field")
+    packet_id = (body[0] << 8) | body[1]
     if packet_id == 0:
         raise ProtocolError("SUBSCRIBE with packet id 0")  # [MQTT-2.3.1-1]
     subscriptions = []
-    while reader.remaining():
-        topic_filter = reader.string()
-        options = reader.byte()
+    pos = 2
+    while pos < size:
+        if pos + 2 > size:
+            raise MalformedPacket("packet ends before a two-byte field")
+        end = pos + 2 + ((body[pos] << 8) | body[pos + 1])
+        if end > size:
+            raise MalformedPacket("length-prefixed field runs past the end of the packet")
+        topic_filter = decode_utf8(body[pos + 2 : end])
+        if end >= size:
+            raise MalformedPacket("packet ends before a one-byte field")
+        options = body[end]
+        pos = end + 1
         if options & 0xFC:
             raise MalformedPacket("SUBSCRIBE requested QoS byte has reserved bits set")
         if options == 3:
@@ -517,34 +398,72 @@ def check_first_byte(first_byte: int) -> None:
 _VALID_FIRST_BYTES = frozenset(byte for byte in range(256) if _first_byte_is_valid(byte))
 
 
-class Decoder:
-    """Incremental decoder: `feed` bytes in any chunks, take packets with `next_packet`."""
+_EMPTY = b""
 
-    __slots__ = ("_buffer", "_pos", "max_packet_size", "version")
+
+class Decoder:
+    """Incremental decoder: `feed` bytes in any chunks, take packets with `next_packet`.
+
+    Input is parsed from the bytes as they were fed, uncopied, and dropped as
+    soon as every packet in them is taken: an idle connection's decoder holds
+    no buffer. Only the rest of a packet cut short by the end of a read is
+    kept, in a growable `_spill`, so a packet arriving in many small reads
+    costs linear time, not a copy of all that came so far on every read.
+    """
+
+    __slots__ = ("_buffer", "_need", "_pos", "_spill", "max_packet_size", "version")
 
     def __init__(
         self, version: int = PROTOCOL_MQTT_3_1_1, max_packet_size: int = MAX_PACKET_SIZE
     ) -> None:
         self.version = version
         self.max_packet_size = max_packet_size
-        self._buffer = bytearray()
+        self._buffer = _EMPTY  # input from `_pos` on is not yet taken
         self._pos = 0
+        # An unfinished packet's bytes as they accumulate (None: nothing unfinished
+        # beyond `_buffer`), and how many it takes to finish it (0: not known yet).
+        self._spill: bytearray | None = None
+        self._need = 0
 
     def feed(self, data: bytes) -> None:
-        if self._pos:
-            del self._buffer[: self._pos]
-            self._pos = 0
-        self._buffer += data
+        spill = self._spill
+        if spill is not None:
+            spill += data
+            return
+        buffer = self._buffer
+        pos = self._pos
+        if pos >= len(buffer):
+            self._buffer = data if type(data) is bytes else bytes(data)
+        else:
+            # A packet was cut short: keep its start and what follows, growably.
+            spill = self._spill = bytearray(memoryview(buffer)[pos:])
+            spill += data
+            self._buffer = _EMPTY
+        self._pos = 0
 
     def buffered(self) -> int:
         """Bytes received but not yet returned as packets."""
+        spill = self._spill
+        if spill is not None:
+            return len(spill)
         return len(self._buffer) - self._pos
 
     def next_packet(self) -> Packet | None:
         """The next whole packet, or None until more bytes arrive."""
+        spill = self._spill
+        if spill is not None:
+            if len(spill) < self._need:
+                return None  # the unfinished packet still is
+            self._buffer = bytes(spill)
+            self._pos = 0
+            self._spill = None
+            self._need = 0  # it was this packet's: the next one sets its own
         buffer = self._buffer
         pos = self._pos
         if pos >= len(buffer):
+            if buffer:
+                self._buffer = _EMPTY  # all taken: let the input go
+                self._pos = 0
             return None
         first_byte = buffer[pos]
         # Judge the first byte at once: garbage must not sit waiting for a length.
@@ -555,7 +474,8 @@ class Decoder:
         index = pos + 1
         while True:
             if index >= len(buffer):
-                return None  # the length itself is not complete yet
+                self._need = 0  # the length itself is not complete yet
+                return None
             byte = buffer[index]
             length |= (byte & 0x7F) << shift
             index += 1
@@ -568,17 +488,16 @@ class Decoder:
         if end - pos > self.max_packet_size:
             raise PacketTooLarge(f"packet of {end - pos} bytes exceeds {self.max_packet_size}")
         if end > len(buffer):
+            self._need = end - pos  # `feed` spills from `pos` on, so counted from there
             return None
         self._pos = end
         if first_byte >> 4 == PacketType.PUBLISH:
-            # Sliced straight from the buffer: one copy of the payload, not two.
-            publish = _decode_publish(first_byte & 0x0F, buffer[index:end], self.version)
+            publish = _publish_at(first_byte & 0x0F, buffer, index, end)
             if not first_byte & 0x09:  # neither DUP nor RETAIN: forwardable as it came
                 topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])
-                publish.head = bytes(buffer[pos:topic_end])
+                publish.head = buffer[pos:topic_end]
             return publish
-        body = bytes(buffer[index:end])
-        return _DECODERS[first_byte >> 4](first_byte & 0x0F, body, self.version)
+        return _DECODERS[first_byte >> 4](first_byte & 0x0F, buffer[index:end], self.version)
 
 
 def decode_all(data: bytes, version: int = PROTOCOL_MQTT_3_1_1) -> list[Packet]:

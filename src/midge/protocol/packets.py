@@ -1,9 +1,13 @@
-"""One slotted dataclass per MQTT control packet, frozen except the per-message ones.
+"""One slotted dataclass per MQTT control packet, frozen except the ones on hot paths.
 
 PUBLISH and its acknowledgements are the hot path: a frozen dataclass costs
 four times as much to create, so `Publish`, `PubAck`, `PubRec`, `PubRel` and
 `PubComp` are only immutable by convention (nobody mutates one) and hash by
-value like the others.
+value like the others. So are `Connect` and `Will` (one per connection) and
+`Subscribe` and `Subscription` (one per topic filter). These and `Publish`
+write their own `__init__`: mypyc compiles a class's own `__init__` but runs
+the one `dataclass` generates as interpreted Python, four to eight times
+slower.
 
 The packets describe what is on the wire independent of protocol version;
 the codec decides how a field is written for 3.1 (level 3), 3.1.1 (level 4)
@@ -58,7 +62,7 @@ SUPPORTED_PROTOCOLS = {"MQTT": PROTOCOL_MQTT_3_1_1, "MQIsdp": PROTOCOL_MQTT_3_1}
 """The level each protocol name is spoken at; any other pairing gets CONNACK 1."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True, init=False)  # see the module docstring
 class Will:
     """The will message a client registers in CONNECT."""
 
@@ -67,8 +71,14 @@ class Will:
     qos: int = 0
     retain: bool = False
 
+    def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, unsafe_hash=True, init=False)  # see the module docstring
 class Connect:
     client_id: str
     clean_session: bool = True
@@ -79,6 +89,26 @@ class Connect:
     protocol_level: int = PROTOCOL_MQTT_3_1_1
     protocol_name: str = "MQTT"
 
+    def __init__(
+        self,
+        client_id: str,
+        clean_session: bool = True,
+        keep_alive: int = 0,
+        username: str | None = None,
+        password: bytes | None = None,
+        will: Will | None = None,
+        protocol_level: int = PROTOCOL_MQTT_3_1_1,
+        protocol_name: str = "MQTT",
+    ) -> None:
+        self.client_id = client_id
+        self.clean_session = clean_session
+        self.keep_alive = keep_alive
+        self.username = username
+        self.password = password
+        self.will = will
+        self.protocol_level = protocol_level
+        self.protocol_name = protocol_name
+
 
 @dataclass(frozen=True, slots=True)
 class ConnAck:
@@ -86,7 +116,7 @@ class ConnAck:
     session_present: bool = False
 
 
-@dataclass(slots=True, unsafe_hash=True)  # hashable like the frozen packets
+@dataclass(slots=True, unsafe_hash=True, init=False)  # see the module docstring
 class Publish:
     topic: str
     payload: bytes = b""
@@ -98,6 +128,24 @@ class Publish:
     # when DUP and RETAIN are clear, so a broker can forward the packet at the
     # same QoS without encoding it again. Never part of equality.
     head: bytes | None = field(default=None, compare=False, repr=False)
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes = b"",
+        qos: int = 0,
+        retain: bool = False,
+        dup: bool = False,
+        packet_id: int | None = None,
+        head: bytes | None = None,
+    ) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.dup = dup
+        self.packet_id = packet_id
+        self.head = head
 
 
 @dataclass(slots=True, unsafe_hash=True)  # per message: see the module docstring
@@ -120,18 +168,26 @@ class PubComp:
     packet_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True, init=False)  # see the module docstring
 class Subscription:
     """One topic filter of a SUBSCRIBE with its requested QoS."""
 
     topic_filter: str
     qos: int = 0
 
+    def __init__(self, topic_filter: str, qos: int = 0) -> None:
+        self.topic_filter = topic_filter
+        self.qos = qos
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, unsafe_hash=True, init=False)  # see the module docstring
 class Subscribe:
     packet_id: int
     subscriptions: tuple[Subscription, ...]
+
+    def __init__(self, packet_id: int, subscriptions: tuple[Subscription, ...]) -> None:
+        self.packet_id = packet_id
+        self.subscriptions = subscriptions
 
 
 @dataclass(frozen=True, slots=True)

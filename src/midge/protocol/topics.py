@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-MAX_TOPIC_BYTES = 65535  # a UTF-8 string field's limit [MQTT-4.7.3-3]
-MULTI_LEVEL = "#"
-SINGLE_LEVEL = "+"
-SEPARATOR = "/"
+from typing import Final
+
+# Final, so that compiled modules use the values, not a lookup of a module global.
+MAX_TOPIC_BYTES: Final = 65535  # a UTF-8 string field's limit [MQTT-4.7.3-3]
+MULTI_LEVEL: Final = "#"
+SINGLE_LEVEL: Final = "+"
+SEPARATOR: Final = "/"
 
 
 def _is_valid_string(text: str) -> bool:
@@ -25,16 +28,19 @@ def is_valid_topic_filter(topic_filter: str) -> bool:
     """A filter for SUBSCRIBE: `#` only as a whole last level, `+` only as a whole level."""
     if not _is_valid_string(topic_filter):
         return False
-    if "+" not in topic_filter and "#" not in topic_filter:
-        return True
-    levels = topic_filter.split(SEPARATOR)
-    last = len(levels) - 1
-    for index, level in enumerate(levels):
-        if level == MULTI_LEVEL:
-            if index != last:
-                return False
-        elif level != SINGLE_LEVEL and ("+" in level or "#" in level):
+    # Each wildcard is checked where it stands, without splitting into levels:
+    # this runs for every filter of every SUBSCRIBE.
+    last = len(topic_filter) - 1
+    index = topic_filter.find(MULTI_LEVEL)
+    if index >= 0 and (index != last or (index and topic_filter[index - 1] != SEPARATOR)):
+        return False  # the first '#' must be the last character, a level of its own
+    index = topic_filter.find(SINGLE_LEVEL)
+    while index >= 0:
+        if (index and topic_filter[index - 1] != SEPARATOR) or (
+            index != last and topic_filter[index + 1] != SEPARATOR
+        ):
             return False
+        index = topic_filter.find(SINGLE_LEVEL, index + 1)
     return True
 
 
