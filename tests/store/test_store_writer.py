@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -118,14 +119,39 @@ def test_batches_submitted_during_a_slow_commit_share_the_next_one(inner: Store)
     store.gate.set()
     commits.wait_for(50)
     writer.stop()
-    # Two transactions for 50 batches; the 7 messages added and deleted within
-    # the second are never written (`net_operations`).
-    assert [len(ops) for ops in store.applied] == [1, 49 - 7]
+    # Two transactions for 50 batches (what the store leaves unwritten of the 7
+    # messages added and deleted within the second is the store's business).
+    assert [len(ops) for ops in store.applied] == [1, 49 + 7]
     assert commits.epochs == [1, 50]  # only the highest epoch of each transaction
     assert writer.commits == 2
-    assert writer.operations == 1 + 49 - 7
+    assert writer.operations == 1 + 49 + 7
     # In submission order: each batch's deletion came after its own addition.
     assert seqs(inner) == [n for n in range(1, 51) if n % 7]
+
+
+def test_under_load_a_commit_waits_for_one_more_batch(
+    inner: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "LINGER_SECONDS", WAIT)
+    store = GatedStore(inner)
+    commits = Commits(store)
+    writer = GroupCommitWriter(store)
+    writer.start(commits)
+    store.gate.clear()
+    writer.submit(1, [op(1)])
+    assert store.entered.wait(WAIT)
+    writer.submit(2, [op(2)])
+    writer.submit(3, [op(3)])  # two batches piled up behind a commit: load
+    store.gate.set()
+    commits.wait_for(3)
+    writer.submit(4, [op(4)])
+    time.sleep(0.05)
+    assert commits.epochs == [1, 3]  # batch 4 waits for company ...
+    writer.submit(5, [op(5)])
+    commits.wait_for(5)  # ... and commits with it
+    writer.stop()
+    assert [len(ops) for ops in store.applied] == [1, 2, 2]
+    assert seqs(inner) == [1, 2, 3, 4, 5]
 
 
 def test_on_commit_epochs_increase_and_end_at_the_last(inner: Store) -> None:

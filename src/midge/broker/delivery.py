@@ -262,7 +262,7 @@ class Delivery:
         session.inflight[packet_id] = InflightMessage(packet_id, message, awaiting, seq)
         self.flow.sent(connection, now)
         # QoS 1 goes out before its row commits: if the client acknowledges
-        # first, the writer drops the row unwritten (`net_operations`). QoS 2
+        # first, the store never writes the row (store/changes.py). QoS 2
         # must wait: a crash would make the publisher's re-send a second copy.
         self._write_publish(connection, message, packet_id, durable=message.qos != 1)
 

@@ -25,9 +25,14 @@ class StoreError(Exception):
 
 
 # ---------------------------------------------------------------- operations
+# Immutable by convention, not frozen: the broker creates one or more per
+# message it routes, and a frozen dataclass costs almost four times as much to
+# create (577 ns against 158 ns, measured). The three made per message write
+# their own `__init__`, as Message does: mypyc compiles that one, while the one
+# `dataclass` would generate runs as interpreted Python.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionSaved:
     """A persistent session exists; `disconnected_at` (wall clock) when offline."""
 
@@ -35,27 +40,27 @@ class SessionSaved:
     disconnected_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionDeleted:
     """The session and everything it holds are gone."""
 
     client_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubscriptionSet:
     client_id: str
     topic_filter: str
     qos: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubscriptionDeleted:
     client_id: str
     topic_filter: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class OutboundAdded:
     """A message for the session, queued (packet_id None) or already in flight."""
 
@@ -65,8 +70,22 @@ class OutboundAdded:
     packet_id: int | None = None
     awaiting: int | None = None
 
+    def __init__(
+        self,
+        client_id: str,
+        seq: int,
+        message: Message,
+        packet_id: int | None = None,
+        awaiting: int | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.seq = seq
+        self.message = message
+        self.packet_id = packet_id
+        self.awaiting = awaiting
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False)
 class OutboundSent:
     """An outbound message went out, or moved on (PUBREC received: awaits PUBCOMP)."""
 
@@ -75,16 +94,26 @@ class OutboundSent:
     packet_id: int
     awaiting: int
 
+    def __init__(self, client_id: str, seq: int, packet_id: int, awaiting: int) -> None:
+        self.client_id = client_id
+        self.seq = seq
+        self.packet_id = packet_id
+        self.awaiting = awaiting
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False)
 class OutboundDeleted:
     """Acknowledged (or, for QoS 0, sent): no longer the broker's to deliver."""
 
     client_id: str
     seq: int
 
+    def __init__(self, client_id: str, seq: int) -> None:
+        self.client_id = client_id
+        self.seq = seq
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class ReleasePending:
     """An inbound QoS 2 packet id received and not yet released by PUBREL;
     `message` is kept only when delivery waits for the PUBREL (method A)."""
@@ -94,18 +123,18 @@ class ReleasePending:
     message: Message | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReleaseDone:
     client_id: str
     packet_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetainedSet:
     message: Message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetainedDeleted:
     topic: str
 

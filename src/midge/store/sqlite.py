@@ -1,9 +1,18 @@
 """The default Store: one SQLite file in the data folder, WAL mode.
 
-Each `apply` is one transaction; consecutive operations of one kind go to
-SQLite in one `executemany`. Durability follows `synchronous`: FULL fsyncs
-every commit (survives power loss), NORMAL (with WAL) survives the broker
-being killed, OFF leaves flushing to the operating system.
+Each `apply` is one transaction. The batch is first folded into its net
+change per row (`changes.py`), then written with a few multi-row statements
+per table (`sqlite_writes.py`): SQLite's cost, and the writer thread's GIL
+hand-offs with the event loop, go by statement much more than by row. Durability follows
+`synchronous`: FULL fsyncs every commit (survives power loss), NORMAL (with
+WAL) survives the broker being killed, OFF leaves flushing to the operating
+system.
+
+A message queued for several sessions in one batch (a fan-out) is written
+once, to `messages`, and each session's `outbound` row refers to it; a
+message for one session stays inline in its row, which is cheaper than two
+rows. The writer keeps which rows refer to a shared message (shared.py) and
+deletes the message with the last of them.
 
 The schema is versioned with SQLite's `user_version`; `_MIGRATIONS[n]`
 takes a store from version n to n + 1. A store written by a newer Midge is
@@ -17,138 +26,106 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from midge.message import Message
 from midge.store.base import (
     Operation,
-    OutboundAdded,
-    OutboundDeleted,
     OutboundRow,
-    OutboundSent,
-    ReleaseDone,
-    ReleasePending,
-    RetainedDeleted,
-    RetainedSet,
-    SessionDeleted,
-    SessionSaved,
     StoredSession,
     StoredState,
     StoreError,
-    SubscriptionDeleted,
-    SubscriptionSet,
 )
+from midge.store.changes import Changes, segments
 from midge.store.lock import StoreLock, lock_path
+from midge.store.shared import OutboundIndex
+from midge.store.sqlite_writes import (
+    CACHED_STATEMENTS,
+    MultiRow,
+    OutboundWrites,
+    blob,
+    by_client,
+    message_columns,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SQLITE_HEADER = b"SQLite format 3\x00"
 SYNCHRONOUS_LEVELS = ("full", "normal", "off")
 
-_MIGRATIONS: list[str] = [
+# Each migration is a list of statements, run in one transaction.
+_MIGRATIONS: list[list[str]] = [
     # 0 -> 1: the first schema.
-    """
-    CREATE TABLE sessions (
-        client_id TEXT PRIMARY KEY,
-        disconnected_at REAL
-    );
-    CREATE TABLE subscriptions (
-        client_id TEXT NOT NULL,
-        topic_filter TEXT NOT NULL,
-        qos INTEGER NOT NULL,
-        PRIMARY KEY (client_id, topic_filter)
-    ) WITHOUT ROWID;
-    CREATE TABLE outbound (
-        client_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        topic TEXT NOT NULL,
-        payload BLOB NOT NULL,
-        qos INTEGER NOT NULL,
-        retain INTEGER NOT NULL,
-        packet_id INTEGER,
-        awaiting INTEGER,
-        PRIMARY KEY (client_id, seq)
-    ) WITHOUT ROWID;
-    CREATE TABLE pending_releases (
-        client_id TEXT NOT NULL,
-        packet_id INTEGER NOT NULL,
-        topic TEXT,
-        payload BLOB,
-        qos INTEGER,
-        retain INTEGER,
-        PRIMARY KEY (client_id, packet_id)
-    ) WITHOUT ROWID;
-    CREATE TABLE retained (
-        topic TEXT PRIMARY KEY,
-        payload BLOB NOT NULL,
-        qos INTEGER NOT NULL
-    ) WITHOUT ROWID;
-    """,
+    [
+        """CREATE TABLE sessions (
+            client_id TEXT PRIMARY KEY,
+            disconnected_at REAL
+        )""",
+        """CREATE TABLE subscriptions (
+            client_id TEXT NOT NULL,
+            topic_filter TEXT NOT NULL,
+            qos INTEGER NOT NULL,
+            PRIMARY KEY (client_id, topic_filter)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE outbound (
+            client_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            topic TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            qos INTEGER NOT NULL,
+            retain INTEGER NOT NULL,
+            packet_id INTEGER,
+            awaiting INTEGER,
+            PRIMARY KEY (client_id, seq)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE pending_releases (
+            client_id TEXT NOT NULL,
+            packet_id INTEGER NOT NULL,
+            topic TEXT,
+            payload BLOB,
+            qos INTEGER,
+            retain INTEGER,
+            PRIMARY KEY (client_id, packet_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE retained (
+            topic TEXT PRIMARY KEY,
+            payload BLOB NOT NULL,
+            qos INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    ],
+    # 1 -> 2: a message for several sessions is stored once, in `messages`; an
+    # outbound row holds either its message (topic ... retain) or message_id.
+    [
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            topic TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            qos INTEGER NOT NULL,
+            retain INTEGER NOT NULL
+        )""",
+        "ALTER TABLE outbound RENAME TO outbound_v1",
+        """CREATE TABLE outbound (
+            client_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            packet_id INTEGER,
+            awaiting INTEGER,
+            message_id INTEGER,
+            topic TEXT,
+            payload BLOB,
+            qos INTEGER,
+            retain INTEGER,
+            PRIMARY KEY (client_id, seq)
+        ) WITHOUT ROWID""",
+        """INSERT INTO outbound (client_id, seq, packet_id, awaiting, topic, payload, qos, retain)
+            SELECT client_id, seq, packet_id, awaiting, topic, payload, qos, retain
+            FROM outbound_v1""",
+        "DROP TABLE outbound_v1",
+    ],
 ]
 
-# Operation type -> (SQL, row builder). Deleting a session deletes its rows too.
-_Row = tuple[Any, ...]
-_STATEMENTS: dict[type, tuple[str, Callable[[Any], _Row]]] = {
-    SessionSaved: (
-        "INSERT INTO sessions VALUES (?, ?) "
-        "ON CONFLICT (client_id) DO UPDATE SET disconnected_at = excluded.disconnected_at",
-        lambda op: (op.client_id, op.disconnected_at),
-    ),
-    SubscriptionSet: (
-        "INSERT OR REPLACE INTO subscriptions VALUES (?, ?, ?)",
-        lambda op: (op.client_id, op.topic_filter, op.qos),
-    ),
-    SubscriptionDeleted: (
-        "DELETE FROM subscriptions WHERE client_id = ? AND topic_filter = ?",
-        lambda op: (op.client_id, op.topic_filter),
-    ),
-    OutboundAdded: (
-        "INSERT OR REPLACE INTO outbound VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        lambda op: (
-            op.client_id,
-            op.seq,
-            op.message.topic,
-            op.message.payload,
-            op.message.qos,
-            op.message.retain,
-            op.packet_id,
-            op.awaiting,
-        ),
-    ),
-    OutboundSent: (
-        "UPDATE outbound SET packet_id = ?, awaiting = ? WHERE client_id = ? AND seq = ?",
-        lambda op: (op.packet_id, op.awaiting, op.client_id, op.seq),
-    ),
-    OutboundDeleted: (
-        "DELETE FROM outbound WHERE client_id = ? AND seq = ?",
-        lambda op: (op.client_id, op.seq),
-    ),
-    ReleasePending: (
-        "INSERT OR REPLACE INTO pending_releases VALUES (?, ?, ?, ?, ?, ?)",
-        lambda op: (op.client_id, op.packet_id, *_message_columns(op.message)),
-    ),
-    ReleaseDone: (
-        "DELETE FROM pending_releases WHERE client_id = ? AND packet_id = ?",
-        lambda op: (op.client_id, op.packet_id),
-    ),
-    RetainedSet: (
-        "INSERT OR REPLACE INTO retained VALUES (?, ?, ?)",
-        lambda op: (op.message.topic, op.message.payload, op.message.qos),
-    ),
-    RetainedDeleted: (
-        "DELETE FROM retained WHERE topic = ?",
-        lambda op: (op.topic,),
-    ),
-}
-
 _SESSION_TABLES = ("subscriptions", "outbound", "pending_releases", "sessions")
-
-
-def _message_columns(message: Message | None) -> _Row:
-    if message is None:
-        return (None, None, None, None)
-    return (message.topic, message.payload, message.qos, message.retain)
+_OUTBOUND_COLUMNS = "client_id, seq, packet_id, awaiting, message_id, topic, payload, qos, retain"
 
 
 class SQLiteStore:
@@ -181,7 +158,12 @@ class SQLiteStore:
         try:
             # The writer thread uses the connection after the loading thread did;
             # never two threads at once.
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=CACHED_STATEMENTS,
+            )
         except sqlite3.Error as exc:
             raise StoreError(self._explain(exc)) from None
         try:
@@ -189,6 +171,11 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL").fetchone()
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._migrate()
+            self._write = MultiRow(self._db)
+            (last,) = self._db.execute("SELECT max(id) FROM messages").fetchone()
+            # Ids of shared messages: only this store's writer adds them.
+            self._message_ids = itertools.count((last or 0) + 1)
+            self._index: OutboundIndex | None = OutboundIndex(self._db)
         except sqlite3.Error as exc:
             self._db.close()
             raise StoreError(self._explain(exc)) from None
@@ -236,9 +223,8 @@ class SQLiteStore:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         for target in range(version, SCHEMA_VERSION):
             self._db.execute("BEGIN IMMEDIATE")
-            for statement in _MIGRATIONS[target].split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
+            for statement in _MIGRATIONS[target]:
+                self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version={target + 1}")
             self._db.execute("COMMIT")
 
@@ -260,9 +246,19 @@ class SQLiteStore:
 
         for client_id, topic_filter, qos in db.execute("SELECT * FROM subscriptions"):
             session(client_id).subscriptions[topic_filter] = qos
-        for row in db.execute("SELECT * FROM outbound ORDER BY client_id, seq"):
-            client_id, seq, topic, payload, qos, retain, packet_id, awaiting = row
-            message = Message(topic, bytes(payload), qos, bool(retain))
+        # One object per shared message, as the broker had it: memory, not copies.
+        shared = {
+            message_id: Message(topic, bytes(payload), qos, bool(retain))
+            for message_id, topic, payload, qos, retain in db.execute("SELECT * FROM messages")
+        }
+        for row in db.execute(f"SELECT {_OUTBOUND_COLUMNS} FROM outbound ORDER BY client_id, seq"):
+            client_id, seq, packet_id, awaiting, message_id, topic, payload, qos, retain = row
+            # 0: not in flight, as written since schema 2 (schema 1 wrote NULL).
+            packet_id, awaiting = packet_id or None, awaiting or None
+            if message_id is None:
+                message = Message(topic, bytes(payload), qos, bool(retain))
+            else:
+                message = shared[message_id]
             session(client_id).outbound.append(OutboundRow(seq, message, packet_id, awaiting))
         for client_id, packet_id, topic, payload, qos, retain in db.execute(
             "SELECT * FROM pending_releases"
@@ -277,21 +273,127 @@ class SQLiteStore:
 
     def apply(self, operations: Sequence[Operation]) -> None:
         db = self._db
+        write = self._write
         try:
-            db.execute("BEGIN")
-            for kind, group in itertools.groupby(operations, type):
-                if kind is SessionDeleted:
-                    rows = [(op.client_id,) for op in group if isinstance(op, SessionDeleted)]
-                    for table in _SESSION_TABLES:
-                        db.executemany(f"DELETE FROM {table} WHERE client_id = ?", rows)
+            # After a failed apply the index may know rows that were rolled back.
+            index = self._index or OutboundIndex(db)
+            self._index = None  # until this transaction commits
+            unreferenced: list[int] = []
+            for segment in segments(operations, index.written):
+                if isinstance(segment, Changes):
+                    self._write_changes(segment, index, unreferenced)
                     continue
-                sql, to_row = _STATEMENTS[kind]
-                db.executemany(sql, [to_row(op) for op in group])
-            db.execute("COMMIT")
+                # SessionDeleted: every row of these clients goes.
+                for table in _SESSION_TABLES:
+                    write.within(f"DELETE FROM {table} WHERE client_id IN", (), segment)
+                for client_id in segment:
+                    index.release_session(client_id, unreferenced)
+            write.within("DELETE FROM messages WHERE id IN", (), unreferenced)
+            write.commit()
+            self._index = index
         except sqlite3.Error as exc:
+            write.discard()
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise StoreError(self._explain(exc)) from None
+
+    def _write_changes(
+        self, changes: Changes, index: OutboundIndex, unreferenced: list[int]
+    ) -> None:
+        """One segment's net change. Its keys are distinct, so the order of the
+        statements does not matter; deletes go first only to keep pages small."""
+        if changes.outbound:
+            self._write_outbound(changes, index, unreferenced)
+        write = self._write
+        params: list[Any]
+        if changes.sessions:
+            params = [value for item in changes.sessions.items() for value in item]
+            write.values(
+                "INSERT INTO sessions (client_id, disconnected_at)",
+                2,
+                params,
+                " ON CONFLICT (client_id) DO UPDATE SET disconnected_at = excluded.disconnected_at",
+            )
+        if changes.subscriptions:
+            gone: list[tuple[str, Any]] = []
+            params = []
+            for (client_id, topic_filter), subscription in changes.subscriptions.items():
+                if subscription is None:
+                    gone.append((client_id, topic_filter))
+                else:
+                    params += (client_id, topic_filter, subscription.qos)
+            for client_id, keys in by_client(gone).items():
+                write.within(
+                    "DELETE FROM subscriptions WHERE client_id = ? AND topic_filter IN",
+                    (client_id,),
+                    keys,
+                )
+            write.values("INSERT OR REPLACE INTO subscriptions", 3, params)
+        if changes.releases:
+            gone = []
+            params = []
+            for (client_id, packet_id), pending in changes.releases.items():
+                if pending is None:
+                    gone.append((client_id, packet_id))
+                else:
+                    params += (client_id, packet_id, *message_columns(pending.message))
+            for client_id, keys in by_client(gone).items():
+                write.within(
+                    "DELETE FROM pending_releases WHERE client_id = ? AND packet_id IN",
+                    (client_id,),
+                    keys,
+                )
+            write.values("INSERT OR REPLACE INTO pending_releases", 6, params)
+        if changes.retained:
+            topics = [topic for topic, message in changes.retained.items() if message is None]
+            write.within("DELETE FROM retained WHERE topic IN", (), topics)
+            params = []
+            for message in changes.retained.values():
+                if message is not None:
+                    params += (message.topic, blob(message.payload), message.qos)
+            write.values("INSERT OR REPLACE INTO retained", 3, params)
+
+    def _write_outbound(
+        self, changes: Changes, index: OutboundIndex, unreferenced: list[int]
+    ) -> None:
+        writes = OutboundWrites()
+        added: list[tuple[str, int, Message, int | None, int | None]] = []
+        written = index.written
+        tracked = index.rows  # empty unless some stored row shares its message
+        for (client_id, seq), change in changes.outbound.items():
+            if change is None:
+                writes.delete(client_id, seq)
+                if tracked:
+                    index.release(client_id, seq, unreferenced)
+                continue
+            message, packet_id, awaiting = change
+            if message is None:  # from OutboundSent alone, which sets both
+                assert packet_id is not None and awaiting is not None
+                writes.update(client_id, seq, packet_id, int(awaiting))
+                continue
+            if tracked:  # INSERT OR REPLACE: the row it replaces lets go of its message
+                index.release(client_id, seq, unreferenced)
+            if seq > written.get(client_id, 0):
+                written[client_id] = seq
+            added.append((client_id, seq, message, packet_id, awaiting))
+        # A fan-out's rows are neighbours: the broker records one OutboundAdded
+        # per receiver in a row, all with the same Message object, and the fold
+        # keeps keys in the order it first saw them.
+        last = len(added) - 1
+        message_id = 0
+        for n, (client_id, seq, message, packet_id, awaiting) in enumerate(added):
+            if n and added[n - 1][2] is message:
+                pass  # the same shared message as the row before
+            elif n < last and added[n + 1][2] is message:
+                message_id = next(self._message_ids)
+                writes.messages += (message_id, message.topic, blob(message.payload))
+                writes.messages += (message.qos, 1 if message.retain else 0)
+            else:
+                writes.add(client_id, seq, packet_id, awaiting, message, None)
+                continue
+            index.refer(client_id, seq, message_id)
+            writes.add(client_id, seq, packet_id, awaiting, message, message_id)
+        writes.run(self._write)
 
     def close(self) -> None:
         self._db.close()

@@ -6,6 +6,9 @@ that has arrived since its last commit in one transaction — while it
 commits, the next batches pile up, so the busier the broker, the more
 messages share one commit — and reports the highest committed batch number
 back to the loop, where the acknowledgements that waited for it go out.
+What one transaction may leave unwritten (a message added and acknowledged
+within it) is the store's business: the SQLite store folds the batch into
+its net change (store/changes.py).
 
 A failing commit (a full disk, say) is logged with what to do and retried;
 the acknowledgements keep waiting, so nothing is acknowledged that is not
@@ -15,22 +18,25 @@ stored.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
 
-from midge.store.base import (
-    Operation,
-    OutboundAdded,
-    OutboundDeleted,
-    OutboundSent,
-    SessionDeleted,
-    Store,
-    StoreError,
-)
+from midge.store.base import Operation, Store, StoreError
 
 log = logging.getLogger("midge.store")
 
 RETRY_SECONDS = 1.0
+# Under load (batches arrived while the last commit ran), wait this long at
+# most for one more batch before committing: a few hundred microseconds of
+# latency buys commits of more messages, and each commit costs the loop and
+# this thread a round of wake-ups and GIL hand-overs whatever its size
+# (measured on persistent-qos1: a third fewer commits, a fifth less writer CPU
+# per message, 6% more messages per second; 1.5 ms gained nothing more). An
+# idle broker (one batch at a time) commits at once.
+LINGER_SECONDS = 0.0005
+
+_Batch = tuple[int, list[Operation]]
 
 
 class GroupCommitWriter:
@@ -45,49 +51,65 @@ class GroupCommitWriter:
         self.store = store
         self._hand_over = call_soon_threadsafe
         self._on_commit: Callable[[int], None] = lambda epoch: None
-        self._pending: list[tuple[int, list[Operation]]] = []
-        self._condition = threading.Condition()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="midge-store", daemon=True)
+        # A C queue: handing a batch over takes the loop no Python-level lock.
+        # None is the stop signal, queued behind every batch submitted before it.
+        self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._worker = threading.Thread(target=self._run, name="midge-store", daemon=True)
         self.commits = 0
         self.operations = 0
 
     def start(self, on_commit: Callable[[int], None]) -> None:
         """Begin committing; `on_commit(epoch)` hears of every committed batch."""
         self._on_commit = on_commit
-        self._thread.start()
+        self._worker.start()
 
     def submit(self, epoch: int, operations: list[Operation]) -> None:
-        with self._condition:
-            self._pending.append((epoch, operations))
-            self._condition.notify()
+        self._queue.put((epoch, operations))
 
     def stop(self) -> None:
         """Commit what was submitted, then end the thread (if it ever started)."""
-        if self._thread.ident is None:
+        if self._worker.ident is None:
             return
-        with self._condition:
-            self._stopping = True
-            self._condition.notify()
-        self._thread.join()
+        self._stopping.set()
+        self._queue.put(None)
+        self._worker.join()
 
     def _run(self) -> None:
+        loaded = False  # the last commit found more than one batch waiting
         while True:
-            with self._condition:
-                while not self._pending and not self._stopping:
-                    self._condition.wait()
-                if not self._pending:
-                    return
-                batches, self._pending = self._pending, []
-            operations = net_operations([op for _, ops in batches for op in ops])
-            if not self._commit(operations):
-                return  # gave up at shutdown: report no commit that did not happen
-            self.commits += 1
-            self.operations += len(operations)
-            if self._hand_over is None:
-                self._on_commit(batches[-1][0])
-            else:
-                self._hand_over(self._on_commit, batches[-1][0])
+            batches: list[_Batch] = []
+            stop = self._take(batches, None)
+            if loaded and not stop:
+                stop = self._take(batches, LINGER_SECONDS)
+            loaded = len(batches) > 1
+            if batches:
+                operations = [op for _, ops in batches for op in ops]
+                if not self._commit(operations):
+                    return  # gave up at shutdown: report no commit that did not happen
+                self.commits += 1
+                self.operations += len(operations)
+                if self._hand_over is None:
+                    self._on_commit(batches[-1][0])
+                else:
+                    self._hand_over(self._on_commit, batches[-1][0])
+            if stop:
+                return
+
+    def _take(self, batches: list[_Batch], timeout: float | None) -> bool:
+        """Wait for a batch (`timeout` None: as long as it takes), then add it and
+        every other one waiting to `batches`; True once the stop signal came."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        while item is not None:
+            batches.append(item)
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+        return True
 
     def _commit(self, operations: list[Operation]) -> bool:
         """Apply, retrying while the store fails; False only if shutdown gave up."""
@@ -105,39 +127,7 @@ class GroupCommitWriter:
                         "cannot write the store, acknowledgements are held until it works: %s",
                         exc,
                     )
-                with self._condition:
-                    if self._stopping and failures > 3:
-                        log.error("shutdown: %d operations not stored", len(operations))
-                        return False
-                    self._condition.wait(RETRY_SECONDS)
-
-
-def net_operations(operations: list[Operation]) -> list[Operation]:
-    """The same end state with fewer writes.
-
-    An outbound message added and deleted within one transaction (delivered
-    and acknowledged before its row was written) is never written, nor are
-    the updates between. One transaction is atomic: no reader could have seen
-    the row. Keys are (client id, seq); a session's deletion ends its keys,
-    since a new session of the same client numbers from 1 again.
-    """
-    chains: dict[tuple[str, int], list[int]] = {}  # key -> indexes since its OutboundAdded
-    dropped: set[int] = set()
-    for index, op in enumerate(operations):
-        if type(op) is OutboundAdded:  # a re-add of a key joins its chain
-            chains.setdefault((op.client_id, op.seq), []).append(index)
-        elif type(op) is OutboundSent:
-            chain = chains.get((op.client_id, op.seq))
-            if chain is not None:
-                chain.append(index)
-        elif type(op) is OutboundDeleted:
-            chain = chains.pop((op.client_id, op.seq), None)
-            if chain is not None:
-                dropped.update(chain)
-                dropped.add(index)
-        elif type(op) is SessionDeleted:
-            for key in [key for key in chains if key[0] == op.client_id]:
-                del chains[key]
-    if not dropped:
-        return operations
-    return [op for index, op in enumerate(operations) if index not in dropped]
+                if self._stopping.is_set() and failures > 3:
+                    log.error("shutdown: %d operations not stored", len(operations))
+                    return False
+                self._stopping.wait(RETRY_SECONDS)
