@@ -45,6 +45,7 @@ from midge.protocol.packets import (
     Unsubscribe,
     Will,
 )
+from midge.protocol.properties import Properties
 from midge.store.base import Store
 from midge.store.memory import MemoryStore
 from midge.store.sqlite import SQLiteStore
@@ -136,6 +137,7 @@ class Client:
         self.version = PROTOCOL_MQTT_3_1_1
         self._next_id = 1
         self.last_id: int | None = None
+        self._unread: list[Packet] = []
 
     # ---------------------------------------------------------------- output
 
@@ -146,6 +148,19 @@ class Client:
     def received(self) -> list[Packet]:
         """The packets the broker wrote since the last look (whole packets only)."""
         return decode_all(self.transport.take(), self.version)
+
+    def received_first(self) -> Packet:
+        """The first packet the broker wrote since the last look; the others
+        wait for `received_rest` (a SUBACK, then the retained messages)."""
+        packets = self.received()
+        assert packets, "the broker sent nothing"
+        self._unread = packets[1:]
+        return packets[0]
+
+    def received_rest(self) -> list[Packet]:
+        """What `received_first` left, then what the broker wrote since."""
+        packets, self._unread = self._unread, []
+        return packets + self.received()
 
     @property
     def closed(self) -> bool:
@@ -176,9 +191,10 @@ class Client:
         password: bytes | None = None,
         level: int = PROTOCOL_MQTT_3_1_1,
         name: str = "MQTT",
+        properties: Properties | None = None,
     ) -> list[Packet]:
         """Send CONNECT; return what the broker answered."""
-        if level in (3, 4):
+        if level in (3, 4, 5):
             self.version = level
         self.send(
             Connect(
@@ -190,6 +206,7 @@ class Client:
                 will=will,
                 protocol_level=level,
                 protocol_name=name,
+                properties=properties,
             )
         )
         return self.received()

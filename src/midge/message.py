@@ -1,10 +1,18 @@
-"""The application message as the broker routes and stores it."""
+"""The application message as the broker routes and stores it.
+
+A message from a 5.0 client may carry properties (user properties, response
+topic, correlation data, content type, payload format) that travel with it
+unchanged, and an expiry. Per-hop properties (topic alias, subscription
+identifiers) never live here: each receiver's are added when its PUBLISH is
+encoded (broker/outbound.py). A 3.1.1 message has neither: no cost.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from midge.protocol.codec import encode_publish_head
+from midge.protocol.properties import Properties
 
 
 @dataclass(slots=True, unsafe_hash=True, init=False)  # hashable, as immutable by convention
@@ -24,22 +32,49 @@ class Message:
     payload: bytes
     qos: int = 0
     retain: bool = False
+    # What a 5.0 publisher attached that receivers get unchanged (None: nothing).
+    properties: Properties | None = None
+    # Wall-clock time (time.time()) after which it is never delivered, from a
+    # Message Expiry Interval; None: it never expires.
+    expires_at: float | None = None
+    # The shared subscription ("$share/g/f") this copy was sent through, so that
+    # another member gets it if its receiver goes away unacknowledged. Not stored.
+    share: str | None = field(default=None, compare=False)
     # The encoded PUBLISH up to the packet id, built on first use and shared by
     # every receiver of this delivery variant: encode once, write many.
     _head: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    # The same for 5.0 receivers of a message without properties (whose
+    # PUBLISH differs only by its empty property block).
+    _head5: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
-    def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+        expires_at: float | None = None,
+    ) -> None:
         self.topic = topic
         self.payload = payload
         self.qos = qos
         self.retain = retain
+        self.properties = properties
+        self.expires_at = expires_at
+        self.share = None
         self._head = None
+        self._head5 = None
 
     def with_delivery(self, qos: int, retain: bool) -> Message:
         """The same message at another QoS / retain flag (reused when nothing changes)."""
         if qos == self.qos and retain == self.retain:
             return self
-        return Message(self.topic, self.payload, qos, retain)
+        return Message(self.topic, self.payload, qos, retain, self.properties, self.expires_at)
+
+    def expired(self, wall_now: float) -> bool:
+        expires_at = self.expires_at
+        return expires_at is not None and wall_now >= expires_at
 
     def reuse_head(self, head: bytes | None) -> None:
         """Adopt the header bytes of the PUBLISH this message arrived in (same QoS,
@@ -56,6 +91,19 @@ class Message:
         if packet_id is None:
             return head + self.payload
         return head + packet_id.to_bytes(2, "big") + self.payload
+
+    def wire5(self, packet_id: int | None) -> bytes:
+        """The 5.0 PUBLISH bytes of a message without properties (DUP clear, no
+        topic alias), encoded once for all 5.0 receivers."""
+        head = self._head5
+        if head is None:
+            # The property block (one byte, length 0) counts like payload here.
+            head = self._head5 = encode_publish_head(
+                self.topic, len(self.payload) + 1, self.qos, self.retain
+            )
+        if packet_id is None:
+            return head + b"\x00" + self.payload
+        return head + packet_id.to_bytes(2, "big") + b"\x00" + self.payload
 
     @property
     def size(self) -> int:

@@ -68,9 +68,7 @@ async def serve(config: BrokerConfig) -> None:
     finally:
         if writer is not None:
             await asyncio.to_thread(writer.stop)
-            log.info(
-                "store: %d commits of %d operations in all", writer.commits, writer.operations
-            )
+            log.info("store: %d commits of %d operations in all", writer.commits, writer.operations)
         store.close()
     log.info("stopped")
 

@@ -89,7 +89,7 @@ def test_connect_split_into_single_bytes(harness):
 @pytest.mark.parametrize(
     ("name", "level"),
     [
-        ("MQTT", 5),
+        ("MQTT", 6),
         ("MQTT", 255),
         ("MQIsdp", 5),
         pytest.param("MQTT", 3),
@@ -122,7 +122,7 @@ def test_refused_connect_ignores_the_rest_of_the_chunk(harness):
     """[MQTT-3.1.4-5] after refusing CONNECT the server processes nothing more."""
     client = harness.open()
     client.send(
-        encode(Connect("c1", protocol_level=5))
+        encode(Connect("c1", protocol_level=6))
         + encode(Subscribe(1, (Subscription("a", 0),)))
         + encode(PingReq())
     )
@@ -367,7 +367,7 @@ WILL = Will("will/topic", b"bye", 1, True)
 @pytest.mark.parametrize(
     ("config", "connect", "code"),
     [
-        ({}, Connect("c1", will=WILL, protocol_level=5), 1),
+        ({}, Connect("c1", will=WILL, protocol_level=6), 1),
         ({}, Connect("", clean_session=False, will=WILL), 2),
         ({"strict_client_id": True}, Connect("bad-id", will=WILL), 2),
         ({"max_connections": 1}, Connect("c1", will=WILL), 3),

@@ -163,7 +163,7 @@ def test_options_are_checked():
         ConnectOptions("c", password=b"p")
     ConnectOptions("c", password=b"p", protocol_version=3)  # 3.1 allows it
     with pytest.raises(ValueError, match="protocol_version"):
-        ConnectOptions("c", protocol_version=5)
+        ConnectOptions("c", protocol_version=6)
     with pytest.raises(ValueError, match="topic"):
         ConnectOptions("c", will=Will("a/#", b""))
 

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from rich.console import Console
@@ -35,6 +36,7 @@ from brokers import (
 )
 from midge.cli import main as midge_main
 from midge.conformance.cli import (
+    NOT_APPLICABLE,
     PASS,
     Plan,
     RichReport,
@@ -43,15 +45,17 @@ from midge.conformance.cli import (
     parse_target,
     run_plan,
 )
-from midge.conformance.harness import Target
 from midge.conformance.registry import all_scenarios
 from midge.conformance.runner import DEVIATIONS, select
+from midge.conformance.target import Target
 
 RUN_TIMEOUT = 30.0
 FULL_RUN_TIMEOUT = 120.0
 SUMMARY = r"^\d+ passed, \d+ failed"
 # Deviations mosquitto 2.0.11 shows every time (not the timing-dependent ones).
 MOSQUITTO_DEVIATIONS = ("05-05", "09-10")
+# Midge serves MQTT 5.0, so "level 5 gets CONNACK 1" (for brokers without it) does not apply.
+MIDGE_NOT_APPLICABLE = frozenset({"01-02"})
 
 
 def midge_check(*args: str, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess[str]:
@@ -77,9 +81,9 @@ def last_line(text: str) -> str:
     return text.rstrip("\n").splitlines()[-1]
 
 
-def rows(stdout: str) -> dict[str, str]:
+def rows(stdout: str, protocol: str = "3.1.1") -> dict[str, str]:
     """Scenario id -> the result column of its row."""
-    ids = {item.id for item in all_scenarios()}
+    ids = {item.id for item in all_scenarios(protocol)}
     return {
         line[:5]: line[7:22].strip()
         for line in stdout.splitlines()
@@ -109,9 +113,12 @@ def test_areas_against_midge_print_table_and_summary(midge_broker: Broker) -> No
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"midge check {where(midge_broker)}: {len(expected)} scenarios")
     assert lines[1].split() == ["ID", "RESULT", "RULE", "TITLE"]
-    assert rows(done.stdout) == dict.fromkeys(expected, PASS)
+    statuses = {i: NOT_APPLICABLE if i in MIDGE_NOT_APPLICABLE else PASS for i in expected}
+    assert rows(done.stdout) == statuses
     assert "01-07  pass             MQTT-3.1.2-3" in done.stdout
-    assert last_line(done.stdout) == f"{len(expected)} passed, 0 failed"
+    passed = len(expected) - len(MIDGE_NOT_APPLICABLE)
+    summary = f"{passed} passed, 0 failed, {len(MIDGE_NOT_APPLICABLE)} not applicable"
+    assert last_line(done.stdout) == summary
 
 
 @pytest.mark.timeout(FULL_RUN_TIMEOUT + 10)
@@ -122,10 +129,11 @@ def test_every_scenario_passes_against_midge_as_json(midge_broker: Broker) -> No
     *results, summary = objects
     assert [r["id"] for r in results] == [item.id for item in all_scenarios()]
     failed = [(r["id"], r["detail"]) for r in results if r["status"] != "pass"]
-    assert not failed
+    assert failed == [(i, ANY) for i in sorted(MIDGE_NOT_APPLICABLE)]
     assert {"title", "rule", "detail", "deviation", "seconds"} <= set(results[0])
     assert summary["type"] == "summary"
-    assert summary["passed"] == len(results)
+    assert summary["not_applicable"] == len(MIDGE_NOT_APPLICABLE)
+    assert summary["passed"] == len(results) - len(MIDGE_NOT_APPLICABLE)
     assert (summary["failed"], summary["skipped"], summary["exit_status"]) == (0, 0, 0)
 
 
@@ -223,9 +231,9 @@ def strict_midge() -> Iterator[Broker]:
 @pytest.mark.parametrize(
     ("extra", "code", "summary"),
     [
-        ((), 1, r"17 passed, 1 failed"),
-        (("--known-deviations", "strict-client-id"), 0, "17 passed, 0 failed, 1 known deviation"),
-        (("--skip", "01-16"), 0, "17 passed, 0 failed, 1 skipped"),
+        ((), 1, "16 passed, 1 failed"),  # and 01-02 not applicable: Midge serves 5.0
+        (("--known-deviations", "strict-client-id"), 0, "16 passed, 0 failed, 1 known deviation"),
+        (("--skip", "01-16"), 0, "16 passed, 0 failed, 1 skipped"),
     ],
     ids=["plain", "profile", "skip"],
 )
@@ -334,3 +342,40 @@ def test_only_and_skip_accept_ids_and_areas() -> None:
     plan = make_plan(args)
     assert [s.id for s in plan.scenarios] == ["05-01", *(s.id for s in select(["06"])), "07-02"]
     assert plan.skip == {s.id for s in select(["06"])}
+
+
+# --------------------------------------------------------------------- MQTT 5.0
+
+
+def test_protocol_5_against_mosquitto_with_profile(mosquitto: Broker) -> None:
+    """`--protocol 5`: 5.0 clients, known deviations, and a not-applicable row."""
+    only = "20-01,20-08,26-05"  # a pass, a mosquitto deviation, no Maximum Packet Size
+    done = midge_check(
+        where(mosquitto), "--protocol", "5", "--only", only, "--broker-profile", "mosquitto"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "MQTT 5.0" in done.stdout.splitlines()[0]
+    assert rows(done.stdout, "5") == {
+        "20-01": PASS,
+        "20-08": "known deviation",
+        "26-05": NOT_APPLICABLE,
+    }
+    assert "the broker advertises no Maximum Packet Size" in done.stdout
+    expected = "1 passed, 0 failed, 1 known deviation (mosquitto), 1 not applicable"
+    assert last_line(done.stdout) == expected
+
+
+def test_protocol_selects_the_listed_set() -> None:
+    listed = midge_check("--list", "--protocol", "5", timeout=10)
+    assert listed.returncode == 0, listed.stderr
+    ids = [line.split()[0] for line in listed.stdout.splitlines()]
+    assert ids == [item.id for item in all_scenarios("5")]
+    assert all(int(scenario_id[:2]) >= 20 for scenario_id in ids)
+    both = midge_check("--list", "--json", "--protocol", "all", timeout=10)
+    assert len(both.stdout.splitlines()) == len(all_scenarios("all"))
+
+
+def test_5_0_ids_without_protocol_5_are_explained(capsys: pytest.CaptureFixture[str]) -> None:
+    code = midge_main(["check", "h", "--only", "20"])
+    assert code == 2
+    assert "they are MQTT 5 scenarios: --protocol 5" in capsys.readouterr().err

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties as PahoProperties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 WAIT = 5.0  # seconds for anything that should happen "at once" on loopback
 MQTTV31 = mqtt.MQTTv31
@@ -232,6 +235,80 @@ def paho(host: str, port: int, **kwargs: Any) -> Iterator[Paho]:
     client = Paho(host, port, **kwargs)
     try:
         client.connect_ok()
+        yield client
+    finally:
+        client.close()
+
+
+class Paho5:
+    """A paho-mqtt MQTTv5 client driven synchronously, with timeouts."""
+
+    def __init__(self, host: str, port: int, client_id: str = "") -> None:
+        self.host, self.port = host, port
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or unique("p5"),
+            protocol=mqtt.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.connacks: queue.Queue[tuple[Any, Any, Any]] = queue.Queue()
+        self.acks: queue.Queue[list[Any]] = queue.Queue()
+        self.disconnects: queue.Queue[Any] = queue.Queue()
+        self.client.on_connect = lambda c, u, flags, reason, props: self.connacks.put(
+            (flags, reason, props)
+        )
+        self.client.on_message = lambda c, u, message: self.messages.put(message)
+        self.client.on_subscribe = lambda c, u, mid, codes, props: self.acks.put(list(codes))
+        self.client.on_disconnect = lambda c, u, flags, reason, props: self.disconnects.put(reason)
+
+    def connect(self, clean_start: bool = True, expiry: int | None = None) -> tuple[Any, Any]:
+        properties = None
+        if expiry is not None:
+            properties = PahoProperties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = expiry
+        self.client.connect(
+            self.host, self.port, keepalive=30, clean_start=clean_start, properties=properties
+        )
+        self.client.loop_start()
+        flags, reason, props = self.connacks.get(timeout=WAIT)
+        assert not reason.is_failure, reason
+        return flags, props
+
+    def subscribe(self, topic: str, qos: int, subscription_id: int = 0, **options: Any) -> Any:
+        properties = None
+        if subscription_id:
+            properties = PahoProperties(PacketTypes.SUBSCRIBE)
+            properties.SubscriptionIdentifier = subscription_id
+        self.client.subscribe(
+            topic, options=SubscribeOptions(qos=qos, **options), properties=properties
+        )
+        return self.acks.get(timeout=WAIT)
+
+    def publish(self, topic: str, payload: bytes, qos: int, **properties: Any) -> None:
+        props = None
+        if properties:
+            props = PahoProperties(PacketTypes.PUBLISH)
+            for name, value in properties.items():
+                setattr(props, name, value)
+        info = self.client.publish(topic, payload, qos, properties=props)
+        info.wait_for_publish(WAIT)
+        assert info.is_published()
+
+    def get(self) -> mqtt.MQTTMessage:
+        return self.messages.get(timeout=WAIT)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@contextmanager
+def paho5(broker: tuple[str, int, Any], client_id: str = "", **connect: Any) -> Iterator[Paho5]:
+    """A connected MQTTv5 paho client for `broker` (host, port, ...), closed on exit."""
+    client = Paho5(broker[0], broker[1], client_id)
+    client.connect(**connect)
+    try:
         yield client
     finally:
         client.close()

@@ -4,6 +4,8 @@ One Midge opens a TCP, a WebSocket and a secure WebSocket listener; MQTT.js
 runs in Node as tests/interop_js/mqttjs_client.mjs and prints one JSON line
 per event, and paho-mqtt over TCP is the peer on the other side. The
 certificates are made by openssl for this run, never committed.
+test_mqttjs5.py (MQTT.js with protocolVersion 5) uses this module's fixtures
+and runner.
 
 Needs `node` and the pinned packages: `cd tests/interop_js && npm ci
 --ignore-scripts` (`scripts/setup --dev` does it). Without them the tests

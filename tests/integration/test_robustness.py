@@ -100,7 +100,7 @@ def test_bad_bytes_before_connect(broker: Broker, subscriber: Paho, data: bytes)
 def test_unsupported_protocol_level_gets_connack_1(broker: Broker, subscriber: Paho):
     host, port, _ = broker
     with raw_client(host, port) as old:
-        old.send(packet(0x10, b"\x00\x04MQTT\x05\x02\x00\x3c\x00\x01x"))  # MQTT 5
+        old.send(packet(0x10, b"\x00\x04MQTT\x06\x02\x00\x3c\x00\x01x"))  # no such level
         first, body = old.read_packet()
         assert (first, body) == (0x20, b"\x00\x01")
         assert old.closed_by_peer()

@@ -49,6 +49,7 @@ from midge.protocol.packets import (
     Unsubscribe,
     Will,
 )
+from midge.protocol.properties import Properties
 
 # ------------------------------------------------------------------- helpers
 # These build wire bytes without the codec so the vectors stay independent of it.
@@ -341,8 +342,10 @@ def test_vector_decoded_by_decode_body(packet: Packet, wire: bytes) -> None:
 
 
 def test_every_packet_type_has_a_vector() -> None:
+    # AUTH is reserved below 5.0: test_codec5_vectors.py covers it (and every
+    # other type) at level 5, and checks that 3.1.1 refuses it.
     covered = {wire[0] >> 4 for _, _, wire in VECTORS}
-    assert covered == {int(t) for t in PacketType}
+    assert covered == {int(t) for t in PacketType} - {PacketType.AUTH}
 
 
 def test_all_vectors_in_one_stream() -> None:
@@ -832,7 +835,7 @@ def test_password_without_username_allowed_at_level_3() -> None:
 @pytest.mark.parametrize(
     ("name", "level"),
     [
-        pytest.param(b"MQTT", 5, id="MQTT-5"),
+        pytest.param(b"MQTT", 6, id="MQTT-6"),
         pytest.param(b"MQTT", 3, id="MQTT-3"),
         pytest.param(b"MQTT", 0, id="MQTT-0"),
         pytest.param(b"MQTT", 255, id="MQTT-255"),
@@ -851,20 +854,24 @@ def test_unsupported_protocol_level_decodes_for_connack_1(name: bytes, level: in
     assert packet.protocol_name == name.decode()
 
 
-def test_mqtt_5_connect_with_properties_decodes_for_connack_1() -> None:
-    # An MQTT 5.0 CONNECT: property length 3, Receive Maximum (0x21) = 20, client id "c".
-    # Its layout differs from 3.1.1, so the rest must not be parsed as 3.1.1.
+def test_mqtt_5_connect_is_decoded_with_its_properties() -> None:
+    # Level 5 is a supported level: its CONNECT is decoded in the 5.0 layout and the
+    # broker decides. Property length 3, Receive Maximum (0x21) = 20, client id "c".
     wire = b"\x10\x11\x00\x04MQTT\x05\x02\x00\x3c\x03\x21\x00\x14\x00\x01c"
-    [packet] = decode_all(wire)
-    assert isinstance(packet, Connect)
-    assert (packet.protocol_name, packet.protocol_level) == ("MQTT", 5)
+    assert decode_all(wire) == [
+        Connect("c", keep_alive=60, protocol_level=5, properties=Properties(receive_maximum=20))
+    ]
 
 
-def test_unsupported_level_with_v5_only_flags_still_decodes() -> None:
-    # Level 5 with flags that 3.1.1 forbids (reserved bit, password without user name).
-    [packet] = decode_all(_connect(0x43, b"\x00" + lp(b"c") + lp(b"pw"), level=5))
-    assert isinstance(packet, Connect)
-    assert packet.protocol_level == 5
+def test_mqtt_5_connect_allows_password_without_user_name() -> None:
+    # 5.0 drops [MQTT-3.1.2-22] (section 3.1.2.9); b"\x00" is the empty property block.
+    [packet] = decode_all(_connect(0x42, b"\x00" + lp(b"c") + lp(b"pw"), level=5))
+    assert packet == Connect("c", keep_alive=60, password=b"pw", protocol_level=5)
+
+
+def test_mqtt_5_connect_reserved_flag_is_malformed() -> None:
+    # [MQTT-3.1.2-3] holds in 5.0 too.
+    assert_rejected(_connect(0x43, b"\x00" + lp(b"c") + lp(b"pw"), level=5), MalformedPacket)
 
 
 # -------------------------------------------------------- UTF-8 in strings

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from midge.message import Message
+from midge.protocol.properties import Properties
 from midge.store.base import (
     Operation,
     OutboundAdded,
@@ -374,7 +375,24 @@ TOPICS = ("t", "t/1", "ü/日本", "$x")
 
 # The broker hands one Message object to every receiver of a delivery, which
 # SQLite stores once: drawing from a pool makes batches share objects too.
-POOL = [Message("t", b"shared", 1), Message("t/1", b"", 2, True), Message("$x", b"\x00", 0)]
+POOL = [
+    Message("t", b"shared", 1),
+    Message("t/1", b"", 2, True),
+    Message("$x", b"\x00", 0),
+    Message("t", b"5", 1, False, Properties(user_properties=(("b", "1"), ("a", "2"))), T),
+]
+
+# What a 5.0 publisher may attach to a message (MQTT 5.0 section 3.3.2.3); its
+# strings are UTF-8 without U+0000, as the decoder lets in [MQTT-1.5.4-2].
+mqtt_text = st.text(st.characters(blacklist_characters="\x00"), max_size=3)
+publish_properties = st.builds(
+    Properties,
+    payload_format_indicator=st.none() | st.integers(0, 1),
+    content_type=st.none() | mqtt_text,
+    response_topic=st.none() | st.sampled_from(TOPICS),
+    correlation_data=st.none() | st.binary(max_size=6),
+    user_properties=st.lists(st.tuples(mqtt_text, mqtt_text), max_size=3).map(tuple),
+)
 
 
 def messages(retain: Any = None) -> st.SearchStrategy[Message]:
@@ -384,6 +402,8 @@ def messages(retain: Any = None) -> st.SearchStrategy[Message]:
         st.binary(max_size=12) | st.just(b"\x00"),
         st.integers(0, 2),
         st.booleans() if retain is None else st.just(retain),
+        st.none() | publish_properties.filter(lambda p: not p.is_empty()),
+        st.none() | st.floats(0, 4e9, allow_nan=False),
     )
     return fresh if retain is not None else fresh | st.sampled_from(POOL)
 
@@ -393,11 +413,15 @@ seqs = st.integers(1, 6)
 packet_ids = st.integers(1, 4)
 awaiting = st.integers(1, 3)
 wall_times = st.none() | st.floats(0, 4e9, allow_nan=False)
+# 5.0 sessions' Session Expiry Interval; None for 3.1.1
+expiry_intervals = st.none() | st.sampled_from([1, 3600, 0xFFFF_FFFF])
+# A 3.1.1 QoS, or 5.0 subscription options packed (QoS, flags, identifier from bit 8)
+subscription_options = st.integers(0, 2) | st.integers(0, 268_435_455 << 8 | 0x3F)
 
 operations: st.SearchStrategy[Operation] = st.one_of(
-    st.builds(SessionSaved, client_ids, wall_times),
+    st.builds(SessionSaved, client_ids, wall_times, expiry_intervals),
     st.builds(SessionDeleted, client_ids),
-    st.builds(SubscriptionSet, client_ids, st.sampled_from(TOPICS), st.integers(0, 2)),
+    st.builds(SubscriptionSet, client_ids, st.sampled_from(TOPICS), subscription_options),
     st.builds(SubscriptionDeleted, client_ids, st.sampled_from(TOPICS)),
     st.builds(OutboundAdded, client_ids, seqs, messages(), st.none(), st.none()),
     st.builds(OutboundAdded, client_ids, seqs, messages(), packet_ids, awaiting),
@@ -436,6 +460,7 @@ def normalized(state: StoredState) -> tuple[dict[str, Any], dict[str, Message]]:
         {
             session.client_id: (
                 session.disconnected_at,
+                session.expiry_interval,
                 session.subscriptions,
                 session.outbound,
                 session.pending_releases,

@@ -25,18 +25,23 @@ from midge.broker.auth import Authenticator
 from midge.broker.authorizer import Authorizer, build_authorizer, load_acl
 from midge.broker.closing import CloseReason
 from midge.broker.config import BrokerConfig, ListenerConfig
+from midge.broker.connect import answer_connect
 from midge.broker.connection import Connection, State, Transport
 from midge.broker.delivery import Delivery
+from midge.broker.enhanced_auth import EnhancedAuth
 from midge.broker.flow import FlowControl
-from midge.broker.handlers import HANDLERS, answer_connect
+from midge.broker.handlers import HANDLERS
 from midge.broker.hooks import AuthHook, ask_authenticate, load_hook
+from midge.broker.mqtt5 import SESSION_NEVER_EXPIRES, disconnect_bytes, will_to_message
 from midge.broker.persistence import Committer, Persistence, restore_session
 from midge.broker.session import Session
+from midge.broker.shared import SHARE_PREFIX
 from midge.broker.stats import Stats
 from midge.broker.throttle import LoginThrottle
+from midge.broker.wills import DelayedWills
 from midge.message import Message
 from midge.protocol.errors import ProtocolError
-from midge.protocol.packets import Connect, ConnectReturnCode, Packet
+from midge.protocol.packets import Auth, Connect, ConnectReturnCode, Disconnect, Packet, Will
 from midge.store.base import (
     SessionDeleted,
     SessionSaved,
@@ -50,6 +55,9 @@ log = logging.getLogger("midge.broker")
 
 KEEP_ALIVE_GRACE = 1.5  # a client is gone after 1.5 x keep-alive of silence [MQTT-3.1.2-24]
 EXPIRY_CHECK_SECONDS = 60.0  # how often abandoned persistent sessions are looked for
+# Where the connect timeout still runs: no CONNACK 0 yet.
+_BEFORE_CONNACK = frozenset({State.AWAITING_CONNECT, State.AUTHENTICATING})
+MIN_EXPIRY_RECHECK = 0.01  # seconds: a session due right now is looked at again this soon
 
 
 class Broker:
@@ -71,6 +79,9 @@ class Broker:
         self.auth_hook: AuthHook | None = load_hook(config.auth_hook) if config.auth_hook else None
         # None without an ACL file and a hook: then the hot path checks only this.
         self.authorizer: Authorizer | None = build_authorizer(config, self.auth_hook)
+        self.enhanced_auth = EnhancedAuth(
+            config.scram_file, getattr(self.auth_hook, "start_auth", None)
+        )
         self.sessions: dict[str, Session] = {}
         self.connections: dict[str, Connection] = {}  # client id -> its live connection
         self.stats = Stats()
@@ -108,8 +119,10 @@ class Broker:
             self.authorizer,
             self.flow,
             self.close_connection,
+            wall_clock,
         )
         self.subscriptions = self.delivery.subscriptions
+        self.wills = DelayedWills(self._publish_will)
         self.retained = self.delivery.retained
         self._default_listener = config.effective_listeners()[0]
 
@@ -120,7 +133,7 @@ class Broker:
             session = restore_session(stored, now_wall)
             self.sessions[session.client_id] = session
             for topic_filter, qos in session.subscriptions.items():
-                self.subscriptions.add(topic_filter, session.client_id, qos)
+                self._index(topic_filter, session.client_id, qos)
         for message in state.retained:
             self.retained.set(message)
         self.expire_sessions(now_wall)
@@ -156,9 +169,13 @@ class Broker:
         return len(self._open)
 
     def handle_packet(self, connection: Connection, packet: Packet, now: float) -> None:
-        if connection.state is State.AWAITING_CONNECT:
+        state = connection.state
+        if state is State.AWAITING_CONNECT:
             if type(packet) is not Connect:
                 raise ProtocolError(f"first packet is {type(packet).__name__}, not CONNECT")
+        elif state is State.AUTHENTICATING and type(packet) is not Auth:
+            if type(packet) is not Disconnect:
+                raise ProtocolError(f"{type(packet).__name__} before authentication completed")
         elif type(packet) is Connect:
             raise ProtocolError("second CONNECT on one connection")  # [MQTT-3.1.0-2]
         HANDLERS[type(packet)](self, connection, packet, now)
@@ -170,13 +187,24 @@ class Broker:
         detail: str = "",
         publish_will: bool = True,
         flush: bool = False,
+        reason_code: int | None = None,
     ) -> None:
         """The one way a connection ends: socket, session, will, log line.
 
         With `flush` the bytes already sent (a refusing CONNACK) go out first;
         otherwise the socket is dropped at once, since waiting to flush to a
-        client that stopped reading could keep it open forever.
+        client that stopped reading could keep it open forever. A 5.0 client
+        is told why first, with a DISCONNECT carrying `reason_code` (default:
+        the reason's own), where the reason has one.
         """
+        if connection.mqtt5 is not None and connection.state is State.CONNECTED:
+            code = reason.reason_code if reason_code is None else reason_code
+            if code is not None:
+                # Say what went wrong only for the client's own mistakes: a
+                # bug's or another client's details are none of its business.
+                explained = reason is CloseReason.PROTOCOL_VIOLATION
+                connection.send_last(disconnect_bytes(code, detail if explained else ""))
+                flush = True
         if not connection.mark_closed():
             return
         self._open.pop(connection, None)
@@ -200,17 +228,40 @@ class Broker:
         if session is not None and self.connections.get(session.client_id) is connection:
             del self.connections[session.client_id]
             session.connected = False
+            if self.delivery.shared.count:
+                self.delivery.hand_over_shared(session, self.now)
             if session.persistent:
                 session.disconnected_at = self.wall_clock()
                 # Not a barrier: lost in a crash, the restart dates it itself.
                 self.persistence.record(
-                    SessionSaved(session.client_id, session.disconnected_at), barrier=False
+                    SessionSaved(
+                        session.client_id, session.disconnected_at, session.expiry_interval
+                    ),
+                    barrier=False,
                 )
+                interval = session.expiry_interval
+                if interval is not None and interval != SESSION_NEVER_EXPIRES:
+                    self._expire_within(interval)
             else:
                 self.discard_session(session)  # [MQTT-3.1.2-6]
         if will is not None and publish_will:
-            will_message = Message(will.topic, will.payload, will.qos, will.retain)
-            self.delivery.publish_from_client(will_message, connection, self.now)
+            self._will(connection, will, session)
+
+    def _will(self, connection: Connection, will: Will, session: Session | None) -> None:
+        """Publish a closed connection's will, or hold it for its Will Delay Interval
+        while the session lives on."""
+        message = will_to_message(will, self.wall_clock)
+        delay = will.properties.will_delay_interval if will.properties is not None else None
+        if delay and session is not None and self.sessions.get(session.client_id) is session:
+            due = self.now + delay
+            self.wills.hold(session.client_id, due, message, connection)
+            if self._wake_at is not None:
+                self._wake_at(due)
+            return
+        self.delivery.publish_from_client(message, connection, self.now)
+
+    def _publish_will(self, message: Message, origin: Connection) -> None:
+        self.delivery.publish_from_client(message, origin, self.now)
 
     def internal_error(self, connection: Connection, exc: Exception) -> None:
         """A bug surfaced while serving `connection`: it is closed, the broker goes on.
@@ -331,6 +382,7 @@ class Broker:
                 Authenticator.from_settings(config.password_file) if config.password_file else None
             )
             acl = load_acl(config.acl_file)
+            self.enhanced_auth.reload()
         except (OSError, ValueError) as exc:  # PasswordFileError and AclFileError are ValueErrors
             log.error("reload of authentication failed, keeping the previous rules: %s", exc)
             return False
@@ -343,16 +395,28 @@ class Broker:
 
     # --------------------------------------------------------------- sessions
 
-    def add_session(self, client_id: str, persistent: bool) -> Session:
-        session = self.sessions[client_id] = Session(client_id, persistent)
+    def add_session(
+        self, client_id: str, persistent: bool, expiry_interval: int | None = None
+    ) -> Session:
+        session = Session(client_id, persistent, expiry_interval)
+        self.sessions[client_id] = session
         if persistent:
-            self.persistence.record(SessionSaved(client_id))
+            self.persistence.record(SessionSaved(client_id, None, expiry_interval))
         return session
 
+    def set_persistent(self, session: Session, persistent: bool) -> None:
+        """A resumed 5.0 session's lifetime changed: it joins or leaves the store."""
+        session.persistent = persistent
+        if persistent:
+            self.persistence.record(SessionSaved(session.client_id, None, session.expiry_interval))
+        else:
+            self.persistence.record(SessionDeleted(session.client_id))
+
     def discard_session(self, session: Session) -> None:
+        self.wills.release(session.client_id)  # the session ends: a waiting will goes out
         if session.has_subscriptions():
             for topic_filter in session.subscriptions:
-                self.subscriptions.remove(topic_filter, session.client_id)
+                self._unindex(topic_filter, session.client_id)
         if self.authorizer is not None:
             self.authorizer.forget(session.client_id)
         if self.sessions.get(session.client_id) is session:
@@ -360,32 +424,66 @@ class Broker:
         if session.persistent:
             self.persistence.record(SessionDeleted(session.client_id))
 
-    def expire_sessions(self, now_wall: float) -> None:
-        """Delete persistent sessions offline longer than persistent_session_expiry."""
-        expiry = self.config.persistent_session_expiry
-        if not expiry:
-            return
+    def expire_sessions(self, now_wall: float) -> float:
+        """Delete offline sessions whose time is up: a 5.0 session after its own
+        Session Expiry Interval, a 3.1.1 one after persistent_session_expiry.
+        Returns the seconds until the next one is due (at most the check period)."""
+        default = self.config.persistent_session_expiry
+        soonest = EXPIRY_CHECK_SECONDS
         for session in list(self.sessions.values()):
             offline_since = session.disconnected_at
-            if (
-                not session.connected
-                and offline_since is not None
-                and now_wall - offline_since > expiry
-            ):
+            if session.connected or offline_since is None:
+                continue
+            interval = session.expiry_interval
+            expiry = default if interval is None else interval
+            if not expiry or expiry == SESSION_NEVER_EXPIRES:
+                continue
+            left = offline_since + expiry - now_wall
+            if left < 0:
                 log.info("session %r expired after %d s offline", session.client_id, expiry)
                 self.discard_session(session)
+            elif interval is not None:
+                # A 5.0 client chose the interval: keep it to the second, not to
+                # the next periodic check.
+                soonest = min(soonest, max(left, MIN_EXPIRY_RECHECK))
+        return soonest
 
-    def subscribe(self, session: Session, topic_filter: str, qos: int) -> None:
-        session.subscriptions[topic_filter] = qos
-        self.subscriptions.add(topic_filter, session.client_id, qos)
+    def _expire_within(self, seconds: float) -> None:
+        """Look for expired sessions again in `seconds` at the latest."""
+        due = self.now + seconds
+        if self._next_expiry_check is None or due < self._next_expiry_check:
+            self._next_expiry_check = due
+            if self._wake_at is not None:
+                self._wake_at(due)
+
+    def subscribe(self, session: Session, topic_filter: str, options: int) -> None:
+        """Add or replace one subscription; `options` as subscribing.py packs them."""
+        session.subscriptions[topic_filter] = options
+        self._index(topic_filter, session.client_id, options)
         if session.persistent:
-            self.persistence.record(SubscriptionSet(session.client_id, topic_filter, qos))
+            self.persistence.record(SubscriptionSet(session.client_id, topic_filter, options))
 
-    def unsubscribe(self, session: Session, topic_filter: str) -> None:
-        if session.subscriptions.pop(topic_filter, None) is not None:
-            self.subscriptions.remove(topic_filter, session.client_id)
-            if session.persistent:
-                self.persistence.record(SubscriptionDeleted(session.client_id, topic_filter))
+    def _index(self, topic_filter: str, client_id: str, options: int) -> None:
+        """Make a subscription findable: shared ones have an index of their own."""
+        if topic_filter.startswith(SHARE_PREFIX):
+            self.delivery.shared.add(topic_filter, client_id, options)
+        else:
+            self.subscriptions.add(topic_filter, client_id, options)
+
+    def _unindex(self, topic_filter: str, client_id: str) -> None:
+        if topic_filter.startswith(SHARE_PREFIX):
+            self.delivery.shared.remove(topic_filter, client_id)
+        else:
+            self.subscriptions.remove(topic_filter, client_id)
+
+    def unsubscribe(self, session: Session, topic_filter: str) -> bool:
+        """Remove one subscription; False if there was none."""
+        if session.subscriptions.pop(topic_filter, None) is None:
+            return False
+        self._unindex(topic_filter, session.client_id)
+        if session.persistent:
+            self.persistence.record(SubscriptionDeleted(session.client_id, topic_filter))
+        return True
 
     # ----------------------------------------------------------------- timers
 
@@ -412,6 +510,9 @@ class Broker:
             connect_deadline = awaiting[0].opened_at + self.config.connect_timeout
             if earliest is None or connect_deadline < earliest:
                 earliest = connect_deadline
+        will_due = self.wills.next_due() if len(self.wills) else None
+        if will_due is not None and (earliest is None or will_due < earliest):
+            earliest = will_due
         if earliest is not None and (expiry is None or earliest < expiry):
             return earliest
         return expiry
@@ -420,7 +521,7 @@ class Broker:
     def _drop_answered(awaiting: deque[Connection]) -> None:
         """Forget the oldest sockets of the CONNECT line that no longer wait for it
         (connected, closed, or throttled: a throttled CONNECT is answered at its turn)."""
-        while awaiting and awaiting[0].state is not State.AWAITING_CONNECT:
+        while awaiting and awaiting[0].state not in _BEFORE_CONNACK:
             awaiting.popleft()
 
     def handle_timer(self, now: float) -> None:
@@ -432,7 +533,7 @@ class Broker:
         connect_timeout = self.config.connect_timeout
         while awaiting and awaiting[0].opened_at + connect_timeout <= now:
             connection = awaiting.popleft()
-            if connection.state is State.AWAITING_CONNECT:
+            if connection.state in _BEFORE_CONNACK:
                 connection.guarded(partial(self._check_deadline, connection), now)
         timers = self._timers
         while timers and timers[0][0] <= now:
@@ -441,10 +542,12 @@ class Broker:
                 continue  # superseded by an earlier deadline, or already gone
             connection.timer_at = None
             connection.guarded(partial(self._check_deadline, connection), now)
+        if len(self.wills):
+            self.wills.publish_due(now)
         if self._next_expiry_check is None or now >= self._next_expiry_check:
             self._next_expiry_check = now + EXPIRY_CHECK_SECONDS
             try:
-                self.expire_sessions(self.wall_clock())
+                self._next_expiry_check = now + self.expire_sessions(self.wall_clock())
                 self.throttle.forget(now)
             except Exception:
                 log.exception("internal error in the periodic session expiry")
@@ -477,8 +580,9 @@ class Broker:
         if connection.state is State.THROTTLED:
             self._answer_deferred(connection, now)
             return
-        if connection.state is State.AWAITING_CONNECT:
-            # Its CONNECT deadline is kept by the line of waiting sockets, `_awaiting`.
+        if connection.state in _BEFORE_CONNACK:
+            # Its CONNECT deadline is kept by the line of waiting sockets, `_awaiting`:
+            # enhanced authentication must end within it too.
             if connection.opened_at + self.config.connect_timeout <= now:
                 self.close_connection(connection, CloseReason.CONNECT_TIMEOUT)
             return

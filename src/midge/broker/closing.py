@@ -24,6 +24,7 @@ class CloseReason(Enum):
     THROTTLED_INPUT = ("sent too much while its CONNECT waited", None)
     SHUTDOWN = ("broker shutting down", 0x8B)
     WEBSOCKET_ERROR = ("WebSocket protocol error", None)
+    AUTHENTICATION_FAILED = ("re-authentication failed", 0x87)
 
     def __init__(self, text: str, reason_code: int | None) -> None:
         self.text = text

@@ -22,6 +22,7 @@ DURABILITY_LEVELS = ("full", "normal", "memory")
 SLOW_CONSUMER_POLICIES = ("drop", "disconnect")
 TRANSPORTS = ("tcp", "tls", "ws", "wss")
 TLS_VERSIONS = ("1.2", "1.3")
+SHARED_POLICIES = ("round_robin", "random", "hash_client", "hash_topic")
 
 
 class ConfigError(ValueError):
@@ -130,6 +131,9 @@ class BrokerConfig:
     # a config without [[listeners]], on a loopback address (as Mosquitto 2).
     allow_anonymous: bool | None = None
     password_file: str = ""
+    # MQTT 5.0 enhanced authentication: SCRAM-SHA-256 against this credentials
+    # file (`midge passwd --scram` writes it); "": not offered.
+    scram_file: str = ""
     # Authorization: a Mosquitto-format ACL file (with one, whatever it does not
     # grant is denied), and a hook class "package.module:ClassName" asked first.
     acl_file: str = ""
@@ -163,6 +167,22 @@ class BrokerConfig:
     # packet id (the spec's method B); "on_release" stores the message and
     # forwards it at PUBREL (method A).
     qos2_delivery: str = "on_publish"
+    # MQTT 5.0 (docs/mqtt5.md). Topic aliases a client may set up on a connection
+    # (0: none); QoS 1/2 messages a client may have unacknowledged (its Receive
+    # Maximum; 65535 is the protocol's and is not announced); the longest
+    # Session Expiry Interval granted, 0: whatever the client asks.
+    max_topic_alias: int = 10
+    receive_maximum: int = 65535
+    max_session_expiry_interval: int = 0
+    # A PUBLISH whose Payload Format Indicator says UTF-8 is checked, and refused
+    # with reason code 0x99 when it is not.
+    validate_utf8_payloads: bool = True
+    # Response Information given to 5.0 clients that request it: a topic prefix
+    # they may use for responses ("" : none is given). "{client_id}" is replaced.
+    response_information: str = ""
+    # Which member of a shared subscription ($share/group/filter) gets a message:
+    # "round_robin", "random", "hash_client" (by publisher) or "hash_topic".
+    shared_subscription_policy: str = "round_robin"
 
     def validate(self) -> BrokerConfig:
         _check(0 <= self.port <= 65535, "port", "must be 0..65535")
@@ -207,8 +227,22 @@ class BrokerConfig:
             "qos2_delivery",
             f"must be one of {QOS2_DELIVERY_MODES}",
         )
+        _check(0 <= self.max_topic_alias <= 65535, "max_topic_alias", "must be 0..65535")
+        _check(1 <= self.receive_maximum <= 65535, "receive_maximum", "must be 1..65535")
+        _check(
+            self.shared_subscription_policy in SHARED_POLICIES,
+            "shared_subscription_policy",
+            f"must be one of {SHARED_POLICIES}",
+        )
+        _check(
+            0 <= self.max_session_expiry_interval <= 0xFFFF_FFFF,
+            "max_session_expiry_interval",
+            "must be 0..4294967295",
+        )
         if self.password_file:
             _check(Path(self.password_file).is_file(), "password_file", "file not found")
+        if self.scram_file:
+            _check(Path(self.scram_file).is_file(), "scram_file", "file not found")
         if self.acl_file:
             _check(Path(self.acl_file).is_file(), "acl_file", "file not found")
         if self.auth_hook:

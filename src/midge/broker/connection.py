@@ -34,9 +34,21 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from midge.broker.closing import CloseReason
+from midge.broker.enhanced_auth import PendingAuth
+from midge.broker.mqtt5 import Mqtt5Link
 from midge.protocol.codec import Decoder
 from midge.protocol.errors import MQTTError
-from midge.protocol.packets import Connect, Packet, PingReq, PubAck, PubComp, Publish, PubRec, Will
+from midge.protocol.packets import (
+    PROTOCOL_MQTT_5,
+    Connect,
+    Packet,
+    PingReq,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    Will,
+)
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
@@ -83,6 +95,9 @@ class State(Enum):
     # A CONNECT arrived from an address with failed logins: it waits for its
     # turn (`LoginThrottle`) and later packets wait in the decoder's buffer.
     THROTTLED = "throttled"
+    # A 5.0 CONNECT started enhanced authentication: only AUTH (or DISCONNECT)
+    # may come until the exchange ends in CONNACK.
+    AUTHENTICATING = "authenticating"
     CONNECTED = "connected"
     CLOSED = "closed"
 
@@ -94,8 +109,11 @@ class State(Enum):
 
 # Where each state may go; anything else is a bug, raised as one.
 TRANSITIONS: dict[State, frozenset[State]] = {
-    State.AWAITING_CONNECT: frozenset({State.THROTTLED, State.CONNECTED, State.CLOSED}),
+    State.AWAITING_CONNECT: frozenset(
+        {State.THROTTLED, State.AUTHENTICATING, State.CONNECTED, State.CLOSED}
+    ),
     State.THROTTLED: frozenset({State.AWAITING_CONNECT, State.CLOSED}),
+    State.AUTHENTICATING: frozenset({State.CONNECTED, State.CLOSED}),
     State.CONNECTED: frozenset({State.CLOSED}),
     State.CLOSED: frozenset(),
 }
@@ -110,6 +128,7 @@ class Connection:
     __slots__ = (
         "_held",
         "_peer",
+        "auth",
         "broker",
         "client_id",
         "decoder",
@@ -121,6 +140,7 @@ class Connection:
         "keep_alive",
         "last_activity",
         "listener",
+        "mqtt5",
         "opened_at",
         "outbox",
         "reading",
@@ -165,6 +185,8 @@ class Connection:
         self.keep_alive = 0
         self.will: Will | None = None
         self.session: Session | None = None
+        self.mqtt5: Mqtt5Link | None = None  # what a 5.0 client negotiated; None below 5.0
+        self.auth: PendingAuth | None = None  # an enhanced authentication under way
         # Set while the socket's buffer is above its high-water mark: the client
         # is not reading fast enough, so QoS 0 is dropped and QoS 1/2 waits.
         self.write_blocked = False
@@ -229,6 +251,13 @@ class Connection:
         self._move(State.THROTTLED)
         self.deferred_connect = (turn, packet)
 
+    def await_auth(self, pending: PendingAuth) -> None:
+        """Enhanced authentication goes on: the CONNECT waits for its end."""
+        if self.state is not State.AUTHENTICATING:
+            self._move(State.AUTHENTICATING)
+            self.decoder.version = PROTOCOL_MQTT_5  # AUTH exists in 5.0 only
+        self.auth = pending
+
     def take_turn(self) -> tuple[float, Connect]:
         """The throttled CONNECT, back to be answered now."""
         assert self.deferred_connect is not None
@@ -243,6 +272,8 @@ class Connection:
         self.session = session
         self.version = packet.protocol_level
         self.decoder.version = packet.protocol_level
+        if packet.protocol_level == PROTOCOL_MQTT_5:
+            self.mqtt5 = Mqtt5Link(packet)
         self.keep_alive = packet.keep_alive
         self.will = packet.will
         self.last_activity = now
@@ -265,7 +296,9 @@ class Connection:
         try:
             step(now)
         except MQTTError as exc:
-            broker.close_connection(self, CloseReason.PROTOCOL_VIOLATION, str(exc))
+            broker.close_connection(
+                self, CloseReason.PROTOCOL_VIOLATION, str(exc), reason_code=exc.reason_code
+            )
         except Exception as exc:
             # A bug must cost one connection, never the broker or other clients.
             broker.internal_error(self, exc)
@@ -391,6 +424,14 @@ class Connection:
             self.broker.mark_pending(self)
         else:
             outbox.append(data)
+
+    def send_last(self, data: bytes) -> None:
+        """The last bytes before closing (a 5.0 DISCONNECT): they wait for no
+        commit, since bytes still held for one are dropped with the connection."""
+        if self.outbox is None:
+            self.outbox = []
+            self.broker.mark_pending(self)
+        self.outbox.append(data)
 
     def take_released(self, data: list[bytes]) -> None:
         """Held bytes whose batch committed: they go out with the next flush."""

@@ -30,9 +30,13 @@ from midge.broker.flow import FlowControl
 from midge.broker.persistence import Persistence
 from midge.broker.router import RetainedStore, SubscriptionTrie
 from midge.broker.session import Awaiting, InflightMessage, Session
+from midge.broker.shared import SharedSubscriptions
 from midge.broker.stats import Stats
+from midge.broker.subscribing import QOS_BITS, subscription_id_of
+from midge.broker.variants import options_for, shared_copy, with_subscription_ids
 from midge.message import Message
 from midge.protocol.codec import PUBREL_HEADER, encode_ack, encode_publish
+from midge.protocol.reasons import ReasonCode
 from midge.store.base import (
     OutboundAdded,
     OutboundDeleted,
@@ -56,8 +60,10 @@ class Delivery:
         "persistence",
         "retained",
         "sessions",
+        "shared",
         "stats",
         "subscriptions",
+        "wall_clock",
     )
 
     def __init__(
@@ -70,6 +76,7 @@ class Delivery:
         authorizer: Authorizer | None,
         flow: FlowControl,
         disconnect: Callable[[Connection, CloseReason, str], None],
+        wall_clock: Callable[[], float],
     ) -> None:
         """`sessions` and `connections` are the broker's own tables, read here;
         `disconnect` closes a slow consumer under slow_consumer_policy "disconnect"."""
@@ -81,24 +88,31 @@ class Delivery:
         self.authorizer = authorizer
         self.flow = flow
         self.disconnect = disconnect
+        self.wall_clock = wall_clock  # message expiry is wall-clock time: it survives restarts
         self.subscriptions = SubscriptionTrie()
+        self.shared = SharedSubscriptions(config.shared_subscription_policy)
         self.retained = RetainedStore()
 
     # ------------------------------------------------------------ routing
 
-    def publish_from_client(self, message: Message, origin: Connection, now: float) -> None:
-        """Route a client's PUBLISH or will; `$SYS/...` belongs to the broker alone."""
+    def publish_from_client(self, message: Message, origin: Connection, now: float) -> int:
+        """Route a client's PUBLISH or will; `$SYS/...` belongs to the broker alone.
+        Returns the 5.0 reason code for the acknowledgement."""
         if message.topic.startswith(SYS_PREFIX):
             log.debug("ignoring message to %r from %s", message.topic, origin.name)
-            return
+            return ReasonCode.NOT_AUTHORIZED
         authorizer = self.authorizer
         if authorizer is not None and not authorizer.can_publish(origin, message.topic):
-            return  # acknowledged by the caller all the same, as Mosquitto does
-        self.publish(message, origin, now)
+            # 3.1.1 acknowledges it all the same, as Mosquitto does; 5.0 can say why.
+            return ReasonCode.NOT_AUTHORIZED
+        if self.publish(message, origin, now):
+            return ReasonCode.SUCCESS
+        return ReasonCode.NO_MATCHING_SUBSCRIBERS
 
-    def publish(self, message: Message, origin: Connection | None, now: float) -> None:
+    def publish(self, message: Message, origin: Connection | None, now: float) -> bool:
         """Route an application message to every matching session; `origin` is
-        the connection it came from (held back if a receiver is behind)."""
+        the connection it came from (held back if a receiver is behind).
+        False when no subscription matched."""
         self.stats.messages_received += 1
         if message.retain:
             self.retained.set(message)
@@ -106,8 +120,12 @@ class Delivery:
                 RetainedSet(message) if message.payload else RetainedDeleted(message.topic)
             )
         targets = self.subscriptions.match(message.topic)
+        shares = self.shared.match(message.topic) if self.shared.count else None
+        if shares:
+            for share_name in shares:
+                self.deliver_shared(share_name, message, origin, now)
         if not targets:
-            return
+            return bool(shares)
         if self.authorizer is not None:
             # Checked on the concrete topic, per receiver, as Mosquitto does.
             targets = self.authorizer.readers(message.topic, targets, self.connections)
@@ -116,12 +134,67 @@ class Delivery:
         # Forwards to existing subscribers carry retain 0 [MQTT-3.3.1-9].
         variants = [message.with_delivery(qos, False) for qos in range(message.qos + 1)]
         top = message.qos
-        for client_id, granted_qos in targets.items():
+        for client_id, options in targets.items():
             session = sessions.get(client_id)
             if session is None:
                 continue  # discarded while this loop ran (a slow consumer's will)
-            variant = variants[granted_qos if granted_qos < top else top]
+            if options > QOS_BITS:  # 5.0 subscription options: see options_for
+                variant = options_for(session, message, origin)
+                if variant is None:
+                    continue
+            else:
+                variant = variants[options if options < top else top]
             self.deliver(session, variant, origin, now)
+        return True
+
+    def deliver_shared(
+        self,
+        share_name: str,
+        message: Message,
+        origin: Connection | None,
+        now: float,
+        excluded: str = "",
+    ) -> bool:
+        """Give `message` to one member of a shared subscription (not `excluded`)."""
+        publisher = origin.client_id if origin is not None else ""
+        connections = self.connections
+        chosen = self.shared.pick(
+            share_name, message.topic, publisher, connections.__contains__, excluded
+        )
+        if chosen is None:
+            return False
+        client_id, options = chosen
+        session = self.sessions.get(client_id)
+        if session is None:
+            return False
+        authorizer = self.authorizer
+        connection = connections.get(client_id)
+        if (
+            authorizer is not None
+            and connection is not None
+            and not authorizer.can_receive(connection, message.topic)
+        ):
+            return False
+        self.deliver(session, shared_copy(message, options, share_name), origin, now)
+        return True
+
+    def hand_over_shared(self, session: Session, now: float) -> None:
+        """A member's connection ended: its unacknowledged messages of shared
+        subscriptions go to other members (section 4.8.2)."""
+        for entry in list(session.inflight.values()):
+            message = entry.message
+            if message.share is None or entry.awaiting is Awaiting.PUBCOMP:
+                continue  # after PUBREC the member has it: the flow just ends
+            if self.deliver_shared(message.share, message, None, now, session.client_id):
+                del session.inflight[entry.packet_id]
+                if session.persistent:
+                    self.persistence.record(OutboundDeleted(session.client_id, entry.seq))
+        for seq, message in session.take_shared():
+            assert message.share is not None
+            if session.persistent:
+                self.persistence.record(OutboundDeleted(session.client_id, seq))
+            if not self.deliver_shared(message.share, message, None, now, session.client_id):
+                self._enqueue(session, message)  # nobody else: it stays here
 
     def deliver(
         self, session: Session, message: Message, origin: Connection | None, now: float
@@ -139,18 +212,20 @@ class Delivery:
         elif (
             session.queue
             or connection.write_blocked
-            or len(session.inflight) >= self.config.max_inflight_messages
+            or len(session.inflight) >= self._window(connection)
         ):
             self._queue_online(session, connection, message, origin, now)
         else:
             self._send_inflight(session, connection, message, None, now)
 
     def deliver_retained(
-        self, session: Session, topic_filter: str, granted_qos: int, now: float
+        self, session: Session, topic_filter: str, options: int, now: float
     ) -> None:
         """Retained messages for a new subscription, with the retain flag [MQTT-3.3.1-6]."""
         authorizer = self.authorizer
         connection = self.connections.get(session.client_id)
+        subscription_id = subscription_id_of(options)
+        wall_now = self.wall_clock()
         for message in self.retained.match(topic_filter):
             if (
                 authorizer is not None
@@ -158,8 +233,13 @@ class Delivery:
                 and not authorizer.can_receive(connection, message.topic)
             ):
                 continue
-            qos = min(granted_qos, message.qos)
-            self.deliver(session, message.with_delivery(qos, True), None, now)
+            if message.expired(wall_now):
+                continue  # never delivered from the retained store [MQTT-3.3.2-5]
+            qos = min(options & QOS_BITS, message.qos)
+            delivered = message.with_delivery(qos, True)
+            if subscription_id:
+                delivered = with_subscription_ids(delivered, (subscription_id,))
+            self.deliver(session, delivered, None, now)
 
     # ------------------------------------------------------------- queues
 
@@ -245,6 +325,14 @@ class Delivery:
     ) -> None:
         """Send a QoS 1/2 message; `seq` is None for one the store has not seen yet."""
         packet_id = session.allocate_packet_id()
+        link = connection.mqtt5
+        data = None  # 3.1.1: `_write_publish` encodes it (once for all receivers)
+        if link is not None:
+            data = link.publish_bytes(message, packet_id, False, self.wall_clock())
+            if data is None:
+                # Too large for this client: as if sent and acknowledged [MQTT-3.1.2-25].
+                self._count_too_large(session, seq)
+                return
         awaiting = Awaiting.PUBACK if message.qos == 1 else Awaiting.PUBREC
         if seq is None:
             seq = session.next_seq()
@@ -264,7 +352,12 @@ class Delivery:
         # QoS 1 goes out before its row commits: if the client acknowledges
         # first, the store never writes the row (store/changes.py). QoS 2
         # must wait: a crash would make the publisher's re-send a second copy.
-        self._write_publish(connection, message, packet_id, durable=message.qos != 1)
+        durable = message.qos != 1
+        if data is None:
+            self._write_publish(connection, message, packet_id, durable=durable)
+        else:
+            self.stats.messages_sent += 1
+            connection.send(data, durable)
 
     def acknowledged(
         self, connection: Connection, session: Session, entry: InflightMessage, now: float
@@ -295,6 +388,15 @@ class Delivery:
         dup: bool = False,
         durable: bool = True,
     ) -> None:
+        link = connection.mqtt5
+        if link is not None:
+            data = link.publish_bytes(message, packet_id, dup, self.wall_clock())
+            if data is None:
+                self.stats.dropped_too_large += 1
+                return
+            self.stats.messages_sent += 1
+            connection.send(data, durable)
+            return
         self.stats.messages_sent += 1
         if dup:
             connection.send(
@@ -310,7 +412,7 @@ class Delivery:
         session = connection.session
         if session is None:
             return
-        window = self.config.max_inflight_messages
+        window = self._window(connection)
         queue = session.queue
         authorizer = self.authorizer
         sent = False
@@ -319,6 +421,11 @@ class Delivery:
                 break
             seq, message = session.dequeue()
             sent = True
+            if message.expires_at is not None and message.expired(self.wall_clock()):
+                # Expired while it waited: never delivered [MQTT-3.3.2-5].
+                if session.persistent:
+                    self.persistence.record(OutboundDeleted(session.client_id, seq))
+                continue
             if authorizer is not None and not authorizer.can_receive(connection, message.topic):
                 # Queued under other rules, or for a user name unknown then: checked now.
                 if session.persistent:
@@ -333,6 +440,20 @@ class Delivery:
                 self._write_publish(connection, message, None)
         if sent and connection.feeders is not None:
             self.flow.dequeued(connection, session)
+
+    def _window(self, connection: Connection) -> int:
+        """QoS 1/2 messages that may be unacknowledged: ours, or the 5.0 client's
+        Receive Maximum if smaller [MQTT-3.3.4-9]."""
+        window = self.config.max_inflight_messages
+        link = connection.mqtt5
+        if link is not None and link.receive_maximum < window:
+            return link.receive_maximum
+        return window
+
+    def _count_too_large(self, session: Session, seq: int | None) -> None:
+        self.stats.dropped_too_large += 1
+        if seq is not None and session.persistent:
+            self.persistence.record(OutboundDeleted(session.client_id, seq))
 
     def resend_inflight(self, session: Session, connection: Connection, now: float) -> None:
         """On a resumed session, repeat every unacknowledged PUBLISH (DUP) and PUBREL."""

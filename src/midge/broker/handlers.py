@@ -11,8 +11,13 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from midge.broker.authenticating import handle_auth
 from midge.broker.closing import CloseReason
+from midge.broker.connect import handle_connect
+from midge.broker.limits import beyond_topic_limits
+from midge.broker.mqtt5 import Mqtt5Link, message_properties
 from midge.broker.session import Awaiting, Session
+from midge.broker.subscribing import handle_subscribe, handle_unsubscribe
 from midge.message import Message
 from midge.protocol.codec import (
     PUBACK_HEADER,
@@ -21,18 +26,12 @@ from midge.protocol.codec import (
     PUBREL_HEADER,
     encode,
     encode_ack,
-    encode_connack,
-    encode_suback,
 )
-from midge.protocol.errors import ProtocolError
+from midge.protocol.errors import PayloadFormatInvalid, ProtocolError, ReceiveMaximumExceeded
 from midge.protocol.packets import (
-    PROTOCOL_MQTT_3_1_1,
-    PROTOCOL_MQTT_5,
-    SUBACK_FAILURE,
-    SUPPORTED_PROTOCOLS,
+    Auth,
     ConnAck,
     Connect,
-    ConnectReturnCode,
     Disconnect,
     Packet,
     PingReq,
@@ -47,8 +46,8 @@ from midge.protocol.packets import (
     UnsubAck,
     Unsubscribe,
 )
-from midge.protocol.topics import is_valid_topic_filter
-from midge.store.base import ReleaseDone, ReleasePending, SessionSaved
+from midge.protocol.reasons import ReasonCode
+from midge.store.base import ReleaseDone, ReleasePending, SessionDeleted, SessionSaved
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
@@ -65,180 +64,16 @@ def _session(connection: Connection) -> Session:
     return session
 
 
-# ----------------------------------------------------------------- CONNECT
-
-
-def handle_connect(broker: Broker, connection: Connection, packet: Connect, now: float) -> None:
-    will = packet.will
-    if will is not None and _beyond_topic_limits(broker, will.topic):
-        # A will is a PUBLISH made later: the same limits (Mosquitto closes too).
-        raise ProtocolError(
-            f"will topic beyond max_topic_length / max_topic_levels: {will.topic[:64]!r}..."
-        )
-    # After failed logins from this address, answers wait their turn; with
-    # no failed login on record (the usual case) every turn is now.
-    throttle = broker.throttle
-    turn = throttle.turn(connection.address, now) if len(throttle) else now
-    if turn is None:
-        # So many CONNECTs already wait that this one's turn is past the
-        # longest delay: refused unchecked, so parallel guessing gains nothing.
-        connection.send(encode_connack(ConnectReturnCode.SERVER_UNAVAILABLE, False, 0))
-        broker.close_connection(
-            connection,
-            CloseReason.CONNECT_REFUSED,
-            f"too many CONNECTs waiting after failed logins from {connection.address}",
-            publish_will=False,
-            flush=True,
-        )
-        return
-    if turn > now:
-        broker.defer_connect(connection, packet, now, turn)
-        return
-    answer_connect(broker, connection, packet, now)
-
-
-_LOGIN_FAILURES = (ConnectReturnCode.BAD_USERNAME_OR_PASSWORD, ConnectReturnCode.NOT_AUTHORIZED)
-
-
-def answer_connect(broker: Broker, connection: Connection, packet: Connect, now: float) -> None:
-    """Accept or refuse a CONNECT whose turn has come."""
-    code = _refusal(broker, connection, packet)
-    throttle = broker.throttle
-    if code in _LOGIN_FAILURES:
-        throttle.failed(connection.address, now)
-    elif code is None and len(throttle):
-        throttle.succeeded(connection.address)
-    if code is not None:
-        # A refusal reads the same in 3.1 and 3.1.1.
-        connection.send(encode_connack(code, False, connection.version))
-        broker.close_connection(
-            connection,
-            CloseReason.CONNECT_REFUSED,
-            _refusal_detail(code, packet),
-            publish_will=False,
-            flush=True,
-        )
-        return
-    client_id = packet.client_id or broker.new_client_id()
-    previous = broker.connections.get(client_id)
-    if previous is not None:
-        # One connection per client id: the newcomer takes over [MQTT-3.1.4-2].
-        broker.close_connection(previous, CloseReason.TAKEN_OVER)
-    session = broker.sessions.get(client_id)
-    if session is not None and (packet.clean_session or not session.persistent):
-        broker.discard_session(session)  # clean session discards the old one [MQTT-3.1.2-6]
-        session = None
-    present = session is not None
-    if session is None:
-        session = broker.add_session(client_id, persistent=not packet.clean_session)
-    elif session.disconnected_at is not None:
-        session.disconnected_at = None
-        broker.persistence.record(SessionSaved(client_id))
-    _attach(broker, connection, packet, session, client_id, now)
-    # Session present is 1 only when a stored session resumes [MQTT-3.2.2-1/2/3].
-    connection.send(encode_connack(ConnectReturnCode.ACCEPTED, present, connection.version))
-    if log.isEnabledFor(logging.INFO):  # the arguments cost more than the check
-        log.info(
-            "client %r connected from %s over %s (MQTT level %d, clean session %d, "
-            "keep-alive %d s)",
-            client_id,
-            connection.peer,
-            connection.listener.label,
-            packet.protocol_level,
-            packet.clean_session,
-            packet.keep_alive,
-        )
-    if present:
-        broker.delivery.end_drop_episode(session)
-        broker.delivery.resend_inflight(session, connection, now)  # [MQTT-4.4.0-1]
-        broker.delivery.resume(connection, now)
-
-
-def _refusal_detail(code: ConnectReturnCode, packet: Connect) -> str:
-    """What the log says of a refused CONNECT."""
-    if code is ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION:
-        # The rest of a CONNECT of another level is not parsed: no client id to name.
-        level = packet.protocol_level
-        name = " (MQTT 5.0)" if level == PROTOCOL_MQTT_5 else ""
-        return (
-            f"{code.name}: protocol {packet.protocol_name!r} level {level}{name} is not supported"
-        )
-    return f"{code.name} (client id {packet.client_id!r})"
-
-
-def _refusal(broker: Broker, connection: Connection, packet: Connect) -> ConnectReturnCode | None:
-    """The CONNACK code refusing this CONNECT, or None to accept it."""
-    if SUPPORTED_PROTOCOLS.get(packet.protocol_name) != packet.protocol_level:
-        return ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION  # [MQTT-3.1.2-2]
-    if not _client_id_acceptable(broker, packet):
-        return ConnectReturnCode.IDENTIFIER_REJECTED
-    max_keepalive = broker.config.max_keepalive
-    if max_keepalive and not 0 < packet.keep_alive <= max_keepalive:
-        # 3.1.1 cannot name the allowed value; Mosquitto refuses the same way.
-        log.info(
-            "%s: keep-alive %d s is not within max_keepalive %d s",
-            connection.name,
-            packet.keep_alive,
-            max_keepalive,
-        )
-        return ConnectReturnCode.IDENTIFIER_REJECTED
-    config = broker.config
-    if (
-        config.max_connections
-        and len(broker.connections) >= config.max_connections
-        and packet.client_id not in broker.connections
-    ):
-        return ConnectReturnCode.SERVER_UNAVAILABLE
-    listener = connection.listener
-    if listener.use_identity_as_username:
-        # The TLS handshake verified the certificate: it is the login (as in Mosquitto).
-        if connection.tls_identity is None:
-            return ConnectReturnCode.NOT_AUTHORIZED
-        return None
-    allow_anonymous = config.anonymous_allowed(listener)
-    code = broker.authenticate(connection, packet, allow_anonymous)
-    return None if code is ConnectReturnCode.ACCEPTED else code
-
-
-def _client_id_acceptable(broker: Broker, packet: Connect) -> bool:
-    client_id = packet.client_id
-    if not client_id:
-        # 3.1 requires an id; 3.1.1 assigns one, but only for a clean session
-        # [MQTT-3.1.3-7, 3.1.3-8].
-        return packet.protocol_level >= PROTOCOL_MQTT_3_1_1 and packet.clean_session
-    if broker.config.strict_client_id:
-        return len(client_id) <= 23 and client_id.isascii() and client_id.isalnum()
-    return True
-
-
-def _attach(
-    broker: Broker,
-    connection: Connection,
-    packet: Connect,
-    session: Session,
-    client_id: str,
-    now: float,
-) -> None:
-    if connection.listener.use_identity_as_username:
-        connection.username = connection.tls_identity
-    else:
-        connection.username = packet.username
-    connection.attach(client_id, session, packet, now)
-    session.connected = True
-    broker.connections[client_id] = connection
-    if broker.authorizer is not None:
-        # Who the session belongs to from now on, also while it is offline.
-        broker.authorizer.identify(client_id, connection.username)
-    if packet.keep_alive:
-        broker.schedule_timer(connection, now + 1.5 * packet.keep_alive)
-
-
 # ----------------------------------------------------------------- PUBLISH
 
 
 def handle_publish(broker: Broker, connection: Connection, packet: Publish, now: float) -> None:
+    link = connection.mqtt5
+    if link is not None:
+        _publish5(broker, connection, link, packet, now)
+        return
     topic = packet.topic
-    if _beyond_topic_limits(broker, topic):
+    if beyond_topic_limits(broker.config, topic):
         raise ProtocolError(f"topic beyond max_topic_length / max_topic_levels: {topic[:64]!r}...")
     message = Message(topic, packet.payload, packet.qos, packet.retain)
     if packet.head is not None:
@@ -251,33 +86,116 @@ def handle_publish(broker: Broker, connection: Connection, packet: Publish, now:
         delivery.publish_from_client(message, connection, now)
         connection.send(encode_ack(PUBACK_HEADER, packet.packet_id or 0))
     else:
-        packet_id = packet.packet_id or 0
+        _accept_qos2(broker, connection, message, packet.packet_id or 0, now)
+        connection.send(encode_ack(PUBREC_HEADER, packet.packet_id or 0))
+
+
+def _publish5(
+    broker: Broker, connection: Connection, link: Mqtt5Link, packet: Publish, now: float
+) -> None:
+    """A 5.0 PUBLISH: its topic alias resolved, its properties checked and kept,
+    and an acknowledgement that says what became of it."""
+    config = broker.config
+    properties = packet.properties
+    alias = properties.topic_alias if properties is not None else None
+    topic = link.resolve_alias(packet.topic, alias, config.max_topic_alias)
+    if beyond_topic_limits(config, topic):
+        raise ProtocolError(f"topic beyond max_topic_length / max_topic_levels: {topic[:64]!r}...")
+    qos = packet.qos
+    packet_id = packet.packet_id or 0
+    expires_at = None
+    if properties is not None:
+        if properties.subscription_identifiers:
+            raise ProtocolError("a client PUBLISH carries a Subscription Identifier")  # 3.3.4-6
+        if not _payload_format_valid(
+            config.validate_utf8_payloads, properties.payload_format_indicator, packet.payload
+        ):
+            if qos == 0:
+                raise PayloadFormatInvalid("payload is not the UTF-8 its format indicator says")
+            header = PUBACK_HEADER if qos == 1 else PUBREC_HEADER
+            connection.send(_ack5(header, packet_id, ReasonCode.PAYLOAD_FORMAT_INVALID))
+            return
+        interval = properties.message_expiry_interval
+        if interval is not None:
+            expires_at = broker.wall_clock() + interval
+    message = Message(
+        topic, packet.payload, qos, packet.retain, message_properties(properties), expires_at
+    )
+    delivery = broker.delivery
+    if qos == 0:
+        delivery.publish_from_client(message, connection, now)
+    elif qos == 1:
+        code = delivery.publish_from_client(message, connection, now)
+        connection.send(_ack5(PUBACK_HEADER, packet_id, code))
+    else:
         session = _session(connection)
-        pending = session.pending_releases
-        # A repeated PUBLISH before PUBREL is the same message: forward it once.
-        if packet_id not in pending:
-            held = message if broker.config.qos2_delivery == "on_release" else None
-            # Method A keeps the message until PUBREL; method B forwards it now
-            # and keeps only the id.
-            pending[packet_id] = held
-            if session.persistent:
-                broker.persistence.record(ReleasePending(session.client_id, packet_id, held))
-            if held is None:
-                delivery.publish_from_client(message, connection, now)
-        connection.send(encode_ack(PUBREC_HEADER, packet_id))
+        if (
+            packet_id not in session.pending_releases
+            and len(session.pending_releases) >= config.receive_maximum
+        ):
+            raise ReceiveMaximumExceeded(
+                f"more than receive_maximum {config.receive_maximum} QoS 2 messages unreleased"
+            )
+        code = _accept_qos2(broker, connection, message, packet_id, now)
+        connection.send(_ack5(PUBREC_HEADER, packet_id, code))
+
+
+def _payload_format_valid(check: bool, indicator: int | None, payload: bytes) -> bool:
+    """A payload its sender marked as UTF-8 must be [MQTT-3.3.2-4 (5.0)]."""
+    if indicator != 1 or not check:
+        return True
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _accept_qos2(
+    broker: Broker, connection: Connection, message: Message, packet_id: int, now: float
+) -> int:
+    """Remember an inbound QoS 2 packet id until PUBREL; the reason code for PUBREC."""
+    session = _session(connection)
+    pending = session.pending_releases
+    # A repeated PUBLISH before PUBREL is the same message: forward it once.
+    if packet_id in pending:
+        return ReasonCode.SUCCESS
+    held = message if broker.config.qos2_delivery == "on_release" else None
+    # Method A keeps the message until PUBREL; method B forwards it now and
+    # keeps only the id.
+    code: int = ReasonCode.SUCCESS
+    if held is None:
+        code = broker.delivery.publish_from_client(message, connection, now)
+        if code >= ReasonCode.UNSPECIFIED_ERROR:
+            return code  # refused: the flow ends with this PUBREC [MQTT-4.3.3-?]
+    pending[packet_id] = held
+    if session.persistent:
+        broker.persistence.record(ReleasePending(session.client_id, packet_id, held))
+    return code
+
+
+def _ack5(header: bytes, packet_id: int, code: int) -> bytes:
+    """A 5.0 PUBACK / PUBREC / PUBREL / PUBCOMP: the 3.1.1 bytes when it is a
+    success (the short form [MQTT-3.4.2-?]), else with its reason code."""
+    if not code:
+        return encode_ack(header, packet_id)
+    return bytes((header[0], 3)) + packet_id.to_bytes(2, "big") + bytes((code,))
 
 
 def handle_pubrel(broker: Broker, connection: Connection, packet: PubRel, now: float) -> None:
     session = _session(connection)
     pending = session.pending_releases
+    code: int = ReasonCode.SUCCESS
     if packet.packet_id in pending:
         message = pending.pop(packet.packet_id)
         if session.persistent:
             broker.persistence.record(ReleaseDone(session.client_id, packet.packet_id))
         if message is not None:
             broker.delivery.publish_from_client(message, connection, now)
+    elif connection.mqtt5 is not None:
+        code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
     # PUBCOMP even for an unknown id, so a retrying client can finish (section 4.3.3).
-    connection.send(encode_ack(PUBCOMP_HEADER, packet.packet_id))
+    connection.send(_ack5(PUBCOMP_HEADER, packet.packet_id, code))
 
 
 # ------------------------------------------------- acknowledgements of ours
@@ -308,71 +226,18 @@ def handle_pubrec(broker: Broker, connection: Connection, packet: PubRec, now: f
     if entry is not None:
         if entry.awaiting is Awaiting.PUBACK:
             raise ProtocolError(f"PUBREC for QoS 1 message {packet.packet_id}")
+        if packet.reason_code >= ReasonCode.UNSPECIFIED_ERROR:
+            # A 5.0 client refused the message: its flow ends here, no PUBREL
+            # [MQTT-4.3.3-?]; the packet id is free again.
+            if entry.awaiting is Awaiting.PUBREC:
+                broker.delivery.acknowledged(connection, session, entry, now)
+            return
         broker.delivery.received(connection, session, entry, now)
-    # PUBREL even for an unknown id: the client believes the message is in flight.
-    connection.send(encode_ack(PUBREL_HEADER, packet.packet_id))
-
-
-# --------------------------------------------------------------- SUBSCRIBE
-
-
-def handle_subscribe(broker: Broker, connection: Connection, packet: Subscribe, now: float) -> None:
-    session = _session(connection)
-    codes: list[int] = []  # one return code per filter, in order [MQTT-3.8.4-1, 3.8.4-5]
-    granted = []
-    authorizer = broker.authorizer
-    config = broker.config
-    max_length, max_levels = config.max_topic_length, config.max_topic_levels
-    for subscription in packet.subscriptions:
-        topic_filter = subscription.topic_filter
-        if not is_valid_topic_filter(topic_filter):
-            log.info("%s: refusing invalid topic filter %r", connection.name, topic_filter)
-            codes.append(SUBACK_FAILURE)
-            continue
-        if _beyond_limits(topic_filter, max_length, max_levels):
-            log.info(
-                "%s: refusing topic filter beyond max_topic_length / max_topic_levels: %r...",
-                connection.name,
-                topic_filter[:64],
-            )
-            codes.append(SUBACK_FAILURE)
-            continue
-        if authorizer is not None and not authorizer.can_subscribe(connection, topic_filter):
-            log.info("%s: subscription to %r not authorized", connection.name, topic_filter)
-            codes.append(SUBACK_FAILURE)
-            continue
-        # The same filter again replaces the old subscription [MQTT-3.8.4-3].
-        qos = subscription.qos
-        broker.subscribe(session, topic_filter, qos)
-        codes.append(qos)
-        granted.append(subscription)
-    connection.send(encode_suback(packet.packet_id, bytes(codes)))
-    if broker.retained.count:  # nothing retained: nothing to look up per filter
-        for subscription in granted:
-            broker.delivery.deliver_retained(
-                session, subscription.topic_filter, subscription.qos, now
-            )
-
-
-def _beyond_topic_limits(broker: Broker, topic: str) -> bool:
-    config = broker.config
-    return _beyond_limits(topic, config.max_topic_length, config.max_topic_levels)
-
-
-def _beyond_limits(topic: str, max_length: int, max_levels: int) -> bool:
-    length = len(topic)
-    # A topic of L characters has at most L + 1 levels: count only long ones.
-    return length > max_length or (length >= max_levels and topic.count("/") >= max_levels)
-
-
-def handle_unsubscribe(
-    broker: Broker, connection: Connection, packet: Unsubscribe, now: float
-) -> None:
-    session = _session(connection)
-    for topic_filter in packet.topic_filters:
-        broker.unsubscribe(session, topic_filter)
-    # UNSUBACK even when nothing matched [MQTT-3.10.4-5].
-    connection.send(encode(UnsubAck(packet.packet_id)))
+        code: int = ReasonCode.SUCCESS
+    else:
+        # PUBREL even for an unknown id: the client believes the message is in flight.
+        code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND if connection.mqtt5 else ReasonCode.SUCCESS
+    connection.send(_ack5(PUBREL_HEADER, packet.packet_id, code))
 
 
 # ----------------------------------------------------------- the rest
@@ -385,10 +250,37 @@ def handle_pingreq(broker: Broker, connection: Connection, packet: PingReq, now:
 def handle_disconnect(
     broker: Broker, connection: Connection, packet: Disconnect, now: float
 ) -> None:
-    # A clean DISCONNECT discards the will [MQTT-3.14.4-3].
+    link = connection.mqtt5
+    if link is not None:
+        _session_expiry_at_disconnect(broker, connection, link, packet)
+    # A clean DISCONNECT discards the will [MQTT-3.14.4-3], unless a 5.0
+    # client asks for it (0x04, Disconnect with Will Message).
+    with_will = packet.reason_code == ReasonCode.DISCONNECT_WITH_WILL_MESSAGE
     broker.close_connection(
-        connection, CloseReason.CLIENT_DISCONNECT, publish_will=False, flush=True
+        connection, CloseReason.CLIENT_DISCONNECT, publish_will=with_will, flush=True
     )
+
+
+def _session_expiry_at_disconnect(
+    broker: Broker, connection: Connection, link: Mqtt5Link, packet: Disconnect
+) -> None:
+    """A 5.0 DISCONNECT may change the Session Expiry Interval, but not from 0:
+    a session that was to end cannot be revived here [MQTT-3.14.2-2]."""
+    properties = packet.properties
+    interval = properties.session_expiry_interval if properties is not None else None
+    if interval is None:
+        return
+    if link.session_expiry_interval == 0 and interval:
+        raise ProtocolError("DISCONNECT sets a Session Expiry Interval after CONNECT's 0")
+    cap = broker.config.max_session_expiry_interval
+    interval = min(interval, cap) if cap else interval
+    session = _session(connection)
+    session.expiry_interval = interval
+    if not interval and session.persistent:
+        session.persistent = False  # it ends with this connection, and leaves the store
+        broker.persistence.record(SessionDeleted(session.client_id))
+    elif session.persistent:
+        broker.persistence.record(SessionSaved(session.client_id, None, interval))
 
 
 def reject_server_packet(
@@ -408,6 +300,7 @@ HANDLERS: dict[type, Callable[[Broker, Connection, Any, float], None]] = {
     Unsubscribe: handle_unsubscribe,
     PingReq: handle_pingreq,
     Disconnect: handle_disconnect,
+    Auth: handle_auth,
     ConnAck: reject_server_packet,
     SubAck: reject_server_packet,
     UnsubAck: reject_server_packet,

@@ -13,6 +13,10 @@ password file, `allow_anonymous` and the ACL file decide, as without a hook).
   (topic name), "subscribe" (topic filter) or "read" (a message on a topic
   name is about to be delivered to this client).
 
+- optionally `start_auth(method, client_id, username, peer)` for MQTT 5.0
+  enhanced authentication: an exchange object for `method`, or None for a
+  method the hook does not handle (see enhanced_auth.py).
+
 Hooks run synchronously on the broker's event loop: they must not block
 (no network or disk per call; load what they need in `__init__`). Answers to
 "publish" and "read" are cached per client and topic until the client

@@ -126,7 +126,7 @@ class Persistence:
 
 def restore_session(stored: StoredSession, now_wall: float) -> Session:
     """A persistent session as the store kept it: offline, with its messages in order."""
-    session = Session(stored.client_id, persistent=True)
+    session = Session(stored.client_id, persistent=True, expiry_interval=stored.expiry_interval)
     # A session that was online when the broker stopped went offline then.
     offline_since = stored.disconnected_at
     session.disconnected_at = now_wall if offline_since is None else offline_since

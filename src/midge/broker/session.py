@@ -48,13 +48,21 @@ class Session:
         "disconnected_at",
         "dropped_messages",
         "dropping",
+        "expiry_interval",
         "persistent",
         "queued_bytes",
     )
 
-    def __init__(self, client_id: str, persistent: bool) -> None:
+    def __init__(
+        self, client_id: str, persistent: bool, expiry_interval: int | None = None
+    ) -> None:
         self.client_id = client_id
+        # Whether it outlives its connection: clean session 0 (3.1.1), or a
+        # Session Expiry Interval above 0 (5.0).
         self.persistent = persistent
+        # A 5.0 session's Session Expiry Interval in seconds (0xFFFFFFFF: never);
+        # None for 3.1.1 sessions, which expire after persistent_session_expiry.
+        self.expiry_interval = expiry_interval
         self.connected = False
         # The containers below are made on first use (None until then): most
         # sessions of idle clients never need them, and an empty deque alone
@@ -147,6 +155,18 @@ class Session:
         seq, message = self.queue.popleft()
         self.queued_bytes -= message.size
         return seq, message
+
+    def take_shared(self) -> list[tuple[int, Message]]:
+        """Remove and return the queued messages sent through a shared subscription."""
+        queue = self._queue
+        if not queue or all(message.share is None for _, message in queue):
+            return []
+        taken = [item for item in queue if item[1].share is not None]
+        kept = [item for item in queue if item[1].share is None]
+        queue.clear()
+        queue.extend(kept)
+        self.queued_bytes -= sum(message.size for _, message in taken)
+        return taken
 
     def restore_inflight(self, entry: InflightMessage) -> None:
         self.inflight[entry.packet_id] = entry

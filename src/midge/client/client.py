@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from midge.client.errors import (
+    AuthenticationError,
     CannotConnect,
     ClientError,
     ConnectionLost,
@@ -36,29 +37,46 @@ from midge.client.errors import (
     ConnectTimeout,
     KeepAliveTimeout,
     NotConnected,
+    PublishError,
     SubscribeError,
+    UnsubscribeError,
+    disconnect_message,
 )
 from midge.client.events import (
     Connected,
+    Disconnected,
     Event,
     MessageReceived,
     PublishCompleted,
+    Reauthenticated,
     Refused,
     Subscribed,
     TimedOut,
     Unsubscribed,
 )
-from midge.client.protocol import ClientProtocol, ConnectOptions, State, Trace
+from midge.client.options import Authenticator, ServerLimits
+from midge.client.protocol import ClientProtocol, ConnectOptions, State, SubscriptionSpec, Trace
+from midge.client.requests import RequestResponse, Responses
 from midge.client.streams import MessageStream
 from midge.client.websocket import open_websocket, websocket_url
 from midge.protocol.errors import MQTTError
-from midge.protocol.packets import PROTOCOL_MQTT_3_1, PROTOCOL_MQTT_3_1_1, Will
+from midge.protocol.packets import (
+    PROTOCOL_MQTT_3_1,
+    PROTOCOL_MQTT_3_1_1,
+    Subscription,
+    Will,
+)
+from midge.protocol.properties import Properties
+from midge.protocol.reasons import ReasonCode
 
 log = logging.getLogger("midge.client")
 
 READ_SIZE = 65536
-SUBACK_FAILURE = 0x80
 TRANSPORTS = ("tcp", "websocket")
+# After these DISCONNECT reasons a reconnect would only repeat the fight
+# (two clients with one id take the session from each other in turn).
+NO_RECONNECT = frozenset((ReasonCode.SESSION_TAKEN_OVER, ReasonCode.BANNED))
+_REAUTH = 0  # the waiter key of a re-authentication: packet ids start at 1
 
 
 @dataclass(slots=True)
@@ -70,11 +88,16 @@ class _Link:
     task: asyncio.Task[None] | None = None
 
 
-class Client:
-    """An MQTT 3.1 / 3.1.1 client; use `async with Client(host) as client:`.
+class Client(RequestResponse):
+    """An MQTT 3.1 / 3.1.1 / 5.0 client; use `async with Client(host) as client:`.
 
     `protocol_version` 4 is MQTT 3.1.1, 3 is MQTT 3.1 (an empty `client_id`
-    then gets a generated one, since 3.1 has no empty ids). `reconnect=True`
+    then gets a generated one, since 3.1 has no empty ids), 5 is MQTT 5.0:
+    `properties` are then the CONNECT properties (Session Expiry Interval,
+    which 5.0 needs for a session to outlive the connection; Receive Maximum,
+    Maximum Packet Size, Topic Alias Maximum, User Properties, ...) and an
+    `authenticator` answers the broker's challenges for the Authentication
+    Method in them (see `midge.client.options.Authenticator`). `reconnect=True`
     reconnects after a lost connection with exponential backoff from
     `reconnect_min_delay` to `reconnect_max_delay` seconds, re-sends what was
     in flight and re-subscribes when the broker kept no session; waiting
@@ -98,6 +121,8 @@ class Client:
         password: str | bytes | None = None,
         will: Will | None = None,
         protocol_version: int = PROTOCOL_MQTT_3_1_1,
+        properties: Properties | None = None,
+        authenticator: Authenticator | None = None,
         reconnect: bool = False,
         reconnect_min_delay: float = 0.1,
         reconnect_max_delay: float = 30.0,
@@ -116,7 +141,15 @@ class Client:
             client_id = f"midge-{secrets.token_hex(8)}"  # 22 characters: 3.1 allows 23
         secret = password.encode("utf-8") if isinstance(password, str) else password
         options = ConnectOptions(
-            client_id, clean_session, keepalive, username, secret, will, protocol_version
+            client_id,
+            clean_session,
+            keepalive,
+            username,
+            secret,
+            will,
+            protocol_version,
+            properties,
+            authenticator,
         )
         self.host = host
         self.port = port
@@ -137,10 +170,24 @@ class Client:
         self._failure: ClientError | None = None
         self._closing = False
         self._reconnect_task: asyncio.Task[None] | None = None
+        self._connack: Properties | None = None
+        self._responses = Responses()
 
     @property
     def client_id(self) -> str:
+        """The client identifier; with MQTT 5.0, the one the broker assigned to an empty one."""
         return self._protocol.options.client_id
+
+    @property
+    def connack_properties(self) -> Properties | None:
+        """MQTT 5.0: the properties of the latest CONNACK (None before, and in 3.1.1)."""
+        return self._connack
+
+    @property
+    def limits(self) -> ServerLimits:
+        """What the broker allows on this connection (Receive Maximum, Maximum
+        Packet Size, Topic Alias Maximum, Maximum QoS, Retain Available)."""
+        return self._protocol.limits
 
     @property
     def session_present(self) -> bool:
@@ -184,16 +231,21 @@ class Client:
             raise RuntimeError("connect() on a client that is connected or closed")
         await self._open()
 
-    async def disconnect(self) -> None:
+    async def disconnect(self, reason_code: int = 0, properties: Properties | None = None) -> None:
         """Send DISCONNECT (the broker discards the will) and close. Calls still
-        waiting get ConnectionLost; message streams end after their buffer."""
+        waiting get ConnectionLost; message streams end after their buffer.
+
+        MQTT 5.0: `reason_code` 0x04 asks the broker to publish the will all the
+        same; `properties` may change the Session Expiry Interval (not from 0).
+        """
         if self._closing:
             return
+        now = asyncio.get_running_loop().time()
+        self._protocol.disconnect(now, reason_code, properties)  # ValueError before closing
         self._closing = True
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
         link = self._link
-        self._protocol.disconnect(asyncio.get_running_loop().time())
         self._flush()
         self._link = None
         self._cancel_timer()
@@ -258,7 +310,7 @@ class Client:
             events = self._protocol.events_received()
             for event in events:
                 if isinstance(event, Refused):
-                    raise ConnectionRefused(event.return_code)
+                    raise ConnectionRefused(event.return_code, event.properties)
             if any(isinstance(event, Connected) for event in events):
                 return events
 
@@ -277,6 +329,9 @@ class Client:
         except MQTTError as exc:
             self._pump()  # the packets before the bad one count: deliver and acknowledge them
             error = _lost(f"the broker at {self.address} broke the MQTT protocol: {exc}", exc)
+        except AuthenticationError as exc:
+            self._pump()  # our DISCONNECT
+            error = _lost(f"re-authentication with {self.address} failed: {exc}", exc)
         except OSError as exc:
             error = _lost(f"connection to {self.address} lost: {_describe(exc)}", exc)
         except Exception as exc:  # a bug here must not leave callers hanging
@@ -296,7 +351,8 @@ class Client:
         self._changed.set()
         if self._closing:
             return
-        if self.reconnect:
+        final = isinstance(error, ConnectionLost) and error.reason_code in NO_RECONNECT
+        if self.reconnect and not final:
             log.warning("%s; reconnecting", error)
             self._reconnect_task = asyncio.create_task(self._reconnect_loop())
         else:
@@ -329,6 +385,7 @@ class Client:
             if not future.done():
                 future.set_exception(_lost(str(error), error))
         end = None if clean else error
+        self._responses.fail(_lost(str(error), error))
         self._inbox.finish(end)
         for stream in self._streams:
             stream.finish(end)
@@ -351,18 +408,24 @@ class Client:
         for event in events:
             if isinstance(event, MessageReceived):
                 self._route(event)
-            elif isinstance(event, PublishCompleted | Unsubscribed):
-                self._resolve(event.packet_id, None)
-            elif isinstance(event, Subscribed):
+            elif isinstance(event, PublishCompleted | Unsubscribed | Subscribed):
                 self._resolve(event.packet_id, event)
             elif isinstance(event, Connected):
+                self._connack = event.properties
                 self._changed.set()
+            elif isinstance(event, Reauthenticated):
+                self._resolve(_REAUTH, event)
             elif isinstance(event, TimedOut) and self._link is not None:
                 message = f"keep-alive: {self.address} silent for {event.silent_for:.1f} s"
                 self._connection_lost(self._link, KeepAliveTimeout(message))
+            elif isinstance(event, Disconnected) and self._link is not None:
+                text = disconnect_message(self.address, event.reason_code, event.properties)
+                self._connection_lost(self._link, ConnectionLost(text, event.reason_code))
 
     def _route(self, event: MessageReceived) -> None:
         message = event.message
+        if self._responses.take(message):
+            return
         taken = False
         for stream in self._streams:
             if stream.matches(message.topic):
@@ -398,48 +461,106 @@ class Client:
     # -------------------------------------------------------- application
 
     async def publish(
-        self, topic: str, payload: bytes | str = b"", qos: int = 0, retain: bool = False
-    ) -> None:
+        self,
+        topic: str,
+        payload: bytes | str = b"",
+        qos: int = 0,
+        retain: bool = False,
+        *,
+        properties: Properties | None = None,
+    ) -> int:
         """Publish and wait until the QoS flow completes (QoS 0: until written).
 
         With reconnect on, QoS 1/2 messages wait across reconnects and are
         re-sent with DUP set; QoS 0 waits for a connection, then is sent once.
+        Returns the reason code of the acknowledgement (MQTT 5.0: 0, or 0x10
+        no matching subscribers; otherwise 0). MQTT 5.0 `properties`: Message
+        Expiry Interval, Content Type, Payload Format Indicator, Response
+        Topic, Correlation Data, User Properties (topic aliases are automatic).
+        Raises PublishError when the broker refuses the message (5.0 reason
+        0x80 and above), PacketTooLarge above the broker's Maximum Packet Size.
         """
         data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
         loop = asyncio.get_running_loop()
         if qos == 0:
             await self._wait_connected()
-            self._protocol.publish(topic, data, 0, retain, now=loop.time())
+            self._protocol.publish(topic, data, 0, retain, now=loop.time(), properties=properties)
             self._flush()
             await self._drain(required=True)
-            return
+            return 0
         self._check_usable()
-        packet_id = self._protocol.publish(topic, data, qos, retain, now=loop.time())
+        packet_id = self._protocol.publish(
+            topic, data, qos, retain, now=loop.time(), properties=properties
+        )
         assert packet_id is not None
-        await self._wait_for(packet_id)
+        event = await self._wait_for(packet_id)
+        assert isinstance(event, PublishCompleted)
+        if event.reason_code >= 0x80:
+            raise PublishError(topic, event.reason_code, event.properties)
+        return event.reason_code
 
-    async def subscribe(self, topic: str | Sequence[tuple[str, int]], qos: int = 0) -> list[int]:
-        """Subscribe to one filter at `qos`, or to a list of (filter, qos).
+    async def subscribe(
+        self,
+        topic: str | Sequence[tuple[str, int] | Subscription],
+        qos: int = 0,
+        *,
+        no_local: bool = False,
+        retain_as_published: bool = False,
+        retain_handling: int = 0,
+        properties: Properties | None = None,
+    ) -> list[int]:
+        """Subscribe to one filter at `qos`, or to a list of (filter, qos) or `Subscription`.
 
         Returns the granted QoS per filter. Raises SubscribeError (which has
-        `.granted`, one code per filter) if the broker refused any filter (0x80).
+        `.granted`, one code per filter) if the broker refused any filter (0x80,
+        or a 5.0 reason code). MQTT 5.0: the subscription options apply to
+        `topic` and to each (filter, qos) pair (a `Subscription` has its own);
+        `properties` may carry a Subscription Identifier and User Properties.
         """
-        subscriptions = [(topic, qos)] if isinstance(topic, str) else list(topic)
+        pairs = [(topic, qos)] if isinstance(topic, str) else list(topic)
+        subscriptions: list[SubscriptionSpec] = [
+            pair
+            if isinstance(pair, Subscription)
+            else Subscription(pair[0], pair[1], no_local, retain_as_published, retain_handling)
+            for pair in pairs
+        ]
         self._check_usable()
         now = asyncio.get_running_loop().time()
-        packet_id = self._protocol.subscribe(subscriptions, now)
+        packet_id = self._protocol.subscribe(subscriptions, now, properties)
         event = await self._wait_for(packet_id)
         assert isinstance(event, Subscribed)
-        if SUBACK_FAILURE in event.granted:
-            raise SubscribeError(event.filters, event.granted)
+        if any(code >= 0x80 for code in event.granted):
+            raise SubscribeError(event.filters, event.granted, event.properties)
         return list(event.granted)
 
-    async def unsubscribe(self, topic: str | Sequence[str]) -> None:
-        """Unsubscribe from one filter or several; returns at UNSUBACK."""
+    async def unsubscribe(
+        self, topic: str | Sequence[str], *, properties: Properties | None = None
+    ) -> list[int]:
+        """Unsubscribe from one filter or several; returns at UNSUBACK.
+
+        Returns MQTT 5.0's reason code per filter (0 success, 0x11 no
+        subscription existed; an empty list in 3.1.1, whose UNSUBACK has none).
+        Raises UnsubscribeError when the broker refused any (0x80 and above).
+        """
         filters = [topic] if isinstance(topic, str) else list(topic)
         self._check_usable()
-        packet_id = self._protocol.unsubscribe(filters, asyncio.get_running_loop().time())
-        await self._wait_for(packet_id)
+        now = asyncio.get_running_loop().time()
+        packet_id = self._protocol.unsubscribe(filters, now, properties)
+        event = await self._wait_for(packet_id)
+        assert isinstance(event, Unsubscribed)
+        if any(code >= 0x80 for code in event.reason_codes):
+            raise UnsubscribeError(tuple(filters), event.reason_codes, event.properties)
+        return list(event.reason_codes)
+
+    async def reauthenticate(self, data: bytes | None = None) -> Properties | None:
+        """MQTT 5.0 re-authentication with the CONNECT's method: AUTH 0x19 with
+        `data`, then the authenticator answers challenges until the broker's
+        AUTH 0 (its properties are returned); a broker that refuses disconnects."""
+        self._check_usable()
+        self._protocol.reauthenticate(asyncio.get_running_loop().time(), data)
+        event = await self._wait_for(_REAUTH)
+        assert isinstance(event, Reauthenticated)
+        return event.properties
 
     def messages(self, topic_filter: str | None = None) -> MessageStream:
         """Received messages as an async iterator.
@@ -492,7 +613,10 @@ class Client:
 
 
 def _lost(message: str, cause: BaseException) -> ConnectionLost:
-    error = ConnectionLost(message)
+    """A ConnectionLost caused by `cause`, keeping a broker DISCONNECT's reason code."""
+    error = ConnectionLost(
+        message, cause.reason_code if isinstance(cause, ConnectionLost) else None
+    )
     error.__cause__ = cause
     return error
 

@@ -8,7 +8,10 @@ fault is never swallowed.
 
 from __future__ import annotations
 
+from midge.protocol.errors import ProtocolError
 from midge.protocol.packets import ConnectReturnCode
+from midge.protocol.properties import Properties
+from midge.protocol.reasons import ReasonCode
 
 CONNACK_MEANINGS: dict[int, str] = {
     ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION: "unacceptable protocol version",
@@ -20,9 +23,41 @@ CONNACK_MEANINGS: dict[int, str] = {
 """What each CONNACK refusal means (MQTT 3.1.1 table 3.1)."""
 
 
+_SPELLING = {"QOS": "QoS", "IDENTIFIER": "identifier", "IDENTIFIERS": "identifiers"}
+
+
+def reason_name(code: int) -> str:
+    """The MQTT 5.0 name of a reason code (table 2-6), e.g. "not authorized"."""
+    try:
+        name = ReasonCode(code).name
+    except ValueError:
+        return f"reason code 0x{code:02X}"
+    return " ".join(_SPELLING.get(word, word.lower()) for word in name.split("_"))
+
+
 def connack_meaning(return_code: int) -> str:
-    """The spec's words for a CONNACK return code; codes 6-255 are reserved."""
+    """The spec's words for a CONNACK code: 1-5 are 3.1.1's, 0x80 and up 5.0's."""
+    if return_code >= 0x80:
+        return reason_name(return_code)
     return CONNACK_MEANINGS.get(return_code, "reserved return code")
+
+
+def _explained(code: int, properties: Properties | None) -> str:
+    """`name (0xNN)`, with the broker's Reason String when it sent one."""
+    text = f"{reason_name(code)} (0x{code:02X})"
+    if properties is not None and properties.reason_string:
+        text += f": {properties.reason_string}"
+    return text
+
+
+TRANSIENT_REFUSALS = frozenset(
+    (
+        ConnectReturnCode.SERVER_UNAVAILABLE,
+        ReasonCode.SERVER_UNAVAILABLE,
+        ReasonCode.SERVER_BUSY,
+        ReasonCode.CONNECTION_RATE_EXCEEDED,
+    )
+)
 
 
 class ClientError(Exception):
@@ -32,17 +67,18 @@ class ClientError(Exception):
 class ConnectionRefused(ClientError):
     """The broker answered CONNECT with a non-zero CONNACK return code."""
 
-    def __init__(self, return_code: int) -> None:
+    def __init__(self, return_code: int, properties: Properties | None = None) -> None:
         self.return_code = return_code
-        super().__init__(
-            f"connection refused by the broker: CONNACK {return_code} "
-            f"({connack_meaning(return_code)})"
-        )
+        self.properties = properties
+        meaning = connack_meaning(return_code)
+        if properties is not None and properties.reason_string:
+            meaning += f": {properties.reason_string}"
+        super().__init__(f"connection refused by the broker: CONNACK {return_code} ({meaning})")
 
     @property
     def transient(self) -> bool:
-        """Whether trying again later may succeed (only 'server unavailable')."""
-        return self.return_code == ConnectReturnCode.SERVER_UNAVAILABLE
+        """Whether trying again later may succeed (server unavailable or busy)."""
+        return self.return_code in TRANSIENT_REFUSALS
 
 
 class ConnectionLost(ClientError):
@@ -51,8 +87,17 @@ class ConnectionLost(ClientError):
     Raised by every waiting call (publish, subscribe, the message iterators)
     when the connection drops and automatic reconnect is off, so nothing
     hangs. `__cause__` holds the underlying error (an OSError, the broker's
-    protocol violation, a keep-alive timeout).
+    protocol violation, a keep-alive timeout). `reason_code` is the reason of
+    the broker's MQTT 5.0 DISCONNECT (e.g. 0x8E session taken over), or None.
     """
+
+    def __init__(self, message: str, reason_code: int | None = None) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+
+
+def disconnect_message(address: str, code: int, properties: Properties | None) -> str:
+    return f"the broker at {address} disconnected: {_explained(code, properties)}"
 
 
 class ConnectTimeout(ClientError, TimeoutError):
@@ -64,17 +109,90 @@ class KeepAliveTimeout(ClientError, TimeoutError):
 
 
 class SubscribeError(ClientError):
-    """The broker refused at least one topic filter of a SUBSCRIBE (return code 0x80).
+    """The broker refused at least one topic filter of a SUBSCRIBE (code 0x80 or above).
 
-    `granted` holds one code per requested filter, in order (0, 1, 2 or 0x80),
+    `granted` holds one code per requested filter, in order (0, 1, 2, or a
+    failure: 0x80 in 3.1.1, a 5.0 reason code such as 0x87 not authorized),
     so a caller that subscribed to several filters learns which ones work.
     """
 
-    def __init__(self, filters: tuple[str, ...], granted: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        filters: tuple[str, ...],
+        granted: tuple[int, ...],
+        properties: Properties | None = None,
+    ) -> None:
         self.filters = filters
         self.granted = granted
-        refused = [f for f, code in zip(filters, granted, strict=True) if code == 0x80]
-        super().__init__(f"subscription refused by the broker for {', '.join(refused)}")
+        self.properties = properties
+        super().__init__(f"subscription refused by the broker for {_refusals(filters, granted)}")
+
+    @property
+    def refused(self) -> list[str]:
+        return [f for f, code in zip(self.filters, self.granted, strict=True) if code >= 0x80]
+
+
+def _refusals(filters: tuple[str, ...], codes: tuple[int, ...]) -> str:
+    """`a/b, c (not authorized)`: 3.1.1's bare 0x80 gets no words, 5.0's reasons do."""
+    words = []
+    for topic_filter, code in zip(filters, codes, strict=True):
+        if code == 0x80:
+            words.append(topic_filter)
+        elif code > 0x80:
+            words.append(f"{topic_filter} ({reason_name(code)})")
+    return ", ".join(words)
+
+
+class UnsubscribeError(ClientError):
+    """MQTT 5.0: the broker refused to remove at least one filter (reason 0x80 or above).
+
+    `reason_codes` holds one code per filter (0 success, 0x11 no subscription
+    existed, 0x80 and above a failure).
+    """
+
+    def __init__(
+        self,
+        filters: tuple[str, ...],
+        reason_codes: tuple[int, ...],
+        properties: Properties | None = None,
+    ) -> None:
+        self.filters = filters
+        self.reason_codes = reason_codes
+        self.properties = properties
+        super().__init__(
+            f"unsubscribe refused by the broker for {_refusals(filters, reason_codes)}"
+        )
+
+
+class PublishError(ClientError):
+    """MQTT 5.0: the broker's PUBACK or PUBREC reported a failure (0x80 or above).
+
+    The message was not accepted; `reason_code` says why (0x87 not authorized,
+    0x97 quota exceeded, ...), `properties` may hold the broker's Reason String.
+    """
+
+    def __init__(self, topic: str, reason_code: int, properties: Properties | None = None) -> None:
+        self.topic = topic
+        self.reason_code = reason_code
+        self.properties = properties
+        super().__init__(
+            f"publish to {topic!r} refused by the broker: {_explained(reason_code, properties)}"
+        )
+
+
+class PacketTooLarge(ClientError, ValueError):
+    """A packet larger than the broker's Maximum Packet Size (MQTT 5.0 CONNACK):
+    the client refuses to send it, since the broker would disconnect."""
+
+
+class AuthenticationError(ClientError):
+    """Enhanced authentication failed on our side: the authenticator raised."""
+
+
+class ReceiveMaximumExceeded(ProtocolError):
+    """The broker sent more unacknowledged QoS 2 messages than our Receive Maximum."""
+
+    reason_code = 0x93
 
 
 class PacketIdsExhausted(ClientError):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from midge.protocol.properties import Properties
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -18,6 +20,9 @@ class Message:
     subscription (a "stale" one, in mosquitto_sub's words); `dup` says the
     broker may have sent it before (it is delivered once all the same when
     QoS is 2). `packet_id` is the broker's id for QoS 1/2, None for QoS 0.
+    `properties` (MQTT 5.0, None when the PUBLISH had none) are as received:
+    User Properties in order, the Subscription Identifiers of every matching
+    subscription, the Topic Alias if one was used (`topic` is resolved).
     """
 
     topic: str
@@ -26,20 +31,23 @@ class Message:
     retain: bool = False
     dup: bool = False
     packet_id: int | None = None
+    properties: Properties | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Connected:
-    """CONNACK 0 arrived; `session_present` as the broker reported it."""
+    """CONNACK 0 arrived; `session_present` and (5.0) its properties as the broker sent them."""
 
     session_present: bool
+    properties: Properties | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """CONNACK with a non-zero return code: the broker closes the connection."""
+    """CONNACK with a non-zero return (5.0: reason) code: the broker closes the connection."""
 
     return_code: int
+    properties: Properties | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +59,16 @@ class MessageReceived:
 
 @dataclass(frozen=True, slots=True)
 class PublishCompleted:
-    """Our QoS 1 (PUBACK) or QoS 2 (PUBCOMP) PUBLISH with this id is done."""
+    """Our QoS 1 (PUBACK) or QoS 2 (PUBCOMP) PUBLISH with this id is done.
+
+    `reason_code` (5.0) is the acknowledgement's: 0 success, 0x10 no matching
+    subscribers, 0x80 and above a failure (PUBACK or PUBREC; 0x95 also when the
+    client dropped a message larger than the broker's Maximum Packet Size).
+    """
 
     packet_id: int
+    reason_code: int = 0
+    properties: Properties | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +78,16 @@ class Subscribed:
     packet_id: int
     filters: tuple[str, ...]
     granted: tuple[int, ...]
+    properties: Properties | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribed:
-    """UNSUBACK for the UNSUBSCRIBE with this id."""
+    """UNSUBACK for the UNSUBSCRIBE with this id; 5.0: one reason code per filter."""
 
     packet_id: int
+    reason_codes: tuple[int, ...] = ()
+    properties: Properties | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +97,29 @@ class TimedOut:
     silent_for: float
 
 
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """5.0: the broker sent DISCONNECT (with its reason) and closes the connection."""
+
+    reason_code: int
+    properties: Properties | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reauthenticated:
+    """5.0: AUTH 0 ended a re-authentication the client started."""
+
+    properties: Properties | None = None
+
+
 Event = (
-    Connected | Refused | MessageReceived | PublishCompleted | Subscribed | Unsubscribed | TimedOut
+    Connected
+    | Refused
+    | MessageReceived
+    | PublishCompleted
+    | Subscribed
+    | Unsubscribed
+    | TimedOut
+    | Disconnected
+    | Reauthenticated
 )

@@ -1,4 +1,4 @@
-"""Sans-IO MQTT 3.1 / 3.1.1 client: bytes and time in, events and bytes out.
+"""Sans-IO MQTT 3.1 / 3.1.1 / 5.0 client: bytes and time in, events and bytes out.
 
 Theory of operation. `ClientProtocol` holds everything a client must
 remember, and nothing about sockets or clocks: the front end calls
@@ -10,14 +10,16 @@ lives across connections, which is what lets a reconnect resume a session.
 States, and the only packets the broker may send in each:
 
     DISCONNECTED --connect()--> CONNECTING --CONNACK 0--> CONNECTED
-    CONNECTING:  CONNACK (a refusal goes back to DISCONNECTED)
-    CONNECTED:   PUBLISH PUBACK PUBREC PUBREL PUBCOMP SUBACK UNSUBACK PINGRESP
+    CONNECTING:  CONNACK (a refusal goes back to DISCONNECTED); 5.0: AUTH
+    CONNECTED:   PUBLISH PUBACK PUBREC PUBREL PUBCOMP SUBACK UNSUBACK PINGRESP;
+                 5.0: DISCONNECT (back to DISCONNECTED), AUTH
     any live state --connection_lost() / protocol error / keep-alive--> DISCONNECTED
     any state --disconnect()--> CLOSED (final; DISCONNECT is sent if connected)
 
 A packet outside its state's set is the broker breaking the protocol:
 `receive_data` raises `ProtocolError` (the codec raises `MalformedPacket`),
-the state drops to DISCONNECTED and the front end must close the socket.
+the state drops to DISCONNECTED and the front end must close the socket; on
+a 5.0 connection a DISCONNECT with the error's reason code is queued first.
 
 Session state that survives a lost connection (MQTT 3.1.1 section 4.1):
 outgoing QoS 1/2 messages in the order they were first sent, each with the
@@ -30,6 +32,15 @@ the broker reports no session (clean session, or it lost the session) the
 incoming QoS 2 ids are forgotten and the granted filters are subscribed
 again, so an automatically reconnecting client keeps receiving.
 
+MQTT 5.0 (section 3.2.2.3): the CONNACK's limits hold for its connection.
+Receive Maximum caps our unacknowledged QoS 1/2 messages (with `max_inflight`,
+the smaller wins; the rest wait in order); a packet above Maximum Packet Size
+is refused (`PacketTooLarge`) rather than sent; Topic Alias Maximum lets
+`aliases.OutgoingAliases` shorten repeated topics; Assigned Client
+Identifier becomes `options.client_id` and Server Keep Alive the keep-alive.
+Acknowledgements carry reason codes, reported in the events (a PUBACK or
+PUBREC of 0x80 and above ends that message's flow as a failure).
+
 Keep-alive [MQTT-3.1.2-23]: when nothing was sent, or nothing was received,
 for `keepalive` seconds a PINGREQ goes out; if its PINGRESP has not come
 `keepalive` seconds later the broker counts as gone (`TimedOut`), which also
@@ -38,31 +49,47 @@ catches a half-open TCP connection that a busy publisher would never notice.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from enum import Enum, IntEnum
+from dataclasses import replace
+from enum import Enum
+from functools import partial
 from typing import Any
 
-from midge.client.errors import NotConnected, PacketIdsExhausted
+from midge.client.aliases import IncomingAliases
+from midge.client.errors import (
+    AuthenticationError,
+    NotConnected,
+    PacketIdsExhausted,
+    ReceiveMaximumExceeded,
+)
 from midge.client.events import (
     Connected,
+    Disconnected,
     Event,
     Message,
     MessageReceived,
     PublishCompleted,
+    Reauthenticated,
     Refused,
-    Subscribed,
     TimedOut,
-    Unsubscribed,
 )
+from midge.client.inflight import InFlight, Outgoing, Stage, Subscriptions, duplicate
+from midge.client.options import (
+    UNLIMITED_PACKET_SIZE,
+    ConnectOptions,
+    ServerLimits,
+    check_disconnect,
+    check_properties,
+    check_publish_args,
+    check_subscription,
+)
+from midge.client.outbound import Outbound
 from midge.protocol.codec import MAX_REMAINING_LENGTH, Decoder, encode
 from midge.protocol.errors import MQTTError, ProtocolError
 from midge.protocol.packets import (
-    PROTOCOL_MQTT_3_1,
-    PROTOCOL_MQTT_3_1_1,
+    PROTOCOL_MQTT_5,
+    Auth,
     ConnAck,
-    Connect,
     Disconnect,
     Packet,
     PingReq,
@@ -77,15 +104,22 @@ from midge.protocol.packets import (
     Subscription,
     UnsubAck,
     Unsubscribe,
-    Will,
 )
-from midge.protocol.topics import is_valid_topic_filter, is_valid_topic_name
+from midge.protocol.properties import Properties
+from midge.protocol.reasons import ReasonCode
+from midge.protocol.topics import is_valid_topic_filter
+
+__all__ = ["ClientProtocol", "ConnectOptions", "Outgoing", "Stage", "State", "Trace"]
 
 MAX_PACKET_ID = 65535
-PROTOCOL_NAMES = {PROTOCOL_MQTT_3_1: "MQIsdp", PROTOCOL_MQTT_3_1_1: "MQTT"}
+CONTINUE_AUTHENTICATION = ReasonCode.CONTINUE_AUTHENTICATION
+RE_AUTHENTICATE = ReasonCode.RE_AUTHENTICATE
 
 Trace = Callable[[str, Packet], None]
 """Called with ("sent" | "received", packet) for every packet: debug output."""
+
+SubscriptionSpec = tuple[str, int] | Subscription
+"""A filter to subscribe to: (filter, qos), or a `Subscription` with 5.0 options."""
 
 
 class State(Enum):
@@ -93,68 +127,6 @@ class State(Enum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     CLOSED = "closed"
-
-
-class Stage(IntEnum):
-    """What an outgoing QoS 1/2 message waits for."""
-
-    UNSENT = 0  # waits for a connection, or for room in the in-flight window
-    PUBACK = 1
-    PUBREC = 2
-    PUBCOMP = 3  # PUBREL sent
-
-
-@dataclass(slots=True)
-class Outgoing:
-    """One of our QoS 1/2 messages in flight: the packet and how far it got."""
-
-    publish: Publish
-    stage: Stage
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectOptions:
-    """What goes into CONNECT; checked here so the broker never sees nonsense."""
-
-    client_id: str = ""
-    clean_session: bool = True
-    keepalive: int = 60
-    username: str | None = None
-    password: bytes | None = None
-    will: Will | None = None
-    protocol_version: int = PROTOCOL_MQTT_3_1_1
-
-    def __post_init__(self) -> None:
-        if self.protocol_version not in PROTOCOL_NAMES:
-            raise ValueError("protocol_version must be 3 (MQTT 3.1) or 4 (MQTT 3.1.1)")
-        if not 0 <= self.keepalive <= 0xFFFF:
-            raise ValueError("keepalive must be 0..65535 seconds")
-        if not self.clean_session and not self.client_id:
-            raise ValueError("a persistent session (clean_session=False) needs a client_id")
-        no_user = self.password is not None and self.username is None
-        if no_user and self.protocol_version >= PROTOCOL_MQTT_3_1_1:  # [MQTT-3.1.2-22]
-            raise ValueError("a password needs a username in MQTT 3.1.1")
-        if self.will is not None:
-            _check_publish_args(self.will.topic, self.will.qos)
-
-    def connect_packet(self) -> Connect:
-        return Connect(
-            client_id=self.client_id,
-            clean_session=self.clean_session,
-            keep_alive=self.keepalive,
-            username=self.username,
-            password=self.password,
-            will=self.will,
-            protocol_level=self.protocol_version,
-            protocol_name=PROTOCOL_NAMES[self.protocol_version],
-        )
-
-
-def _check_publish_args(topic: str, qos: int) -> None:
-    if not is_valid_topic_name(topic):
-        raise ValueError(f"invalid topic name {topic!r} (empty, wildcard or too long)")
-    if qos not in (0, 1, 2):
-        raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
 
 
 class ClientProtocol:
@@ -176,21 +148,32 @@ class ClientProtocol:
         self.trace = trace
         self.state = State.DISCONNECTED
         self.session_present = False
-        self._decoder = Decoder(options.protocol_version)
+        self._outbound = Outbound(options.protocol_version)
+        self.keepalive = options.keepalive  # the broker's Server Keep Alive overrides it
+        self._v5 = options.protocol_version == PROTOCOL_MQTT_5
+        ours = options.properties or Properties()
+        self._receive_maximum = ours.receive_maximum or MAX_PACKET_ID
+        self._max_packet_size = ours.maximum_packet_size or UNLIMITED_PACKET_SIZE
+        self._in_aliases = IncomingAliases(ours.topic_alias_maximum or 0)
+        self._decoder = self._new_decoder()
         self._out: list[bytes] = []
         self._events: list[Event] = []
-        # Insertion order is the original order; every sent entry comes before
-        # every UNSENT one, which wait in `_unsent` for room in the window.
-        self._outgoing: dict[int, Outgoing] = {}
-        self._unsent: deque[int] = deque()
-        self._sent = 0  # entries of _outgoing past UNSENT
-        self._requests: dict[int, Subscribe | Unsubscribe] = {}
+        self._in_flight = InFlight()
+        self._subscriptions = Subscriptions()
         self._awaiting_release: set[int] = set()
-        self._granted: dict[str, int] = {}
         self._next_id = 1
         self._last_sent = 0.0
         self._last_received = 0.0
         self._ping_sent_at: float | None = None
+        self._reauthenticating = False
+
+    @property
+    def limits(self) -> ServerLimits:
+        """What the broker's latest CONNACK allows (3.1.1: no limits)."""
+        return self._outbound.limits
+
+    def _new_decoder(self) -> Decoder:
+        return Decoder(self.options.protocol_version, self._max_packet_size)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -198,9 +181,10 @@ class ClientProtocol:
         """A fresh transport is up: send CONNECT; nothing else goes out before CONNACK."""
         if self.state is not State.DISCONNECTED:
             raise RuntimeError(f"connect() while {self.state.value}")
-        self._decoder = Decoder(self.options.protocol_version)
+        self._decoder = self._new_decoder()
         self._out.clear()
         self._ping_sent_at = None
+        self._reauthenticating = False
         self._last_received = now
         self.state = State.CONNECTING
         self._send(self.options.connect_packet(), now)
@@ -212,66 +196,93 @@ class ClientProtocol:
         self._out.clear()
         self._ping_sent_at = None
 
-    def disconnect(self, now: float) -> None:
-        """End for good: DISCONNECT if connected (the broker then drops the will)."""
+    def disconnect(
+        self, now: float, reason_code: int = 0, properties: Properties | None = None
+    ) -> None:
+        """End for good: DISCONNECT if connected (the broker then drops the will,
+        unless 5.0's `reason_code` is 0x04, disconnect with will message)."""
+        check_properties(properties, "DISCONNECT", self.options.protocol_version)
+        if reason_code and not self._v5:
+            raise ValueError("a DISCONNECT reason code needs MQTT 5.0")
+        check_disconnect(self.options.properties, properties)
         if self.state is State.CONNECTED:
-            self._send(Disconnect(), now)
+            self._send(Disconnect(reason_code, properties), now)
         self.state = State.CLOSED
 
     # ------------------------------------------------- application requests
 
     def publish(
-        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, *, now: float
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        *,
+        now: float,
+        properties: Properties | None = None,
     ) -> int | None:
         """Queue a PUBLISH; returns its packet id (None for QoS 0).
 
         QoS 1/2 messages may be published while disconnected: they go out
         after the next CONNACK. QoS 0 needs a connection (at most once).
         """
-        _check_publish_args(topic, qos)
+        check_publish_args(topic, qos)
+        check_properties(properties, "PUBLISH", self.options.protocol_version)
         size = 4 + len(topic.encode("utf-8")) + len(payload)  # topic length, packet id
         if size > MAX_REMAINING_LENGTH:
             raise ValueError(f"a PUBLISH of {size} bytes exceeds MQTT's {MAX_REMAINING_LENGTH}")
+        self.limits.check_publish(qos, retain)
         if qos == 0:
             self._require_connected()
-            self._send(Publish(topic, payload, 0, retain), now)
+            packet = Publish(topic, payload, 0, retain, properties=properties)
+            if not self._send_publish(packet, now):
+                raise self._outbound.too_large(packet, topic)
             return None
         self._require_open()
-        packet_id = self._allocate_id()
-        packet = Publish(topic, payload, qos, retain, False, packet_id)
-        self._outgoing[packet_id] = Outgoing(packet, Stage.UNSENT)
-        self._unsent.append(packet_id)
+        packet = Publish(topic, payload, qos, retain, False, MAX_PACKET_ID, properties=properties)
+        if self.state is State.CONNECTED:
+            self._outbound.check_size(packet, topic)
+        packet.packet_id = packet_id = self._allocate_id()
+        self._in_flight.add(packet, packet_id)
         self._fill_window(now)
         return packet_id
 
-    def _fill_window(self, now: float) -> None:
-        """Send waiting QoS 1/2 messages, in order, while the window has room.
+    def _window(self) -> int:
+        """How many QoS 1/2 messages may be unacknowledged: `max_inflight` (0: no
+        limit; 3.1.1 has no flow control, and Mosquitto 2.0 stalls beyond its 20
+        incoming QoS 2 messages) and the broker's Receive Maximum, the smaller."""
+        return min(self.max_inflight or MAX_PACKET_ID, self.limits.receive_maximum)
 
-        `max_inflight` (0: no limit) caps our unacknowledged messages: MQTT
-        3.1.1 has no flow control, and a broker may mishandle more than it
-        expects (Mosquitto 2.0 stalls beyond its 20 incoming QoS 2 messages).
-        """
+    def _fill_window(self, now: float) -> None:
+        """Send waiting QoS 1/2 messages, in order, while the window has room."""
         if self.state is not State.CONNECTED:
             return
-        limit = self.max_inflight or MAX_PACKET_ID
-        while self._unsent and self._sent < limit:
-            entry = self._outgoing[self._unsent.popleft()]
-            self._sent += 1
-            self._send_outgoing(entry, now)
+        too_large = [
+            packet_id
+            for packet_id, entry in self._in_flight.take(self._window())
+            if not self._send_outgoing(entry, now)
+        ]
+        for packet_id in too_large:
+            self._complete(packet_id, now, ReasonCode.PACKET_TOO_LARGE)
 
-    def subscribe(self, subscriptions: Iterable[tuple[str, int]], now: float) -> int:
-        """Queue a SUBSCRIBE for (filter, qos) pairs; returns its packet id."""
-        subs = tuple(Subscription(f, q) for f, q in subscriptions)
+    def subscribe(
+        self,
+        subscriptions: Iterable[SubscriptionSpec],
+        now: float,
+        properties: Properties | None = None,
+    ) -> int:
+        """Queue a SUBSCRIBE for (filter, qos) pairs or `Subscription`s; returns its packet id."""
+        subs = tuple(s if isinstance(s, Subscription) else Subscription(*s) for s in subscriptions)
         if not subs:
             raise ValueError("subscribe needs at least one topic filter")  # [MQTT-3.8.3-3]
         for sub in subs:
-            if not is_valid_topic_filter(sub.topic_filter):
-                raise ValueError(f"invalid topic filter {sub.topic_filter!r}")
-            if sub.qos not in (0, 1, 2):
-                raise ValueError(f"qos must be 0, 1 or 2, not {sub.qos!r}")
-        return self._request(lambda packet_id: Subscribe(packet_id, subs), now)
+            check_subscription(sub, self.options.protocol_version)
+        check_properties(properties, "SUBSCRIBE", self.options.protocol_version)
+        return self._request(lambda packet_id: Subscribe(packet_id, subs, properties), now)
 
-    def unsubscribe(self, filters: Iterable[str], now: float) -> int:
+    def unsubscribe(
+        self, filters: Iterable[str], now: float, properties: Properties | None = None
+    ) -> int:
         """Queue an UNSUBSCRIBE; returns its packet id."""
         topic_filters = tuple(filters)
         if not topic_filters:
@@ -279,16 +290,32 @@ class ClientProtocol:
         for topic_filter in topic_filters:
             if not is_valid_topic_filter(topic_filter):
                 raise ValueError(f"invalid topic filter {topic_filter!r}")
-        return self._request(lambda packet_id: Unsubscribe(packet_id, topic_filters), now)
+        check_properties(properties, "UNSUBSCRIBE", self.options.protocol_version)
+        return self._request(
+            lambda packet_id: Unsubscribe(packet_id, topic_filters, properties), now
+        )
 
     def _request(self, build: Callable[[int], Subscribe | Unsubscribe], now: float) -> int:
         self._require_open()
+        if self.state is State.CONNECTED:
+            self._outbound.check_size(build(MAX_PACKET_ID))
         packet_id = self._allocate_id()
         packet = build(packet_id)
-        self._requests[packet_id] = packet
+        self._subscriptions.requests[packet_id] = packet
         if self.state is State.CONNECTED:
             self._send(packet, now)
         return packet_id
+
+    def reauthenticate(self, now: float, data: bytes | None = None) -> None:
+        """5.0: start re-authentication (AUTH 0x19) with the CONNECT's method;
+        `Reauthenticated` reports success, a DISCONNECT from the broker failure."""
+        method = self.options.auth_method
+        if method is None:
+            raise ValueError("re-authentication needs properties.authentication_method")
+        self._require_connected()
+        self._reauthenticating = True
+        auth = Properties(authentication_method=method, authentication_data=data)
+        self._send(Auth(RE_AUTHENTICATE, auth), now)
 
     def _require_open(self) -> None:
         if self.state is State.CLOSED:
@@ -303,7 +330,8 @@ class ClientProtocol:
         for _ in range(MAX_PACKET_ID):
             packet_id = self._next_id
             self._next_id = packet_id % MAX_PACKET_ID + 1
-            if packet_id not in self._outgoing and packet_id not in self._requests:
+            in_use = packet_id in self._in_flight.entries
+            if not in_use and packet_id not in self._subscriptions.requests:
                 return packet_id
         raise PacketIdsExhausted("all 65535 packet ids are in flight")
 
@@ -311,7 +339,8 @@ class ClientProtocol:
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Bytes from the broker. Raises MQTTError (and drops to DISCONNECTED)
-        when the broker breaks the protocol; the caller then closes the socket."""
+        when the broker breaks the protocol; the caller then closes the socket.
+        AuthenticationError when our authenticator refused to go on."""
         if not self.is_live():
             return  # after disconnect() or a refusal: nothing more to read
         self._decoder.feed(data)
@@ -324,12 +353,22 @@ class ClientProtocol:
                 if self.trace is not None:
                     self.trace("received", packet)
                 self._dispatch(packet, now)
-        except MQTTError:
+        except MQTTError as exc:
             # Bytes already queued answer the valid packets before the bad one
             # (PUBACK, PUBREC...): the front end may still write them, then close.
-            self.state = State.DISCONNECTED
-            self._ping_sent_at = None
+            if self._v5 and self.state is State.CONNECTED:
+                self._send(Disconnect(exc.reason_code), now)  # [MQTT-4.13.1-1]
+            self._drop()
             raise
+        except AuthenticationError:
+            if self._v5 and self.state is State.CONNECTED:
+                self._send(Disconnect(ReasonCode.NOT_AUTHORIZED), now)
+            self._drop()
+            raise
+
+    def _drop(self) -> None:
+        self.state = State.DISCONNECTED
+        self._ping_sent_at = None
 
     def is_live(self) -> bool:
         """Whether a transport is in use (CONNECTING or CONNECTED)."""
@@ -346,7 +385,7 @@ class ClientProtocol:
 
     def timer_deadline(self) -> float | None:
         """When `handle_timer` must next run (keep-alive), or None."""
-        keepalive = self.options.keepalive
+        keepalive = self.keepalive
         if self.state is not State.CONNECTED or not keepalive:
             return None
         if self._ping_sent_at is not None:
@@ -379,149 +418,202 @@ class ClientProtocol:
 
     def in_flight(self) -> list[tuple[int, Stage]]:
         """Outgoing QoS 1/2 messages not yet completed, in their original order."""
-        return [(packet_id, entry.stage) for packet_id, entry in self._outgoing.items()]
+        return [(packet_id, entry.stage) for packet_id, entry in self._in_flight.entries.items()]
 
     def pending_requests(self) -> list[int]:
         """Packet ids of SUBSCRIBE / UNSUBSCRIBE requests not yet acknowledged."""
-        return list(self._requests)
+        return list(self._subscriptions.requests)
 
     def granted(self) -> dict[str, int]:
-        """The filters the broker granted and that were not unsubscribed since."""
-        return dict(self._granted)
+        """The filters the broker granted (-> QoS) and that were not unsubscribed since."""
+        granted = self._subscriptions.granted.items()
+        return {topic_filter: entry.subscription.qos for topic_filter, entry in granted}
 
-    def _send(self, packet: Packet, now: float) -> None:
-        self._out.append(encode(packet, self.options.protocol_version))
+    def _send(self, packet: Packet, now: float, data: bytes | None = None) -> None:
+        self._out.append(encode(packet, self.options.protocol_version) if data is None else data)
         self._last_sent = now
         if self.trace is not None:
             self.trace("sent", packet)
+
+    def _send_publish(self, packet: Publish, now: float) -> bool:
+        """Send `packet` as the broker's limits allow; False when it is too large."""
+        sendable = self._outbound.publish(packet)
+        if sendable is None:
+            return False
+        wire, data = sendable
+        self._send(wire, now, data)
+        return True
 
     # ------------------------------------------------- handlers per packet
 
     def _on_connack(self, packet: ConnAck, now: float) -> None:
         if packet.return_code:
             self.connection_lost()
-            self._events.append(Refused(packet.return_code))
+            self._events.append(Refused(packet.return_code, packet.properties))
             return
         if packet.session_present and self.options.clean_session:
             raise ProtocolError("CONNACK claims a session for a clean session")  # 3.2.2-1
+        self._adopt(packet.properties)
         self.state = State.CONNECTED
         self.session_present = packet.session_present
         if not packet.session_present:
             self._awaiting_release.clear()
-        self._events.append(Connected(packet.session_present))
+        self._events.append(Connected(packet.session_present, packet.properties))
         self._resume(now)
+
+    def _adopt(self, properties: Properties | None) -> None:
+        """What a 5.0 CONNACK tells the client for this connection (section 3.2.2.3)."""
+        self._outbound.reset(ServerLimits.from_connack(properties))
+        self._in_aliases.reset()
+        self.keepalive = self.options.keepalive
+        if properties is None:
+            return
+        if properties.authentication_method != self.options.auth_method:
+            raise ProtocolError("CONNACK's authentication method is not the one in CONNECT")
+        if properties.assigned_client_identifier:
+            # Kept for the next connection, which can then resume the session.
+            self.options = replace(self.options, client_id=properties.assigned_client_identifier)
+        if properties.server_keep_alive is not None:
+            self.keepalive = properties.server_keep_alive  # [MQTT-3.1.2-21]
 
     def _resume(self, now: float) -> None:
         """After CONNACK 0: restore subscriptions, then re-send what is in flight."""
-        pending = list(self._requests.values())
-        if not self.session_present and self.resubscribe and self._granted:
-            subs = tuple(Subscription(f, q) for f, q in self._granted.items())
-            self._request(lambda packet_id: Subscribe(packet_id, subs), now)
-        for entry in self._outgoing.values():
-            if entry.stage is not Stage.UNSENT:
-                self._send_outgoing(entry, now)
+        pending = list(self._subscriptions.requests.values())
+        if not self.session_present and self.resubscribe:
+            for subs, props in self._subscriptions.to_restore():
+                self._request(partial(Subscribe, subscriptions=subs, properties=props), now)
+        too_large = [
+            packet_id
+            for packet_id, entry in self._in_flight.to_resend(self._window())
+            if not self._send_outgoing(entry, now)
+        ]
+        for packet_id in too_large:
+            self._complete(packet_id, now, ReasonCode.PACKET_TOO_LARGE)
         self._fill_window(now)
         for request in pending:
             self._send(request, now)
 
-    def _send_outgoing(self, entry: Outgoing, now: float) -> None:
-        """First send, or re-send after a reconnect: PUBLISH (DUP if seen before) or PUBREL."""
+    def _send_outgoing(self, entry: Outgoing, now: float) -> bool:
+        """First send, or re-send after a reconnect: PUBLISH (DUP if seen before) or
+        PUBREL. False when the PUBLISH exceeds the broker's Maximum Packet Size."""
         packet = entry.publish
         if entry.stage is Stage.PUBCOMP:
             self._send(PubRel(packet.packet_id or 0), now)
-            return
+            return True
         if entry.stage is Stage.UNSENT:
             entry.stage = Stage.PUBACK if packet.qos == 1 else Stage.PUBREC
         else:
-            packet = entry.publish = Publish(
-                packet.topic, packet.payload, packet.qos, packet.retain, True, packet.packet_id
-            )  # [MQTT-3.3.1-1]: DUP on a re-delivery
-        self._send(packet, now)
+            packet = entry.publish = duplicate(packet)
+        return self._send_publish(packet, now)
 
     def _on_publish(self, packet: Publish, now: float) -> None:
         packet_id = packet.packet_id or 0
+        topic = packet.topic
+        if self._v5:
+            alias = None if packet.properties is None else packet.properties.topic_alias
+            topic = self._in_aliases.resolve(topic, alias)
         if packet.qos == 2:
             # Method B on the receiving side: deliver now, remember the id until
             # PUBREL so a repeated PUBLISH is acknowledged but not delivered.
             if packet_id not in self._awaiting_release:
+                if len(self._awaiting_release) >= self._receive_maximum:  # [MQTT-3.3.4-9]
+                    raise ReceiveMaximumExceeded(
+                        f"more than {self._receive_maximum} QoS 2 messages unreleased"
+                    )
                 self._awaiting_release.add(packet_id)
-                self._deliver(packet)
+                self._deliver(packet, topic)
             self._send(PubRec(packet_id), now)
             return
-        self._deliver(packet)
+        self._deliver(packet, topic)
         if packet.qos == 1:
             self._send(PubAck(packet_id), now)
 
-    def _deliver(self, packet: Publish) -> None:
+    def _deliver(self, packet: Publish, topic: str) -> None:
         message = Message(
-            packet.topic, packet.payload, packet.qos, packet.retain, packet.dup, packet.packet_id
+            topic,
+            packet.payload,
+            packet.qos,
+            packet.retain,
+            packet.dup,
+            packet.packet_id,
+            packet.properties,
         )
         self._events.append(MessageReceived(message))
 
     def _on_pubrel(self, packet: PubRel, now: float) -> None:
         # PUBCOMP even for an unknown id: the broker may repeat PUBREL after a
-        # reconnect whose state we no longer hold (section 4.3.3).
+        # reconnect whose state we no longer hold (section 4.3.3); 5.0 says so.
+        known = packet.packet_id in self._awaiting_release
         self._awaiting_release.discard(packet.packet_id)
-        self._send(PubComp(packet.packet_id), now)
+        code = 0 if known or not self._v5 else ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
+        self._send(PubComp(packet.packet_id, code), now)
 
     def _on_puback(self, packet: PubAck, now: float) -> None:
-        self._awaiting(packet.packet_id, "PUBACK", Stage.PUBACK)
-        self._complete(packet.packet_id, now)
+        self._in_flight.awaiting(packet.packet_id, "PUBACK", Stage.PUBACK)
+        self._complete(packet.packet_id, now, packet.reason_code, packet.properties)
 
     def _on_pubrec(self, packet: PubRec, now: float) -> None:
-        entry = self._awaiting(packet.packet_id, "PUBREC", Stage.PUBREC, Stage.PUBCOMP)
+        entry = self._in_flight.awaiting(packet.packet_id, "PUBREC", Stage.PUBREC, Stage.PUBCOMP)
+        if packet.reason_code >= 0x80:  # refused: the flow ends here, no PUBREL [MQTT-4.3.3]
+            self._complete(packet.packet_id, now, packet.reason_code, packet.properties)
+            return
         entry.stage = Stage.PUBCOMP
         self._send(PubRel(packet.packet_id), now)  # again, too, for a repeated PUBREC
 
     def _on_pubcomp(self, packet: PubComp, now: float) -> None:
-        self._awaiting(packet.packet_id, "PUBCOMP", Stage.PUBCOMP)
-        self._complete(packet.packet_id, now)
+        self._in_flight.awaiting(packet.packet_id, "PUBCOMP", Stage.PUBCOMP)
+        self._complete(packet.packet_id, now, packet.reason_code, packet.properties)
 
-    def _awaiting(self, packet_id: int, name: str, *stages: Stage) -> Outgoing:
-        """The outgoing message `packet_id`, which must be at one of `stages`."""
-        entry = self._outgoing.get(packet_id)
-        if entry is None:
-            raise ProtocolError(f"{name} for packet id {packet_id}, which is not in flight")
-        if entry.stage not in stages:
-            raise ProtocolError(
-                f"{name} for QoS {entry.publish.qos} message {packet_id} "
-                f"waiting for {entry.stage.name}"
-            )
-        return entry
-
-    def _complete(self, packet_id: int, now: float) -> None:
-        del self._outgoing[packet_id]
-        self._sent -= 1
-        self._events.append(PublishCompleted(packet_id))
+    def _complete(
+        self,
+        packet_id: int,
+        now: float,
+        reason_code: int = 0,
+        properties: Properties | None = None,
+    ) -> None:
+        self._in_flight.remove(packet_id)
+        self._events.append(PublishCompleted(packet_id, reason_code, properties))
         self._fill_window(now)
 
     def _on_suback(self, packet: SubAck, now: float) -> None:
-        request = self._requests.get(packet.packet_id)
-        if not isinstance(request, Subscribe):
-            raise ProtocolError(f"SUBACK for packet id {packet.packet_id}: no such SUBSCRIBE")
-        if len(packet.return_codes) != len(request.subscriptions):  # [MQTT-3.9.3-1]
-            raise ProtocolError(
-                f"SUBACK has {len(packet.return_codes)} return codes "
-                f"for {len(request.subscriptions)} filters"
-            )
-        del self._requests[packet.packet_id]
-        filters = tuple(sub.topic_filter for sub in request.subscriptions)
-        for topic_filter, code in zip(filters, packet.return_codes, strict=True):
-            if code != 0x80:
-                self._granted[topic_filter] = code
-        self._events.append(Subscribed(packet.packet_id, filters, packet.return_codes))
+        self._events.append(self._subscriptions.acknowledged(packet))
 
     def _on_unsuback(self, packet: UnsubAck, now: float) -> None:
-        request = self._requests.get(packet.packet_id)
-        if not isinstance(request, Unsubscribe):
-            raise ProtocolError(f"UNSUBACK for packet id {packet.packet_id}: no such UNSUBSCRIBE")
-        del self._requests[packet.packet_id]
-        for topic_filter in request.topic_filters:
-            self._granted.pop(topic_filter, None)
-        self._events.append(Unsubscribed(packet.packet_id))
+        self._events.append(self._subscriptions.unacknowledged(packet, self._v5))
 
     def _on_pingresp(self, packet: PingResp, now: float) -> None:
         self._ping_sent_at = None
+
+    def _on_disconnect(self, packet: Disconnect, now: float) -> None:
+        if not self._v5:
+            raise ProtocolError("broker sent DISCONNECT, which MQTT 3.1.1 does not allow")
+        self._drop()
+        self._events.append(Disconnected(packet.reason_code, packet.properties))
+
+    def _on_auth(self, packet: Auth, now: float) -> None:
+        """A step of enhanced authentication (section 4.12), at connect or re-authentication."""
+        props = packet.properties or Properties()
+        method = self.options.auth_method
+        if method is None or props.authentication_method != method:
+            raise ProtocolError("AUTH without the authentication method of CONNECT")
+        if packet.reason_code == CONTINUE_AUTHENTICATION:
+            self._answer_challenge(method, props.authentication_data, now)
+        elif packet.reason_code == 0 and self.state is State.CONNECTED and self._reauthenticating:
+            self._reauthenticating = False
+            self._events.append(Reauthenticated(packet.properties))
+        else:
+            raise ProtocolError(f"unexpected AUTH reason code 0x{packet.reason_code:02X}")
+
+    def _answer_challenge(self, method: str, data: bytes | None, now: float) -> None:
+        authenticator = self.options.authenticator
+        if authenticator is None:
+            raise ProtocolError("the broker sent an AUTH challenge and no authenticator is set")
+        try:
+            answer = authenticator(method, data)
+        except Exception as exc:
+            raise AuthenticationError(f"authenticator for {method} failed: {exc}") from exc
+        auth = Properties(authentication_method=method, authentication_data=answer)
+        self._send(Auth(CONTINUE_AUTHENTICATION, auth), now)
 
 
 _Handler = Callable[[ClientProtocol, Any, float], None]  # Any: each takes its own packet
@@ -530,7 +622,7 @@ _Handler = Callable[[ClientProtocol, Any, float], None]  # Any: each takes its o
 _EXPECTED: dict[State, dict[type, _Handler]] = {
     State.DISCONNECTED: {},
     State.CLOSED: {},
-    State.CONNECTING: {ConnAck: ClientProtocol._on_connack},
+    State.CONNECTING: {ConnAck: ClientProtocol._on_connack, Auth: ClientProtocol._on_auth},
     State.CONNECTED: {
         Publish: ClientProtocol._on_publish,
         PubAck: ClientProtocol._on_puback,
@@ -540,5 +632,7 @@ _EXPECTED: dict[State, dict[type, _Handler]] = {
         SubAck: ClientProtocol._on_suback,
         UnsubAck: ClientProtocol._on_unsuback,
         PingResp: ClientProtocol._on_pingresp,
+        Disconnect: ClientProtocol._on_disconnect,
+        Auth: ClientProtocol._on_auth,
     },
 }

@@ -70,7 +70,8 @@ class MessageStream:
         if item.error is not None:
             # A fresh exception per reader: one instance raised in several tasks
             # would collect their tracebacks.
-            raise ConnectionLost(str(item.error)) from item.error
+            code = item.error.reason_code if isinstance(item.error, ConnectionLost) else None
+            raise ConnectionLost(str(item.error), code) from item.error
         raise StopAsyncIteration
 
     async def get(self, timeout: float | None = None) -> Message:

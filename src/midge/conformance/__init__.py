@@ -2,12 +2,13 @@
 
 `harness` holds a blocking test client (`RawClient`) and the per-run `Target`;
 `scenarios` holds the numbered checks, each naming the rule of the OASIS
-MQTT 3.1.1 specification it exercises; `runner.run` executes them.
+MQTT 3.1.1 or 5.0 specification it exercises; `runner.run` executes them.
 """
 
-from midge.conformance.harness import RawClient, ScenarioFailed, Target
+from midge.conformance.harness import RawClient, ScenarioFailed
 from midge.conformance.registry import Scenario, scenario
 from midge.conformance.runner import DEVIATIONS, Result, run
+from midge.conformance.target import Target
 
 __all__ = [
     "DEVIATIONS",

@@ -1,6 +1,7 @@
-"""`midge check HOST[:PORT]`: run the conformance scenarios against any MQTT 3.1.1 broker.
+"""`midge check HOST[:PORT]`: run the conformance scenarios against any MQTT broker.
 
-    midge check 127.0.0.1:1883                        every scenario, one row each as it finishes
+    midge check 127.0.0.1:1883                        every 3.1.1 scenario, a row as each finishes
+    midge check 127.0.0.1:1883 --protocol 5           the MQTT 5.0 scenarios (`all`: both sets)
     midge check broker.lan --only 05,06-03 -u u -P p  some areas / ids, with credentials
     midge check [::1]:1883 --broker-profile mosquitto mosquitto's documented deviations allowed
     midge check HOST --list | --json                  the scenarios only | JSON lines
@@ -26,16 +27,29 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.table import Table
 
-    from midge.conformance.harness import Target
     from midge.conformance.registry import Scenario
     from midge.conformance.runner import Result
+    from midge.conformance.target import Target
 
 DEFAULT_PORT = 1883
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 PASS, FAIL, DEVIATION, SKIPPED = "pass", "FAIL", "known deviation", "skipped"
-JSON_STATUS = {PASS: "pass", FAIL: "fail", DEVIATION: "known_deviation", SKIPPED: "skipped"}
-STYLES = {PASS: "green", FAIL: "bold red", DEVIATION: "yellow", SKIPPED: "dim"}
+NOT_APPLICABLE = "not applicable"
+JSON_STATUS = {
+    PASS: "pass",
+    FAIL: "fail",
+    DEVIATION: "known_deviation",
+    SKIPPED: "skipped",
+    NOT_APPLICABLE: "not_applicable",
+}
+STYLES = {
+    PASS: "green",
+    FAIL: "bold red",
+    DEVIATION: "yellow",
+    SKIPPED: "dim",
+    NOT_APPLICABLE: "dim",
+}
 NOTE_INDENT = 7  # notes start under the result column
 STATUS_WIDTH = len(DEVIATION)
 
@@ -46,6 +60,16 @@ _REFUSALS = {
     4: "bad user name or password",
     5: "not authorized",
 }
+_REFUSALS_5 = {
+    0x84: "unsupported protocol version (it does not accept MQTT 5.0)",
+    0x85: "client identifier not valid (client id {client_id!r})",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+}
+_CREDENTIAL_REFUSALS = frozenset((4, 5, 0x86, 0x87))
 
 
 class UsageError(Exception):
@@ -57,7 +81,8 @@ class UsageError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Run Midge's numbered MQTT 3.1.1 conformance scenarios against any broker. "
+        "Run Midge's numbered MQTT 3.1.1 (or, with --protocol, 5.0) conformance scenarios "
+        "against any broker. "
         "Exit status: 0 none failed, 1 some failed, 2 bad arguments or broker unreachable."
     )
     parser.add_argument(
@@ -65,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         metavar="HOST[:PORT]",
         help="broker address; port 1883 by default; [IPv6]:PORT (not needed with --list)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("3.1.1", "5", "all"),
+        default="3.1.1",
+        help="which scenario set: the MQTT 3.1.1 one (default), the MQTT 5.0 one, or all",
     )
     parser.add_argument(
         "--only",
@@ -158,13 +189,19 @@ class Plan:
     deviations: dict[str, str]
     profiles: list[str]
 
+    @property
+    def versions(self) -> list[int]:
+        """The protocol levels the selected scenarios connect with, in order."""
+        return sorted({s.version for s in self.scenarios if s.id not in self.skip})
+
 
 def make_plan(args: argparse.Namespace) -> Plan:
     from midge.conformance.runner import select  # noqa: PLC0415
 
+    protocol = getattr(args, "protocol", "3.1.1")
     try:
-        scenarios = select(_names(args.only))
-        skip = frozenset(s.id for s in select(_names(args.skip) or []))
+        scenarios = select(_names(args.only), protocol)
+        skip = frozenset(s.id for s in select(_names(args.skip) or [], protocol))
     except ValueError as exc:
         raise UsageError(f"{exc} (see --list)") from None
     if not scenarios:
@@ -188,7 +225,8 @@ def _deviations(profiles: list[str]) -> dict[str, str]:
 
 
 def make_target(args: argparse.Namespace) -> Target:
-    from midge.conformance.harness import DEFAULT_TIMEOUT, Target  # noqa: PLC0415
+    from midge.conformance.harness import DEFAULT_TIMEOUT  # noqa: PLC0415
+    from midge.conformance.target import Target  # noqa: PLC0415
 
     if args.target is None:
         raise UsageError("which broker? give HOST[:PORT] (e.g. 127.0.0.1:1883)")
@@ -196,7 +234,7 @@ def make_target(args: argparse.Namespace) -> Target:
     if args.password is not None and args.username is None:
         raise UsageError(
             "-P/--password needs -u/--username: MQTT 3.1.1 allows no password "
-            "without a user name [MQTT-3.1.2-22]"
+            "without a user name [MQTT-3.1.2-22] (and the check sends both to 5.0 brokers too)"
         )
     password = None if args.password is None else args.password.encode()
     timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
@@ -206,16 +244,27 @@ def make_target(args: argparse.Namespace) -> Target:
 # -------------------------------------------------------------------- probing
 
 
-def probe(target: Target) -> None:
-    """Raise `UsageError` unless the broker accepts a TCP connection and a CONNECT."""
+def probe(target: Target, versions: list[int] | None = None) -> None:
+    """Raise `UsageError` unless the broker accepts a TCP connection and a CONNECT.
+
+    One CONNECT per protocol level in `versions` (default: 3.1.1 only), so a
+    broker that does not speak 5.0 stops a 5.0 run before its first row.
+    """
     where = label(target.host, target.port)
     try:
         socket.create_connection((target.host, target.port), timeout=target.timeout).close()
     except OSError as exc:
         raise UsageError(f"cannot reach the broker at {where}: {exc}") from None
-    return_code, client_id = _probe_connect(target.scoped("pr"), where)
-    if return_code:
-        raise UsageError(_refusal(where, return_code, client_id, target.username is not None))
+    for version in versions or [4]:
+        scoped = target.scoped("pr", version=version)
+        return_code, client_id = _probe_connect(scoped, where)
+        if return_code:
+            has_credentials = target.username is not None
+            raise UsageError(_refusal(where, return_code, client_id, has_credentials, version))
+
+
+def _version_name(version: int) -> str:
+    return "MQTT 5.0" if version == 5 else "MQTT 3.1.1"
 
 
 def _probe_connect(target: Target, where: str) -> tuple[int, str]:
@@ -228,17 +277,21 @@ def _probe_connect(target: Target, where: str) -> tuple[int, str]:
             client.disconnect()
     except ScenarioFailed as exc:
         message = (
-            f"{where} does not answer an MQTT 3.1.1 CONNECT with CONNACK: {exc} "
-            "(a slow broker? raise --timeout)"
+            f"{where} does not answer an {_version_name(target.version)} CONNECT with "
+            f"CONNACK: {exc} (a slow broker? raise --timeout)"
         )
         raise UsageError(message) from None
     return connack.return_code, client_id
 
 
-def _refusal(where: str, return_code: int, client_id: str, has_credentials: bool) -> str:
-    reason = _REFUSALS.get(return_code, "unknown return code").format(client_id=client_id)
-    message = f"the broker at {where} refused the check's CONNECT: CONNACK {return_code}, {reason}"
-    if return_code in (4, 5):
+def _refusal(
+    where: str, return_code: int, client_id: str, has_credentials: bool, version: int = 4
+) -> str:
+    reasons = _REFUSALS_5 if version == 5 else _REFUSALS
+    reason = reasons.get(return_code, "unknown return code").format(client_id=client_id)
+    code = f"0x{return_code:02X}" if version == 5 else str(return_code)
+    message = f"the broker at {where} refused the check's CONNECT: CONNACK {code}, {reason}"
+    if return_code in _CREDENTIAL_REFUSALS:
         hint = "check -u/--username and -P/--password" if has_credentials else "give -u and -P"
         message += f"; {hint}"
     return message
@@ -261,7 +314,8 @@ class Outcome:
 
     def notes(self) -> list[str]:
         """The lines printed under the row."""
-        lines = [self.detail] if self.status in (FAIL, DEVIATION) and self.detail else []
+        shown = (FAIL, DEVIATION, NOT_APPLICABLE)
+        lines = [self.detail] if self.status in shown and self.detail else []
         if self.status == DEVIATION and self.deviation:
             lines.append(f"known deviation, {self.deviation}")
         return lines
@@ -280,9 +334,11 @@ class Outcome:
 
 
 def classify(result: Result, deviations: dict[str, str]) -> Outcome:
-    """pass, FAIL, or known deviation when the failed scenario is in `deviations`."""
+    """pass, not applicable, FAIL, or known deviation when the failure is in `deviations`."""
     deviation = None if result.passed else deviations.get(result.id)
     status = PASS if result.passed else (FAIL if deviation is None else DEVIATION)
+    if result.passed and not result.applicable:
+        status = NOT_APPLICABLE
     return Outcome(
         result.id, result.title, result.rule, status, result.detail, deviation, result.seconds
     )
@@ -317,6 +373,8 @@ class Summary:
             parts.append(f"{deviations} known deviation{plural} ({', '.join(self.profiles)})")
         if self.counts[SKIPPED]:
             parts.append(f"{self.counts[SKIPPED]} skipped")
+        if self.counts[NOT_APPLICABLE]:
+            parts.append(f"{self.counts[NOT_APPLICABLE]} not applicable")
         return ", ".join(parts)
 
     def as_json(self) -> dict[str, Any]:
@@ -328,6 +386,7 @@ class Summary:
             "failed": self.counts[FAIL],
             "known_deviations": self.counts[DEVIATION],
             "skipped": self.counts[SKIPPED],
+            "not_applicable": self.counts[NOT_APPLICABLE],
             "interrupted": self.interrupted,
             "seconds": round(self.seconds, 3),
             "exit_status": self.exit_status(),
@@ -505,7 +564,7 @@ def run(args: argparse.Namespace) -> int:
             report.listing(plan.scenarios)
             return EXIT_OK
         target = make_target(args)
-        probe(target)
+        probe(target, plan.versions)
     except UsageError as exc:
         report.error(str(exc))
         return EXIT_USAGE
@@ -543,6 +602,9 @@ def _outcome(target: Target, item: Scenario, plan: Plan) -> Outcome:
 def _heading(where: str, target: Target, plan: Plan) -> str:
     count = len(plan.scenarios)
     parts = [f"midge check {where}: {count} scenario{'s' if count != 1 else ''}"]
+    versions = sorted({s.version for s in plan.scenarios})
+    if versions != [4]:  # the 3.1.1 heading stays as it always was
+        parts.append(" + ".join(_version_name(version) for version in versions))
     parts.append(f"timeout {target.timeout:g}s")
     if target.username is not None:
         parts.append(f"user {target.username!r}")

@@ -5,29 +5,29 @@ bytes and assert exactly what comes back: `expect` a packet of one class,
 `expect_closed`, `expect_nothing`. Every failed expectation raises
 `ScenarioFailed` with a message that says which client waited for what.
 
-`Target` names the broker and a per-scenario prefix that makes client ids and
-topics unique, so checks can run against a shared broker; it remembers the
-clients it made and, in `cleanup`, removes the retained messages and
-persistent sessions they left behind. Its `username` and `password` (for a
-broker that requires them) go into every CONNECT its clients send through
-`RawClient.connect` / `connect_packet`; hand-built CONNECT bytes carry none.
+`midge.conformance.target.Target` makes these clients for a scenario.
+
+A client speaks one protocol `version` (4: MQTT 3.1.1, 5: MQTT 5.0); every
+packet is encoded and decoded at it. A 5.0 client resolves the topic aliases
+the broker sends it, failing the scenario on an alias the broker may not use;
+`midge.conformance.v5` holds the 5.0 expectations.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import secrets
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TypedDict, TypeVar, Unpack
 
 from midge.protocol.codec import Decoder, encode
 from midge.protocol.errors import MQTTError
 from midge.protocol.packets import (
+    PROTOCOL_MQTT_3_1_1,
+    PROTOCOL_MQTT_5,
     ConnAck,
     Connect,
     Disconnect,
@@ -46,6 +46,7 @@ from midge.protocol.packets import (
     Unsubscribe,
     Will,
 )
+from midge.protocol.properties import Properties
 
 DEFAULT_TIMEOUT = 2.0
 """Seconds a client waits for an expected packet."""
@@ -53,18 +54,16 @@ DEFAULT_TIMEOUT = 2.0
 QUIET_PERIOD = 0.5
 """Seconds of silence that count as "the broker sends nothing"."""
 
-MAX_STRICT_CLIENT_ID = 23
-MAX_PREFIX = 12
-"""A run prefix (8) plus a scenario id (4): client ids keep room for an 11-character name."""
-
 P = TypeVar("P", bound=Packet)
+A = TypeVar("A", PubAck, PubRec, PubComp)
 
 
 class ConnectOptions(TypedDict, total=False):
     """What `RawClient.connect` / `connect_packet` may set in a CONNECT besides the client id.
 
-    Unset: clean session, keep alive 60, no will, protocol level 4, protocol
-    name "MQTT"; `username` / `password` unset or None: the client's own.
+    Unset: clean session (5.0: Clean Start), keep alive 60, no will, the
+    client's protocol level, protocol name "MQTT", no properties;
+    `username` / `password` unset or None: the client's own.
     """
 
     clean_session: bool
@@ -74,10 +73,15 @@ class ConnectOptions(TypedDict, total=False):
     password: bytes | None
     protocol_level: int
     protocol_name: str
+    properties: Properties | None
 
 
 class ScenarioFailed(Exception):
     """The broker did not behave as the scenario requires."""
+
+
+class NotApplicable(Exception):
+    """The broker's configuration (read from CONNACK) rules out what the scenario checks."""
 
 
 class _Timeout(Exception):
@@ -88,9 +92,11 @@ def describe(packet: Packet) -> str:
     """A short human-readable rendering of a packet for failure messages."""
     if isinstance(packet, Publish):
         payload = packet.payload if len(packet.payload) <= 40 else packet.payload[:40] + b"..."
+        properties = "" if packet.properties is None else f", {packet.properties!r}"
         return (
             f"PUBLISH(topic={packet.topic!r}, payload={payload!r}, qos={packet.qos}, "
-            f"retain={int(packet.retain)}, dup={int(packet.dup)}, id={packet.packet_id})"
+            f"retain={int(packet.retain)}, dup={int(packet.dup)}, id={packet.packet_id}"
+            f"{properties})"
         )
     return f"{type(packet).__name__.upper()}{_fields(packet)}"
 
@@ -112,8 +118,10 @@ class RawClient:
         timeout: float = DEFAULT_TIMEOUT,
         username: str | None = None,
         password: bytes | None = None,
+        version: int = PROTOCOL_MQTT_3_1_1,
     ) -> None:
         self.name = name
+        self.version = version
         self.timeout = timeout
         self.username = username
         self.password = password
@@ -122,10 +130,13 @@ class RawClient:
         except OSError as exc:
             raise ScenarioFailed(f"{name}: cannot connect to {host}:{port}: {exc}") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.decoder = Decoder()
+        self.decoder = Decoder(version)
         self.backlog: deque[Packet] = deque()
         self.client_id: str | None = None
         self.clean_session = True
+        self.session_expiry = 0  # 5.0: the Session Expiry Interval last sent
+        self.topic_alias_maximum = 0  # 5.0: the highest alias this client lets the broker use
+        self.topic_aliases: dict[int, str] = {}  # 5.0: aliases the broker set, for this connection
         self.connack: ConnAck | None = None
         self.retained_topics: set[str] = set()
         self.eof = False
@@ -151,18 +162,31 @@ class RawClient:
             self.open = False
             self.sock.close()
 
-    def disconnect(self) -> None:
-        """Send DISCONNECT (if the connection still stands) and close."""
+    def disconnect(self, reason_code: int = 0, properties: Properties | None = None) -> None:
+        """Send DISCONNECT (if the connection still stands) and close.
+
+        `reason_code` and `properties` are for 5.0; a Session Expiry Interval
+        among them is remembered, so `Target.cleanup` knows a session stays.
+        """
+        if properties is not None and properties.session_expiry_interval is not None:
+            self.session_expiry = properties.session_expiry_interval or self.session_expiry
         if self.open and not self.eof:
             with contextlib.suppress(OSError):
-                self.sock.sendall(encode(Disconnect()))
+                self.sock.sendall(encode(Disconnect(reason_code, properties), self.version))
         self.close()
+
+    @property
+    def leaves_session(self) -> bool:
+        """Whether the broker may keep this client's session after it goes."""
+        if self.version >= PROTOCOL_MQTT_5:
+            return self.session_expiry != 0
+        return not self.clean_session
 
     # -------------------------------------------------------------- sending
 
     def send(self, item: Packet | bytes, allow_closed: bool = False) -> None:
         """Send a packet or raw bytes; `allow_closed` ignores a connection the broker closed."""
-        data = item if isinstance(item, bytes) else encode(item)
+        data = item if isinstance(item, bytes) else encode(item, self.version)
         try:
             self.sock.sendall(data)
         except OSError as exc:
@@ -183,6 +207,8 @@ class RawClient:
                 packet = self.decoder.next_packet()
             except MQTTError as exc:
                 raise ScenarioFailed(f"{self.name}: the broker sent bad bytes: {exc}") from None
+            if isinstance(packet, Publish) and packet.properties is not None:
+                return self._resolve_alias(packet)
             if packet is not None:
                 return packet
             if self.eof:
@@ -201,6 +227,38 @@ class RawClient:
                 self.eof = True
             self.decoder.feed(data)
 
+    def _resolve_alias(self, publish: Publish) -> Publish:
+        """A PUBLISH with its topic filled in from the broker's Topic Alias (5.0, 3.3.2.3.4).
+
+        Every scenario so checks that the broker uses only aliases this client
+        allows [MQTT-3.1.2-26, MQTT-3.1.2-27] and sets each before using it.
+        """
+        alias = publish.properties.topic_alias if publish.properties else None
+        if alias is None:
+            return publish
+        if not 0 < alias <= self.topic_alias_maximum:
+            raise ScenarioFailed(
+                f"{self.name}: the broker sent Topic Alias {alias}, above this client's "
+                f"Topic Alias Maximum {self.topic_alias_maximum}: {describe(publish)}"
+            )
+        if publish.topic:
+            self.topic_aliases[alias] = publish.topic
+            return publish
+        topic = self.topic_aliases.get(alias)
+        if topic is None:
+            raise ScenarioFailed(
+                f"{self.name}: the broker used Topic Alias {alias} without setting it first"
+            )
+        return Publish(
+            topic,
+            publish.payload,
+            publish.qos,
+            publish.retain,
+            publish.dup,
+            publish.packet_id,
+            properties=publish.properties,
+        )
+
     def receive(self, timeout: float | None = None, waiting_for: str = "a packet") -> Packet:
         """The next packet (backlog first); fails on close or timeout."""
         if self.backlog:
@@ -216,6 +274,18 @@ class RawClient:
             )
         return packet
 
+    def receive_or_close(
+        self, timeout: float | None = None, waiting_for: str = "a packet"
+    ) -> Packet | None:
+        """The next packet, or None when the broker closes first; fails on timeout."""
+        if self.backlog:
+            return self.backlog.popleft()
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            return self._receive(time.monotonic() + timeout)
+        except _Timeout:
+            raise ScenarioFailed(f"{self.name}: no {waiting_for} within {timeout:g}s") from None
+
     def expect(self, cls: type[P], timeout: float | None = None) -> P:
         """The next packet, which must be of class `cls`."""
         wanted = cls.__name__.upper()
@@ -224,7 +294,7 @@ class RawClient:
             raise ScenarioFailed(f"{self.name}: expected {wanted}, got {describe(packet)}")
         return packet
 
-    def _expect_stashing(self, cls: type[P], timeout: float | None = None) -> P:
+    def expect_stashing(self, cls: type[P], timeout: float | None = None) -> P:
         """Like `expect`, but PUBLISH packets arriving first are kept in the backlog."""
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
@@ -306,11 +376,47 @@ class RawClient:
         packet = self.connect_packet(client_id, **options)
         self.client_id = client_id
         self.clean_session = packet.clean_session
+        self._remember_connect_properties(packet.properties)
         if packet.will is not None and packet.will.retain:
             self.retained_topics.add(packet.will.topic)
         self.send(packet)
+        if packet.protocol_level == PROTOCOL_MQTT_5:
+            self._negotiate_version()
         self.connack = self.expect(ConnAck)
+        assigned = self.connack.properties and self.connack.properties.assigned_client_identifier
+        if assigned:
+            self.client_id = assigned
         return self.connack
+
+    def _negotiate_version(self) -> None:
+        """Decode the answer to a level 5 CONNECT at 5.0, unless it is a 3.1.1 CONNACK.
+
+        A server without 5.0 answers CONNACK 1 in its 3.1.1 form (remaining
+        length 2); a 5.0 CONNACK has at least 3 (reason code, property length).
+        """
+        data = b""
+        deadline = time.monotonic() + self.timeout
+        while len(data) < 2 and not self.eof and time.monotonic() < deadline:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                break
+            except OSError:
+                chunk = b""
+            self.eof = not chunk
+            data += chunk
+        three_one_one = data[:2] == b"\x20\x02"
+        self.decoder.version = PROTOCOL_MQTT_3_1_1 if three_one_one else PROTOCOL_MQTT_5
+        self.decoder.feed(data)
+
+    def _remember_connect_properties(self, properties: Properties | None) -> None:
+        self.topic_aliases.clear()  # aliases live for one connection [MQTT-3.3.2-7]
+        if properties is None:
+            self.session_expiry, self.topic_alias_maximum = 0, 0
+            return
+        self.session_expiry = properties.session_expiry_interval or 0
+        self.topic_alias_maximum = properties.topic_alias_maximum or 0
 
     def connect_packet(self, client_id: str, **options: Unpack[ConnectOptions]) -> Connect:
         """A CONNECT carrying this client's credentials unless others are given."""
@@ -323,8 +429,9 @@ class RawClient:
             username=self.username if username is None else username,
             password=self.password if password is None else password,
             will=options.get("will"),
-            protocol_level=options.get("protocol_level", 4),
+            protocol_level=options.get("protocol_level", self.version),
             protocol_name=options.get("protocol_name", "MQTT"),
+            properties=options.get("properties"),
         )
 
     def subscribe(self, *subscriptions: tuple[str, int]) -> tuple[int, ...]:
@@ -332,47 +439,86 @@ class RawClient:
         packet_id = self.new_packet_id()
         subs = tuple(Subscription(topic_filter, qos) for topic_filter, qos in subscriptions)
         self.send(Subscribe(packet_id, subs))
-        suback = self._expect_stashing(SubAck)
+        suback = self.expect_stashing(SubAck)
         if suback.packet_id != packet_id:
             raise ScenarioFailed(
                 f"{self.name}: SUBACK packet id {suback.packet_id}, SUBSCRIBE had {packet_id}"
             )
         return suback.return_codes
 
-    def unsubscribe(self, *topic_filters: str) -> None:
+    def subscribe_with(
+        self, *subscriptions: Subscription, properties: Properties | None = None
+    ) -> SubAck:
+        """SUBSCRIBE with full (5.0) subscription options and properties; the SUBACK."""
+        packet_id = self.new_packet_id()
+        self.send(Subscribe(packet_id, subscriptions, properties))
+        suback = self.expect_stashing(SubAck)
+        if suback.packet_id != packet_id:
+            raise ScenarioFailed(
+                f"{self.name}: SUBACK packet id {suback.packet_id}, SUBSCRIBE had {packet_id}"
+            )
+        return suback
+
+    def unsubscribe(self, *topic_filters: str) -> UnsubAck:
         packet_id = self.new_packet_id()
         self.send(Unsubscribe(packet_id, topic_filters))
-        unsuback = self._expect_stashing(UnsubAck)
+        unsuback = self.expect_stashing(UnsubAck)
         if unsuback.packet_id != packet_id:
             raise ScenarioFailed(
                 f"{self.name}: UNSUBACK packet id {unsuback.packet_id}, UNSUBSCRIBE had {packet_id}"
             )
+        return unsuback
 
     # ------------------------------------------------------------- messages
 
     def publish(
-        self, topic: str, payload: bytes = b"", qos: int = 0, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes = b"",
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
     ) -> int | None:
         """PUBLISH and complete the publisher side of the QoS flow; returns the packet id."""
+        self.publish_acked(topic, payload, qos, retain, properties)
+        return None if qos == 0 else self._next_id
+
+    def publish_acked(
+        self,
+        topic: str,
+        payload: bytes = b"",
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> PubAck | PubRec | None:
+        """`publish`, returning the PUBACK (QoS 1) or PUBREC (QoS 2) for its reason code.
+
+        A QoS 2 flow continues with PUBREL / PUBCOMP only when the PUBREC
+        accepted the message (5.0: a reason code below 0x80, section 4.3.3).
+        """
         if retain:
             self.retained_topics.add(topic)
         packet_id = self.new_packet_id() if qos else None
-        self.send(Publish(topic, payload, qos, retain, packet_id=packet_id))
+        self.send(Publish(topic, payload, qos, retain, packet_id=packet_id, properties=properties))
         if qos == 1:
-            self._expect_ack(PubAck, packet_id)
-        elif qos == 2:
-            self._expect_ack(PubRec, packet_id)
-            self.send(PubRel(packet_id or 0))
-            self._expect_ack(PubComp, packet_id)
-        return packet_id
+            return self.expect_ack(PubAck, packet_id)
+        if qos == 2:
+            pubrec = self.expect_ack(PubRec, packet_id)
+            if pubrec.reason_code < 0x80:
+                self.send(PubRel(packet_id or 0))
+                self.expect_ack(PubComp, packet_id)
+            return pubrec
+        return None
 
-    def _expect_ack(self, cls: type[PubAck | PubRec | PubComp], packet_id: int | None) -> None:
-        ack = self._expect_stashing(cls)
+    def expect_ack(self, cls: type[A], packet_id: int | None) -> A:
+        """The next non-PUBLISH packet: a `cls` acknowledging `packet_id`."""
+        ack = self.expect_stashing(cls)
         if ack.packet_id != packet_id:
             raise ScenarioFailed(
                 f"{self.name}: {cls.__name__.upper()} for packet id {ack.packet_id}, "
                 f"expected {packet_id}"
             )
+        return ack
 
     def acknowledge(self, publish: Publish) -> None:
         """Complete the receiver side of the QoS flow of a delivered PUBLISH."""
@@ -417,110 +563,7 @@ class RawClient:
         return publish
 
 
-def new_prefix() -> str:
-    """A short alphanumeric prefix unique to one run (client ids stay within 23 chars)."""
-    return "mc" + secrets.token_hex(3)
-
-
 def check(condition: bool, message: str) -> None:
     """Fail the scenario with `message` unless `condition` holds."""
     if not condition:
         raise ScenarioFailed(message)
-
-
-@dataclass
-class Target:
-    """The broker under test and the prefix that keeps this run's names apart."""
-
-    host: str
-    port: int
-    prefix: str = field(default_factory=new_prefix)
-    timeout: float = DEFAULT_TIMEOUT
-    username: str | None = None
-    password: bytes | None = field(default=None, repr=False)
-    clients: list[RawClient] = field(default_factory=list, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if not (self.prefix.isascii() and self.prefix.isalnum()) or len(self.prefix) > MAX_PREFIX:
-            raise ValueError(
-                f"prefix {self.prefix!r} must be 1-{MAX_PREFIX} ASCII letters and digits"
-            )
-
-    def scoped(self, suffix: str) -> Target:
-        """A fresh target for one scenario: same broker, prefix extended by `suffix`."""
-        return Target(
-            self.host,
-            self.port,
-            f"{self.prefix}{suffix}",
-            self.timeout,
-            self.username,
-            self.password,
-        )
-
-    def topic(self, name: str = "t") -> str:
-        """A topic (or filter, when `name` has wildcards) under this target's prefix."""
-        return f"midge-check/{self.prefix}/{name}"
-
-    def client_id(self, name: str) -> str:
-        """A client id of at most 23 alphanumeric characters, the range [MQTT-3.1.3-5] allows."""
-        client_id = f"{self.prefix}{name}"
-        if (
-            len(client_id) > MAX_STRICT_CLIENT_ID
-            or not client_id.isascii()
-            or not client_id.isalnum()
-        ):
-            raise ValueError(f"client id {client_id!r} is not 1-23 alphanumeric characters")
-        return client_id
-
-    def raw(self, name: str = "raw") -> RawClient:
-        """A new TCP connection that has sent nothing yet."""
-        client = self.untracked(name)
-        self.clients.append(client)
-        return client
-
-    def untracked(self, name: str) -> RawClient:
-        """A new TCP connection with this target's credentials that `cleanup` ignores."""
-        return RawClient(self.host, self.port, name, self.timeout, self.username, self.password)
-
-    def client(
-        self,
-        name: str,
-        clean_session: bool = True,
-        keep_alive: int = 60,
-        will: Will | None = None,
-        session_present: bool | None = None,
-    ) -> RawClient:
-        """A connected client (CONNACK 0 required), id `client_id(name)`."""
-        client = self.raw(name)
-        connack = client.connect(
-            self.client_id(name), clean_session=clean_session, keep_alive=keep_alive, will=will
-        )
-        check(
-            connack.return_code == 0,
-            f"{name}: CONNACK return code {connack.return_code}, expected 0",
-        )
-        if session_present is not None:
-            check(
-                connack.session_present == session_present,
-                f"{name}: CONNACK session present {int(connack.session_present)}, "
-                f"expected {int(session_present)}",
-            )
-        return client
-
-    def cleanup(self) -> None:
-        """Close every client; delete its persistent session and retained messages."""
-        for client in self.clients:
-            client.disconnect()
-        sessions = {c.client_id for c in self.clients if c.client_id and not c.clean_session}
-        retained = set().union(*(c.retained_topics for c in self.clients))
-        self.clients.clear()
-        for client_id in sorted(sessions):
-            with self.untracked("cleanup") as client:
-                client.connect(client_id, clean_session=True)
-                client.disconnect()
-        if retained:
-            with self.untracked("cleanup") as client:
-                client.connect(self.client_id("cleanup"), clean_session=True)
-                for topic in sorted(retained):
-                    client.publish(topic, b"", qos=1, retain=True)
-                client.disconnect()

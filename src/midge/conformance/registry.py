@@ -1,4 +1,9 @@
-"""The scenario registry: `@scenario("05-03", "title", rule="MQTT-3.8.4-3")`."""
+"""The scenario registry: `@scenario("05-03", "title", rule="MQTT-3.8.4-3")`.
+
+Each scenario belongs to one protocol: "3.1.1" (areas 01-19, the default) or
+"5" (areas 20 and up, registered with `protocol="5"`). A run selects one set or
+both ("all"); the default stays 3.1.1 so existing users see what they did.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,19 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from midge.conformance.harness import Target
+from midge.protocol.packets import PROTOCOL_MQTT_3_1_1, PROTOCOL_MQTT_5
 
-ScenarioFunction = Callable[[Target], None]
+if TYPE_CHECKING:
+    from midge.conformance.target import Target
+
+ScenarioFunction = Callable[["Target"], None]
+
+MQTT_3_1_1, MQTT_5, ALL_PROTOCOLS = "3.1.1", "5", "all"
+PROTOCOLS = (MQTT_3_1_1, MQTT_5)
+PROTOCOL_CHOICES = (*PROTOCOLS, ALL_PROTOCOLS)
+PROTOCOL_LEVELS = {MQTT_3_1_1: PROTOCOL_MQTT_3_1_1, MQTT_5: PROTOCOL_MQTT_5}
 
 _REGISTRY: dict[str, Scenario] = {}
 
@@ -22,10 +36,16 @@ class Scenario:
     title: str
     rule: str
     function: ScenarioFunction
+    protocol: str = MQTT_3_1_1
 
     @property
     def sort_key(self) -> tuple[int, ...]:
         return id_key(self.id)
+
+    @property
+    def version(self) -> int:
+        """The protocol level its clients connect with."""
+        return PROTOCOL_LEVELS[self.protocol]
 
 
 def id_key(scenario_id: str) -> tuple[int, ...]:
@@ -34,23 +54,30 @@ def id_key(scenario_id: str) -> tuple[int, ...]:
 
 
 def scenario(
-    scenario_id: str, title: str, rule: str
+    scenario_id: str, title: str, rule: str, protocol: str = MQTT_3_1_1
 ) -> Callable[[ScenarioFunction], ScenarioFunction]:
-    """Register the decorated function as scenario `scenario_id`."""
+    """Register the decorated function as scenario `scenario_id` of `protocol`."""
     id_key(scenario_id)  # a malformed id fails at import time
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"scenario {scenario_id}: unknown protocol {protocol!r}")
 
     def register(function: ScenarioFunction) -> ScenarioFunction:
         if scenario_id in _REGISTRY:
             raise ValueError(f"scenario id {scenario_id} registered twice")
-        _REGISTRY[scenario_id] = Scenario(scenario_id, title, rule, function)
+        _REGISTRY[scenario_id] = Scenario(scenario_id, title, rule, function, protocol)
         return function
 
     return register
 
 
-def all_scenarios() -> list[Scenario]:
-    """Every scenario of `midge.conformance.scenarios`, sorted by id."""
+def all_scenarios(protocol: str = MQTT_3_1_1) -> list[Scenario]:
+    """Every scenario of `protocol` ("3.1.1", "5" or "all"), sorted by id."""
+    if protocol not in PROTOCOL_CHOICES:
+        raise ValueError(f"unknown protocol {protocol!r}: one of {', '.join(PROTOCOL_CHOICES)}")
     package = importlib.import_module("midge.conformance.scenarios")
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package.__name__}.{module.name}")
-    return sorted(_REGISTRY.values(), key=lambda s: s.sort_key)
+    return sorted(
+        (s for s in _REGISTRY.values() if protocol in (ALL_PROTOCOLS, s.protocol)),
+        key=lambda s: s.sort_key,
+    )

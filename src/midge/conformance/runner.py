@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from midge.conformance.harness import ScenarioFailed, Target
-from midge.conformance.registry import Scenario, all_scenarios
+from midge.conformance.harness import NotApplicable, ScenarioFailed
+from midge.conformance.registry import MQTT_3_1_1, PROTOCOL_CHOICES, Scenario, all_scenarios
+from midge.conformance.target import Target
 
 _MOSQUITTO_KEEP_ALIVE = (
     "mosquitto 2.0.11 checks keep alive only every 5 s (keepalive__check runs when "
@@ -22,14 +23,67 @@ _OPTIONAL_EMPTY_ID = (
     "[MQTT-3.1.3-9], which the spec allows"
 )
 
+_MOSQUITTO_NO_DISCONNECT = (
+    "mosquitto 2.0.11 closes the connection without the DISCONNECT 0x82 (Protocol Error) that "
+    "section 4.13.1 says a server SHOULD send before closing for an error in a packet other "
+    "than CONNECT (for a Malformed Packet it does send DISCONNECT 0x81, see 23-01)"
+)
+
+_MOSQUITTO_WRONG_CODE = (
+    "mosquitto 2.0.11 sends DISCONNECT 0x81 (Malformed Packet) where the spec names another "
+    "reason code"
+)
+
+MOSQUITTO_5: dict[str, str] = {
+    "20-07": _MOSQUITTO_NO_DISCONNECT + "; here for a second CONNECT [MQTT-3.1.0-2]",
+    "20-08": (
+        "on a session takeover mosquitto 2.0.11 closes the old connection without sending it "
+        "DISCONNECT 0x8E (Session taken over) [MQTT-3.1.4-3]"
+    ),
+    "23-03": _MOSQUITTO_NO_DISCONNECT + "; here for a duplicate Message Expiry Interval",
+    "23-05": (
+        "mosquitto 2.0.11 accepts a PUBLISH from a client carrying a Subscription Identifier, "
+        "which [MQTT-3.3.4-6] forbids (a Protocol Error), and keeps the connection open"
+    ),
+    "23-06": (
+        "mosquitto 2.0.11 closes the connection without the DISCONNECT 0x81 (Malformed Packet) "
+        "that section 4.13.1 says a server SHOULD send, for a User Property that is not "
+        "well-formed UTF-8 [MQTT-1.5.4-1] (for an undefined property it does send it, 23-02)"
+    ),
+    "23-07": _MOSQUITTO_WRONG_CODE
+    + ": Subscription Identifier 0 is a Protocol Error, 0x82 (section 3.8.2.1.2)",
+    "25-03": _MOSQUITTO_WRONG_CODE
+    + ": Topic Alias 0 is 'Topic Alias invalid', 0x94 (section 3.3.2.3.4) [MQTT-3.3.2-8]",
+    "26-01": (
+        "mosquitto 2.0.11 exceeds a client's Receive Maximum: with Receive Maximum 2 and two "
+        "QoS 1 messages in flight, one PUBACK lets two more through (three unacknowledged) "
+        "[MQTT-3.3.4-9]; the QoS 2 window (26-02) is kept"
+    ),
+    "26-03": (
+        "a client exceeding mosquitto 2.0.11's Receive Maximum (20) gets PUBREC 0x97 (Quota "
+        "exceeded) for the extra QoS 2 message and stays connected, instead of DISCONNECT 0x93 "
+        "(Receive Maximum exceeded) that section 3.3.4 prescribes"
+    ),
+    "27-08": _MOSQUITTO_WRONG_CODE + ": Retain Handling 3 is a Protocol Error, 0x82 (3.8.3.1)",
+    "29-03": (
+        "mosquitto 2.0.11 grants '$share//filter' (an empty ShareName, [MQTT-4.8.2-1]) and "
+        "'$share/g' (no '/' and Topic Filter after the ShareName, [MQTT-4.8.2-2]); it refuses "
+        "'$share/g+x/filter'"
+    ),
+    "29-04": (
+        "mosquitto 2.0.11 grants No Local on a shared subscription (SUBACK 1) instead of treating "
+        "it as a Protocol Error [MQTT-3.8.3-4]"
+    ),
+    "29-05": (
+        "mosquitto 2.0.11 sends retained messages when a shared subscription is made; section "
+        "3.3.1.3 sends them only for a new Non-shared Subscription"
+    ),
+}
+"""Mosquitto 2.0.11's deviations from the MQTT 5.0 scenarios (`--protocol 5`)."""
+
 DEVIATIONS: dict[str, dict[str, str]] = {
     "mosquitto": {
-        "01-02": (
-            "mosquitto implements MQTT 5.0, so level 5 is not an unsupported level to it: it "
-            "parses this 3.1.1-layout CONNECT as a 5.0 CONNECT (properties after keep alive), "
-            "finds it malformed and closes without CONNACK ('disconnected due to protocol "
-            "error') instead of CONNACK 1 [MQTT-3.1.2-2], which only a 3.1.1 server must send"
-        ),
+        **MOSQUITTO_5,
         "03-01": _MOSQUITTO_KEEP_ALIVE,
         "04-02": _MOSQUITTO_KEEP_ALIVE + "; the will follows the late close",
         "05-05": (
@@ -79,36 +133,57 @@ INTERMITTENT: dict[str, frozenset[str]] = {
 
 @dataclass(frozen=True, slots=True)
 class Result:
+    """One scenario's outcome; `applicable` False: the broker's configuration ruled it out.
+
+    A scenario that is not applicable counts as passed (nothing failed) and
+    says why in `detail`.
+    """
+
     id: str
     title: str
     rule: str
     passed: bool
     detail: str
     seconds: float
+    applicable: bool = True
 
 
-def select(only: Iterable[str] | None) -> list[Scenario]:
-    """All scenarios, or those whose id equals or starts with "AREA-" of an entry of `only`."""
-    scenarios = all_scenarios()
+def select(only: Iterable[str] | None, protocol: str = MQTT_3_1_1) -> list[Scenario]:
+    """The scenarios of `protocol`; with `only`, those whose id or area is in `only`."""
+    scenarios = all_scenarios(protocol)
     if only is None:
         return scenarios
     wanted = set(only)
-    known = {s.id for s in scenarios}
-    areas = {k.split("-")[0] for k in known}
-    unknown = [w for w in wanted if w not in known and w not in areas]
+    unknown = _unknown(wanted, scenarios)
     if unknown:
-        raise ValueError(f"unknown scenario ids: {', '.join(sorted(unknown))}")
+        raise ValueError(f"unknown scenario ids: {', '.join(unknown)}{_hint(unknown, protocol)}")
     return [s for s in scenarios if s.id in wanted or s.id.split("-")[0] in wanted]
 
 
+def _unknown(wanted: set[str], scenarios: list[Scenario]) -> list[str]:
+    known = {s.id for s in scenarios}
+    areas = {k.split("-")[0] for k in known}
+    return sorted(w for w in wanted if w not in known and w not in areas)
+
+
+def _hint(unknown: list[str], protocol: str) -> str:
+    """Which --protocol the unknown ids belong to, when another one has them."""
+    for other in PROTOCOL_CHOICES:
+        if other != protocol and len(_unknown(set(unknown), all_scenarios(other))) < len(unknown):
+            return f" for MQTT {protocol} (they are MQTT {other} scenarios: --protocol {other})"
+    return ""
+
+
 def run_one(target: Target, item: Scenario) -> Result:
-    """Run one scenario on a fresh scoped target, then clean up after it."""
-    scoped = target.scoped(item.id.replace("-", ""))
+    """Run one scenario on a fresh scoped target (speaking its protocol), then clean up."""
+    scoped = target.scoped(item.id.replace("-", ""), version=item.version)
     started = time.monotonic()
-    passed, detail = False, ""
+    passed, detail, applicable = False, "", True
     try:
         item.function(scoped)
         passed = True
+    except NotApplicable as exc:
+        passed, detail, applicable = True, f"not applicable: {exc}", False
     except ScenarioFailed as exc:
         detail = str(exc)
     except OSError as exc:
@@ -120,17 +195,19 @@ def run_one(target: Target, item: Scenario) -> Result:
             scoped.cleanup()
         except (ScenarioFailed, OSError) as exc:
             detail = f"{detail}; cleanup failed: {exc}" if detail else f"cleanup failed: {exc}"
-    return Result(item.id, item.title, item.rule, passed, detail, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    return Result(item.id, item.title, item.rule, passed, detail, seconds, applicable)
 
 
 def run(
     target: Target,
     only: list[str] | None = None,
     on_result: Callable[[Result], None] | None = None,
+    protocol: str = MQTT_3_1_1,
 ) -> list[Result]:
-    """Run the selected scenarios (all when `only` is None) in id order."""
+    """Run the selected scenarios of `protocol` (all when `only` is None) in id order."""
     results = []
-    for item in select(only):
+    for item in select(only, protocol):
         result = run_one(target, item)
         if on_result is not None:
             on_result(result)

@@ -1,17 +1,41 @@
-"""Packets -> bytes for MQTT 3.1 (level 3) and 3.1.1 (level 4).
+"""Packets -> bytes for MQTT 3.1 (level 3), 3.1.1 (level 4) and 5.0 (level 5).
 
-`encode(packet, version)` returns the bytes of one packet. The broker's hot
-paths skip the packet objects: `encode_publish`, `encode_publish_head`,
-`encode_ack`, `encode_connack` and `encode_suback` take the fields. The codec
-(codec.py) re-exports all of it beside the decoder.
+`encode(packet, version)` returns the bytes of one packet: this module
+writes the 3.1/3.1.1 layouts and CONNECT at every level, encoding5.py the
+5.0 layout of the rest. The broker's hot paths skip the packet objects:
+`encode_publish`, `encode_publish_head`, `encode_ack`, `encode_connack` and
+`encode_suback` take the fields (3.1/3.1.1 only; encoding5.py has their 5.0
+counterparts). The codec (codec.py) re-exports all of it beside the decoder.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from midge.protocol.encoding5 import (
+    encode_ack5_packet,
+    encode_auth5_packet,
+    encode_connack5,
+    encode_connack5_packet,
+    encode_disconnect5_packet,
+    encode_publish5_packet,
+    encode_suback5_packet,
+    encode_subscribe5_packet,
+    encode_unsuback5_packet,
+    encode_unsubscribe5_packet,
+)
+from midge.protocol.fields import (
+    MAX_PACKET_SIZE,
+    MAX_REMAINING_LENGTH,
+    encode_binary,
+    encode_remaining_length,
+    encode_string,
+    fixed_header,
+)
 from midge.protocol.packets import (
     PROTOCOL_MQTT_3_1_1,
+    PROTOCOL_MQTT_5,
+    Auth,
     ConnAck,
     Connect,
     Disconnect,
@@ -28,47 +52,25 @@ from midge.protocol.packets import (
     UnsubAck,
     Unsubscribe,
 )
+from midge.protocol.properties import encode_properties
 
-MAX_REMAINING_LENGTH = 268_435_455
-"""The largest remaining length four length bytes can express."""
-
-MAX_PACKET_SIZE = MAX_REMAINING_LENGTH + 5
-"""A whole packet: one type byte, four length bytes, the rest."""
-
-# ---------------------------------------------------------------- primitives
-
-
-def encode_remaining_length(length: int) -> bytes:
-    """Variable byte integer of section 2.2.3: 7 bits a byte, high bit = more follows."""
-    if not 0 <= length <= MAX_REMAINING_LENGTH:
-        raise ValueError(f"remaining length {length} outside 0..{MAX_REMAINING_LENGTH}")
-    if length < 128:
-        return bytes((length,))
-    out = bytearray()
-    while True:
-        byte = length & 0x7F
-        length >>= 7
-        if length:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def encode_string(text: str) -> bytes:
-    data = text.encode("utf-8")
-    return encode_binary(data)
-
-
-def encode_binary(data: bytes) -> bytes:
-    if len(data) > 0xFFFF:
-        raise ValueError(f"field of {len(data)} bytes exceeds 65535")
-    return len(data).to_bytes(2, "big") + data
-
-
-def _fixed_header(first_byte: int, body_length: int) -> bytes:
-    return bytes((first_byte,)) + encode_remaining_length(body_length)
-
+__all__ = [
+    "MAX_PACKET_SIZE",
+    "MAX_REMAINING_LENGTH",
+    "PUBACK_HEADER",
+    "PUBCOMP_HEADER",
+    "PUBREC_HEADER",
+    "PUBREL_HEADER",
+    "encode",
+    "encode_ack",
+    "encode_binary",
+    "encode_connack",
+    "encode_publish",
+    "encode_publish_head",
+    "encode_remaining_length",
+    "encode_string",
+    "encode_suback",
+]
 
 # ------------------------------------------------------------------ encoding
 
@@ -99,14 +101,20 @@ def encode_publish_head(
     topic_bytes = topic.encode("utf-8")
     first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
     length = 2 + len(topic_bytes) + (2 if qos else 0) + payload_length
-    return _fixed_header(first, length) + len(topic_bytes).to_bytes(2, "big") + topic_bytes
+    return fixed_header(first, length) + len(topic_bytes).to_bytes(2, "big") + topic_bytes
 
 
 def _encode_connect(packet: Connect, version: int) -> bytes:
+    """Any level: the packet's own, as in decoding. 5.0 adds the properties
+    after keep alive and the will's before its topic, and allows a password
+    without a user name."""
+    v5 = packet.protocol_level == PROTOCOL_MQTT_5
     flags = 0x02 if packet.clean_session else 0
     payload = encode_string(packet.client_id)
     if packet.will is not None:
         flags |= 0x04 | (packet.will.qos << 3) | (0x20 if packet.will.retain else 0)
+        if v5:
+            payload += encode_properties(packet.will.properties)
         payload += encode_string(packet.will.topic) + encode_binary(packet.will.payload)
     if packet.username is not None:
         flags |= 0x80
@@ -119,8 +127,10 @@ def _encode_connect(packet: Connect, version: int) -> bytes:
         + bytes((packet.protocol_level, flags))
         + packet.keep_alive.to_bytes(2, "big")
     )
+    if v5:
+        variable += encode_properties(packet.properties)
     body = variable + payload
-    return _fixed_header(0x10, len(body)) + body
+    return fixed_header(0x10, len(body)) + body
 
 
 def _encode_connack(packet: ConnAck, version: int) -> bytes:
@@ -132,7 +142,10 @@ _CONNACKS = tuple(bytes((0x20, 2, 0, code)) for code in range(6))
 
 
 def encode_connack(return_code: int, session_present: bool, version: int) -> bytes:
-    """CONNACK without a packet object: the broker sends one per connection."""
+    """CONNACK without a packet object: the broker sends one per connection.
+    At version 5 it is `encoding5.encode_connack5` without properties."""
+    if version >= PROTOCOL_MQTT_5:
+        return encode_connack5(return_code, session_present)
     # MQTT 3.1 has no session present flag: its first byte is reserved.
     # A refusal never claims a session [MQTT-3.2.2-4].
     if session_present and not return_code and version >= PROTOCOL_MQTT_3_1_1:
@@ -146,7 +159,7 @@ def _encode_subscribe(packet: Subscribe, version: int) -> bytes:
     body = packet.packet_id.to_bytes(2, "big") + b"".join(
         encode_string(sub.topic_filter) + bytes((sub.qos,)) for sub in packet.subscriptions
     )
-    return _fixed_header(0x82, len(body)) + body
+    return fixed_header(0x82, len(body)) + body
 
 
 def _encode_suback(packet: SubAck, version: int) -> bytes:
@@ -155,14 +168,14 @@ def _encode_suback(packet: SubAck, version: int) -> bytes:
 
 def encode_suback(packet_id: int, return_codes: bytes) -> bytes:
     """SUBACK without a packet object: one return code byte per filter, in order."""
-    return _fixed_header(0x90, 2 + len(return_codes)) + packet_id.to_bytes(2, "big") + return_codes
+    return fixed_header(0x90, 2 + len(return_codes)) + packet_id.to_bytes(2, "big") + return_codes
 
 
 def _encode_unsubscribe(packet: Unsubscribe, version: int) -> bytes:
     body = packet.packet_id.to_bytes(2, "big") + b"".join(
         encode_string(topic_filter) for topic_filter in packet.topic_filters
     )
-    return _fixed_header(0xA2, len(body)) + body
+    return fixed_header(0xA2, len(body)) + body
 
 
 _Acknowledgement = PubAck | PubRec | PubRel | PubComp | UnsubAck
@@ -198,6 +211,10 @@ def _encode_publish_packet(packet: Publish, version: int) -> bytes:
     )
 
 
+def _no_auth(packet: Auth, version: int) -> bytes:
+    raise ValueError("AUTH exists only in MQTT 5.0")
+
+
 _ENCODERS: dict[type, Callable[..., bytes]] = {
     Connect: _encode_connect,
     ConnAck: _encode_connack,
@@ -213,9 +230,28 @@ _ENCODERS: dict[type, Callable[..., bytes]] = {
     PingReq: _empty(0xC0),
     PingResp: _empty(0xD0),
     Disconnect: _empty(0xE0),
+    Auth: _no_auth,
+}
+
+_ENCODERS5: dict[type, Callable[..., bytes]] = {
+    **_ENCODERS,
+    ConnAck: encode_connack5_packet,
+    Publish: encode_publish5_packet,
+    PubAck: encode_ack5_packet,
+    PubRec: encode_ack5_packet,
+    PubRel: encode_ack5_packet,
+    PubComp: encode_ack5_packet,
+    Subscribe: encode_subscribe5_packet,
+    SubAck: encode_suback5_packet,
+    Unsubscribe: encode_unsubscribe5_packet,
+    UnsubAck: encode_unsuback5_packet,
+    Disconnect: encode_disconnect5_packet,
+    Auth: encode_auth5_packet,
 }
 
 
 def encode(packet: Packet, version: int = PROTOCOL_MQTT_3_1_1) -> bytes:
-    """The wire bytes of `packet` for protocol level `version`."""
-    return _ENCODERS[type(packet)](packet, version)
+    """The wire bytes of `packet` for protocol level `version`. Below 5.0 the
+    5.0 fields (properties, reason codes) are left out."""
+    encoders = _ENCODERS5 if version >= PROTOCOL_MQTT_5 else _ENCODERS
+    return encoders[type(packet)](packet, version)

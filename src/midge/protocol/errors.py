@@ -29,3 +29,21 @@ class PacketTooLarge(MalformedPacket):
     """The remaining length exceeds the configured maximum packet size."""
 
     reason_code = 0x95
+
+
+class TopicAliasInvalid(ProtocolError):
+    """A Topic Alias of 0, above the receiver's maximum, or never set up."""
+
+    reason_code = 0x94
+
+
+class ReceiveMaximumExceeded(ProtocolError):
+    """More unacknowledged QoS 1/2 PUBLISH packets than the receiver allows."""
+
+    reason_code = 0x93
+
+
+class PayloadFormatInvalid(ProtocolError):
+    """A payload marked as UTF-8 that is not."""
+
+    reason_code = 0x99

@@ -11,14 +11,19 @@ slower.
 
 The packets describe what is on the wire independent of protocol version;
 the codec decides how a field is written for 3.1 (level 3), 3.1.1 (level 4)
-and, later, 5.0 (level 5). Fields that 5.0 adds (properties, reason codes
-beyond 3.1.1's) get defaults so that adding them does not change callers.
+and 5.0 (level 5). Fields that 5.0 adds get defaults that mean "absent", so
+3.1.1 code never sets them: `properties` is None when a packet carries none
+(always, below 5.0), and a reason code of 0 is success. A 3.1.1 CONNACK's
+return code and SUBACK's return codes hold 5.0 reason codes on a 5.0
+connection (the codec checks each against its version's set).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+
+from midge.protocol.properties import Properties
 
 
 class PacketType(IntEnum):
@@ -38,6 +43,7 @@ class PacketType(IntEnum):
     PINGREQ = 12
     PINGRESP = 13
     DISCONNECT = 14
+    AUTH = 15
 
 
 class ConnectReturnCode(IntEnum):
@@ -58,8 +64,17 @@ PROTOCOL_MQTT_3_1 = 3
 PROTOCOL_MQTT_3_1_1 = 4
 PROTOCOL_MQTT_5 = 5
 
-SUPPORTED_PROTOCOLS = {"MQTT": PROTOCOL_MQTT_3_1_1, "MQIsdp": PROTOCOL_MQTT_3_1}
-"""The level each protocol name is spoken at; any other pairing gets CONNACK 1."""
+SUPPORTED_PROTOCOLS: dict[str, frozenset[int]] = {
+    "MQTT": frozenset((PROTOCOL_MQTT_3_1_1, PROTOCOL_MQTT_5)),
+    "MQIsdp": frozenset((PROTOCOL_MQTT_3_1,)),
+}
+"""The levels each protocol name is spoken at; any other pairing gets CONNACK 1."""
+
+RETAIN_SEND_ALWAYS = 0
+RETAIN_SEND_IF_NEW = 1
+RETAIN_SEND_NEVER = 2
+"""Retain Handling of a 5.0 subscription (section 3.8.3.1): when retained
+messages are sent on subscribing."""
 
 
 @dataclass(slots=True, unsafe_hash=True, init=False)  # see the module docstring
@@ -70,12 +85,21 @@ class Will:
     payload: bytes
     qos: int = 0
     retain: bool = False
+    properties: Properties | None = None  # the Will Properties (5.0)
 
-    def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> None:
         self.topic = topic
         self.payload = payload
         self.qos = qos
         self.retain = retain
+        self.properties = properties
 
 
 @dataclass(slots=True, unsafe_hash=True, init=False)  # see the module docstring
@@ -88,6 +112,9 @@ class Connect:
     will: Will | None = None
     protocol_level: int = PROTOCOL_MQTT_3_1_1
     protocol_name: str = "MQTT"
+    properties: Properties | None = None
+    # 5.0 calls the flag Clean Start: it ends an old session but says nothing
+    # about the new one's lifetime (Session Expiry Interval does). Same bit.
 
     def __init__(
         self,
@@ -99,6 +126,7 @@ class Connect:
         will: Will | None = None,
         protocol_level: int = PROTOCOL_MQTT_3_1_1,
         protocol_name: str = "MQTT",
+        properties: Properties | None = None,
     ) -> None:
         self.client_id = client_id
         self.clean_session = clean_session
@@ -108,12 +136,14 @@ class Connect:
         self.will = will
         self.protocol_level = protocol_level
         self.protocol_name = protocol_name
+        self.properties = properties
 
 
 @dataclass(frozen=True, slots=True)
 class ConnAck:
-    return_code: int
+    return_code: int  # on a 5.0 connection: the reason code
     session_present: bool = False
+    properties: Properties | None = None
 
 
 @dataclass(slots=True, unsafe_hash=True, init=False)  # see the module docstring
@@ -124,10 +154,13 @@ class Publish:
     retain: bool = False
     dup: bool = False
     packet_id: int | None = None
-    # As decoded: the received bytes up to the packet id (fixed header, topic)
-    # when DUP and RETAIN are clear, so a broker can forward the packet at the
-    # same QoS without encoding it again. Never part of equality.
+    # As decoded below 5.0: the received bytes up to the packet id (fixed
+    # header, topic) when DUP and RETAIN are clear, so a broker can forward it
+    # at the same QoS without encoding it again. Never part of equality. A 5.0
+    # PUBLISH has none: its properties come after the packet id and differ
+    # per receiver.
     head: bytes | None = field(default=None, compare=False, repr=False)
+    properties: Properties | None = None
 
     def __init__(
         self,
@@ -138,6 +171,7 @@ class Publish:
         dup: bool = False,
         packet_id: int | None = None,
         head: bytes | None = None,
+        properties: Properties | None = None,
     ) -> None:
         self.topic = topic
         self.payload = payload
@@ -146,65 +180,98 @@ class Publish:
         self.dup = dup
         self.packet_id = packet_id
         self.head = head
+        self.properties = properties
 
 
 @dataclass(slots=True, unsafe_hash=True)  # per message: see the module docstring
 class PubAck:
     packet_id: int
+    reason_code: int = 0  # 5.0 only; 0 is success
+    properties: Properties | None = None
 
 
 @dataclass(slots=True, unsafe_hash=True)  # per message: see the module docstring
 class PubRec:
     packet_id: int
+    reason_code: int = 0  # 5.0 only; 0 is success
+    properties: Properties | None = None
 
 
 @dataclass(slots=True, unsafe_hash=True)  # per message: see the module docstring
 class PubRel:
     packet_id: int
+    reason_code: int = 0  # 5.0 only; 0 is success
+    properties: Properties | None = None
 
 
 @dataclass(slots=True, unsafe_hash=True)  # per message: see the module docstring
 class PubComp:
     packet_id: int
+    reason_code: int = 0  # 5.0 only; 0 is success
+    properties: Properties | None = None
 
 
 @dataclass(slots=True, unsafe_hash=True, init=False)  # see the module docstring
 class Subscription:
-    """One topic filter of a SUBSCRIBE with its requested QoS."""
+    """One topic filter of a SUBSCRIBE with its requested QoS and (5.0) options."""
 
     topic_filter: str
     qos: int = 0
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: int = RETAIN_SEND_ALWAYS
 
-    def __init__(self, topic_filter: str, qos: int = 0) -> None:
+    def __init__(
+        self,
+        topic_filter: str,
+        qos: int = 0,
+        no_local: bool = False,
+        retain_as_published: bool = False,
+        retain_handling: int = RETAIN_SEND_ALWAYS,
+    ) -> None:
         self.topic_filter = topic_filter
         self.qos = qos
+        self.no_local = no_local
+        self.retain_as_published = retain_as_published
+        self.retain_handling = retain_handling
 
 
 @dataclass(slots=True, unsafe_hash=True, init=False)  # see the module docstring
 class Subscribe:
     packet_id: int
     subscriptions: tuple[Subscription, ...]
+    properties: Properties | None = None
 
-    def __init__(self, packet_id: int, subscriptions: tuple[Subscription, ...]) -> None:
+    def __init__(
+        self,
+        packet_id: int,
+        subscriptions: tuple[Subscription, ...],
+        properties: Properties | None = None,
+    ) -> None:
         self.packet_id = packet_id
         self.subscriptions = subscriptions
+        self.properties = properties
 
 
 @dataclass(frozen=True, slots=True)
 class SubAck:
     packet_id: int
-    return_codes: tuple[int, ...]
+    return_codes: tuple[int, ...]  # on a 5.0 connection: reason codes
+    properties: Properties | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
     packet_id: int
     topic_filters: tuple[str, ...]
+    properties: Properties | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class UnsubAck:
     packet_id: int
+    reason_codes: tuple[int, ...] = ()  # 5.0 only: one per topic filter
+    properties: Properties | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +286,16 @@ class PingResp:
 
 @dataclass(frozen=True, slots=True)
 class Disconnect:
-    pass
+    reason_code: int = 0  # 5.0 only; 0 is a normal disconnection
+    properties: Properties | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """5.0 only: a step of enhanced authentication (section 3.15)."""
+
+    reason_code: int = 0  # 0 success, 0x18 continue, 0x19 re-authenticate
+    properties: Properties | None = None
 
 
 Packet = (
@@ -237,4 +313,5 @@ Packet = (
     | PingReq
     | PingResp
     | Disconnect
+    | Auth
 )

@@ -34,10 +34,13 @@ class StoreError(Exception):
 
 @dataclass(slots=True)
 class SessionSaved:
-    """A persistent session exists; `disconnected_at` (wall clock) when offline."""
+    """A persistent session exists; `disconnected_at` (wall clock) when offline;
+    `expiry_interval` a 5.0 session's Session Expiry Interval (None: 3.1.1).
+    Each one sets both: the store keeps what the last one said."""
 
     client_id: str
     disconnected_at: float | None = None
+    expiry_interval: int | None = None
 
 
 @dataclass(slots=True)
@@ -49,6 +52,9 @@ class SessionDeleted:
 
 @dataclass(slots=True)
 class SubscriptionSet:
+    """`qos`: the subscription's QoS for a 3.1.1 client, its subscription options
+    packed in one int for a 5.0 one; the store keeps any non-negative int."""
+
     client_id: str
     topic_filter: str
     qos: int
@@ -169,9 +175,11 @@ class OutboundRow:
 class StoredSession:
     client_id: str
     disconnected_at: float | None = None
+    # filter -> the int SubscriptionSet gave (QoS, or 5.0's packed subscription options)
     subscriptions: dict[str, int] = field(default_factory=dict)
     outbound: list[OutboundRow] = field(default_factory=list)  # in seq order
     pending_releases: dict[int, Message | None] = field(default_factory=dict)
+    expiry_interval: int | None = None  # as the last SessionSaved gave it
 
 
 @dataclass(slots=True)

@@ -58,7 +58,7 @@ class Changes:
     def __init__(self, written: dict[str, int]) -> None:
         """`written`: client id -> the highest seq ever written for it (see above)."""
         self.written = written
-        self.sessions: dict[str, float | None] = {}  # upserts only
+        self.sessions: dict[str, SessionSaved] = {}  # upserts only
         self.subscriptions: dict[tuple[str, str], SubscriptionSet | None] = {}  # or DELETE
         self.outbound: dict[tuple[str, int], OutboundChange] = {}
         # (client id, packet id) -> ReleasePending to write, or DELETE
@@ -94,7 +94,7 @@ class Changes:
     def _add_other(self, op: Operation) -> None:
         match op:
             case SessionSaved():
-                self.sessions[op.client_id] = op.disconnected_at
+                self.sessions[op.client_id] = op
             case SubscriptionSet():
                 self.subscriptions[(op.client_id, op.topic_filter)] = op
             case SubscriptionDeleted():

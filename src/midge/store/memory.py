@@ -51,6 +51,7 @@ class MemoryStore:
                     dict(stored.subscriptions),
                     [rows[seq] for seq in sorted(rows)],
                     dict(stored.pending_releases),
+                    stored.expiry_interval,
                 )
             )
         return StoredState(sessions, list(self._retained.values()))
@@ -64,6 +65,7 @@ class MemoryStore:
             case SessionSaved():
                 session = self._sessions.setdefault(op.client_id, StoredSession(op.client_id))
                 session.disconnected_at = op.disconnected_at
+                session.expiry_interval = op.expiry_interval
             case SessionDeleted():
                 self._sessions.pop(op.client_id, None)
                 self._outbound.pop(op.client_id, None)

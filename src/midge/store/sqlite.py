@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from midge.message import Message
+from midge.protocol.errors import MQTTError
 from midge.store.base import (
     Operation,
     OutboundRow,
@@ -43,14 +44,18 @@ from midge.store.lock import StoreLock, lock_path
 from midge.store.shared import OutboundIndex
 from midge.store.sqlite_writes import (
     CACHED_STATEMENTS,
+    INSERT_RELEASES,
+    INSERT_RETAINED,
     MultiRow,
     OutboundWrites,
+    Rows,
     blob,
     by_client,
     message_columns,
+    properties_from_column,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SQLITE_HEADER = b"SQLite format 3\x00"
 SYNCHRONOUS_LEVELS = ("full", "normal", "off")
 
@@ -122,10 +127,23 @@ _MIGRATIONS: list[list[str]] = [
             FROM outbound_v1""",
         "DROP TABLE outbound_v1",
     ],
+    # 2 -> 3: MQTT 5.0. A message's properties (the block a PUBLISH carries) and
+    # the wall-clock time it expires, wherever a message is stored; a session's
+    # Session Expiry Interval. NULL for 3.1.1 data: adding a nullable column
+    # without a default rewrites no row, and a NULL costs a row one header byte.
+    [
+        *(
+            f"ALTER TABLE {table} ADD COLUMN {column}"
+            for table in ("outbound", "messages", "pending_releases", "retained")
+            for column in ("properties BLOB", "expires_at REAL")
+        ),
+        "ALTER TABLE sessions ADD COLUMN expiry_interval INTEGER",
+    ],
 ]
 
 _SESSION_TABLES = ("subscriptions", "outbound", "pending_releases", "sessions")
-_OUTBOUND_COLUMNS = "client_id, seq, packet_id, awaiting, message_id, topic, payload, qos, retain"
+# What `_load` reads; a message's columns always end in these.
+_MESSAGE = "topic, payload, qos, retain, properties, expires_at"
 
 
 class SQLiteStore:
@@ -233,41 +251,52 @@ class SQLiteStore:
             return self._load()
         except sqlite3.Error as exc:
             raise StoreError(self._explain(exc)) from None
+        except MQTTError as exc:  # from properties_from_column
+            raise StoreError(
+                f"{self.path}: a stored message's properties cannot be read ({exc}); the "
+                "store is corrupt. Restore it from a backup, or move it away to start empty."
+            ) from None
 
     def _load(self) -> StoredState:
         db = self._db
-        sessions: dict[str, StoredSession] = {
-            client_id: StoredSession(client_id, disconnected_at)
-            for client_id, disconnected_at in db.execute("SELECT * FROM sessions")
-        }
+        sessions: dict[str, StoredSession] = {}
+        for client_id, disconnected_at, expiry_interval in db.execute(
+            "SELECT client_id, disconnected_at, expiry_interval FROM sessions"
+        ):
+            sessions[client_id] = StoredSession(
+                client_id, disconnected_at, expiry_interval=expiry_interval
+            )
 
         def session(client_id: str) -> StoredSession:
             return sessions.setdefault(client_id, StoredSession(client_id))
 
-        for client_id, topic_filter, qos in db.execute("SELECT * FROM subscriptions"):
+        for client_id, topic_filter, qos in db.execute(
+            "SELECT client_id, topic_filter, qos FROM subscriptions"
+        ):
             session(client_id).subscriptions[topic_filter] = qos
         # One object per shared message, as the broker had it: memory, not copies.
         shared = {
-            message_id: Message(topic, bytes(payload), qos, bool(retain))
-            for message_id, topic, payload, qos, retain in db.execute("SELECT * FROM messages")
+            row[0]: _message(*row[1:]) for row in db.execute(f"SELECT id, {_MESSAGE} FROM messages")
         }
-        for row in db.execute(f"SELECT {_OUTBOUND_COLUMNS} FROM outbound ORDER BY client_id, seq"):
-            client_id, seq, packet_id, awaiting, message_id, topic, payload, qos, retain = row
+        for row in db.execute(
+            f"SELECT client_id, seq, packet_id, awaiting, message_id, {_MESSAGE}"
+            " FROM outbound ORDER BY client_id, seq"
+        ):
+            client_id, seq, packet_id, awaiting, message_id = row[:5]
             # 0: not in flight, as written since schema 2 (schema 1 wrote NULL).
             packet_id, awaiting = packet_id or None, awaiting or None
-            if message_id is None:
-                message = Message(topic, bytes(payload), qos, bool(retain))
-            else:
-                message = shared[message_id]
+            message = _message(*row[5:]) if message_id is None else shared[message_id]
             session(client_id).outbound.append(OutboundRow(seq, message, packet_id, awaiting))
-        for client_id, packet_id, topic, payload, qos, retain in db.execute(
-            "SELECT * FROM pending_releases"
-        ):
-            held = None if topic is None else Message(topic, bytes(payload), qos, bool(retain))
+        for row in db.execute(f"SELECT client_id, packet_id, {_MESSAGE} FROM pending_releases"):
+            client_id, packet_id, topic = row[:3]
+            held = None if topic is None else _message(*row[2:])
             session(client_id).pending_releases[packet_id] = held
+        # A retained message is kept with its retain flag set.
         retained = [
-            Message(topic, bytes(payload), qos, True)
-            for topic, payload, qos in db.execute("SELECT * FROM retained")
+            _message(*row)
+            for row in db.execute(
+                "SELECT topic, payload, qos, 1, properties, expires_at FROM retained"
+            )
         ]
         return StoredState(list(sessions.values()), retained)
 
@@ -307,12 +336,15 @@ class SQLiteStore:
         write = self._write
         params: list[Any]
         if changes.sessions:
-            params = [value for item in changes.sessions.items() for value in item]
+            params = []
+            for saved in changes.sessions.values():
+                params += (saved.client_id, saved.disconnected_at, saved.expiry_interval)
             write.values(
-                "INSERT INTO sessions (client_id, disconnected_at)",
-                2,
+                "INSERT INTO sessions (client_id, disconnected_at, expiry_interval)",
+                3,
                 params,
-                " ON CONFLICT (client_id) DO UPDATE SET disconnected_at = excluded.disconnected_at",
+                " ON CONFLICT (client_id) DO UPDATE SET disconnected_at ="
+                " excluded.disconnected_at, expiry_interval = excluded.expiry_interval",
             )
         if changes.subscriptions:
             gone: list[tuple[str, Any]] = []
@@ -331,27 +363,28 @@ class SQLiteStore:
             write.values("INSERT OR REPLACE INTO subscriptions", 3, params)
         if changes.releases:
             gone = []
-            params = []
+            releases = Rows(INSERT_RELEASES)
             for (client_id, packet_id), pending in changes.releases.items():
                 if pending is None:
                     gone.append((client_id, packet_id))
                 else:
-                    params += (client_id, packet_id, *message_columns(pending.message))
+                    held = pending.message
+                    releases.add((client_id, packet_id, *message_columns(held)), held)
             for client_id, keys in by_client(gone).items():
                 write.within(
                     "DELETE FROM pending_releases WHERE client_id = ? AND packet_id IN",
                     (client_id,),
                     keys,
                 )
-            write.values("INSERT OR REPLACE INTO pending_releases", 6, params)
+            releases.run(write)
         if changes.retained:
             topics = [topic for topic, message in changes.retained.items() if message is None]
             write.within("DELETE FROM retained WHERE topic IN", (), topics)
-            params = []
+            retained = Rows(INSERT_RETAINED)
             for message in changes.retained.values():
                 if message is not None:
-                    params += (message.topic, blob(message.payload), message.qos)
-            write.values("INSERT OR REPLACE INTO retained", 3, params)
+                    retained.add((message.topic, blob(message.payload), message.qos), message)
+            retained.run(write)
 
     def _write_outbound(
         self, changes: Changes, index: OutboundIndex, unreferenced: list[int]
@@ -386,8 +419,7 @@ class SQLiteStore:
                 pass  # the same shared message as the row before
             elif n < last and added[n + 1][2] is message:
                 message_id = next(self._message_ids)
-                writes.messages += (message_id, message.topic, blob(message.payload))
-                writes.messages += (message.qos, 1 if message.retain else 0)
+                writes.share(message_id, message)
             else:
                 writes.add(client_id, seq, packet_id, awaiting, message, None)
                 continue
@@ -398,3 +430,17 @@ class SQLiteStore:
     def close(self) -> None:
         self._db.close()
         self._lock.release()  # after the last write: the next broker may open the file
+
+
+def _message(
+    topic: str,
+    payload: bytes,
+    qos: int,
+    retain: int,
+    properties: bytes | None,
+    expires_at: float | None,
+) -> Message:
+    """A message from its stored columns (`_MESSAGE`)."""
+    return Message(
+        topic, bytes(payload), qos, bool(retain), properties_from_column(properties), expires_at
+    )

@@ -7,6 +7,10 @@ runs releases and retakes the GIL while the event loop competes for it. So
 rows go in multi-row statements (`MultiRow`), an outbound row's columns are
 grouped by what it holds (`OutboundWrites`), and every bound value is of a
 type the sqlite3 module passes through without "adapting" it.
+
+A 5.0 message's own columns (`properties`, `expires_at`) are bound only for
+a message that has one of them (`Rows`): a 3.1.1 message's row leaves them
+out, NULL, rather than bind two Nones that would each be adapted.
 """
 
 from __future__ import annotations
@@ -16,17 +20,14 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from midge.message import Message
+from midge.protocol.errors import MalformedPacket
+from midge.protocol.properties import PUBLISH, Properties, decode_properties, encode_properties
 
 # The sqlite3 module "adapts" each bound value that is not an exact int, float,
 # str or bytearray (None, bytes, bool, IntEnum), at about a microsecond each (a
 # failed attribute lookup raises and clears an AttributeError). So rows are
 # built of exact types: a queued row's packet id and awaiting are 0 (no packet
 # id is 0), and a column that would be None is left out instead.
-_ADD_INLINE = (
-    "INSERT OR REPLACE INTO outbound"
-    " (client_id, seq, packet_id, awaiting, topic, payload, qos, retain)",
-    8,
-)
 _ADD_SHARED = (
     "INSERT OR REPLACE INTO outbound (client_id, seq, packet_id, awaiting, message_id)",
     5,
@@ -151,6 +152,58 @@ def by_client(keys: list[tuple[str, Any]]) -> dict[str, list[Any]]:
     return grouped
 
 
+class Insert:
+    """A multi-row INSERT into a table whose rows hold a message, in its two
+    forms: without the 5.0 columns and with them."""
+
+    __slots__ = ("extended", "plain", "tail", "width")
+
+    def __init__(self, head: str, columns: str, tail: str = "") -> None:
+        self.plain = f"{head} ({columns})"
+        self.extended = f"{head} ({columns}, properties, expires_at)"
+        self.width = columns.count(",") + 1  # of the plain form
+        self.tail = tail
+
+
+INSERT_OUTBOUND = Insert(
+    "INSERT OR REPLACE INTO outbound",
+    "client_id, seq, packet_id, awaiting, topic, payload, qos, retain",
+)
+INSERT_MESSAGES = Insert("INSERT INTO messages", "id, topic, payload, qos, retain")
+INSERT_RELEASES = Insert(
+    "INSERT OR REPLACE INTO pending_releases",
+    "client_id, packet_id, topic, payload, qos, retain",
+)
+INSERT_RETAINED = Insert("INSERT OR REPLACE INTO retained", "topic, payload, qos")
+
+
+class Rows:
+    """New rows of one `Insert`, flat: those whose message has a 5.0 field
+    apart, with the two columns more."""
+
+    __slots__ = ("extended", "insert", "plain")
+
+    def __init__(self, insert: Insert) -> None:
+        self.insert = insert
+        self.plain: list[Any] = []
+        self.extended: list[Any] = []
+
+    def add(self, values: Row, message: Message | None) -> None:
+        """A row of `values` (the plain form's columns) holding `message`."""
+        if message is None or (message.properties is None and message.expires_at is None):
+            self.plain += values
+        else:
+            self.extended += values
+            self.extended += (properties_column(message.properties), message.expires_at)
+
+    def run(self, write: MultiRow) -> None:
+        insert = self.insert
+        if self.plain:
+            write.values(insert.plain, insert.width, self.plain, insert.tail)
+        if self.extended:
+            write.values(insert.extended, insert.width + 2, self.extended, insert.tail)
+
+
 class OutboundWrites:
     """One segment's outbound rows, gathered into as few statements as possible."""
 
@@ -158,9 +211,9 @@ class OutboundWrites:
 
     def __init__(self) -> None:
         self.gone: dict[str, list[int]] = {}  # client id -> seqs
-        self.inline: list[Any] = []  # rows with their message, flat (_ADD_INLINE)
+        self.inline = Rows(INSERT_OUTBOUND)  # rows with their message
         self.shared: list[Any] = []  # rows referring to a shared message, flat
-        self.messages: list[Any] = []  # new shared messages, flat
+        self.messages = Rows(INSERT_MESSAGES)  # new shared messages
         # client id -> (seq, packet id, awaiting) of rows that went in flight
         self.updated: dict[str, list[tuple[int, int, int]]] = {}
 
@@ -187,21 +240,27 @@ class OutboundWrites:
         message: Message,
         message_id: int | None,
     ) -> None:
-        row = self.inline if message_id is None else self.shared
-        row += (client_id, seq, packet_id or 0, 0 if awaiting is None else int(awaiting))
-        if message_id is None:
-            row += (message.topic, blob(message.payload), message.qos)
-            row.append(1 if message.retain else 0)
+        in_flight = 0 if awaiting is None else int(awaiting)
+        if message_id is not None:
+            self.shared += (client_id, seq, packet_id or 0, in_flight, message_id)
+            return
+        topic, payload, retain = message.topic, blob(message.payload), 1 if message.retain else 0
+        row = (client_id, seq, packet_id or 0, in_flight, topic, payload, message.qos, retain)
+        # Rows.add inlined for a 3.1.1 message: a method call per row is measurable.
+        if message.properties is None and message.expires_at is None:
+            self.inline.plain += row
         else:
-            row.append(message_id)
+            self.inline.add(row, message)
+
+    def share(self, message_id: int, message: Message) -> None:
+        """A new shared message, which rows added after it refer to."""
+        self.messages.add((message_id, *message_columns(message)), message)
 
     def run(self, write: MultiRow) -> None:
         for client_id, seqs in self.gone.items():
             write.within("DELETE FROM outbound WHERE client_id = ? AND seq IN", (client_id,), seqs)
-        if self.messages:
-            write.values("INSERT INTO messages", 5, self.messages)
-        if self.inline:
-            write.values(*_ADD_INLINE, self.inline)
+        self.messages.run(write)
+        self.inline.run(write)
         if self.shared:
             write.values(*_ADD_SHARED, self.shared)
         for client_id, rows in self.updated.items():
@@ -215,5 +274,22 @@ def message_columns(message: Message | None) -> Row:
 
 
 def blob(payload: bytes) -> bytes | bytearray:
-    """The payload as the sqlite3 module binds it without adapting (see _ADD_OUTBOUND)."""
+    """The payload as the sqlite3 module binds it without adapting (see _COPY_BELOW)."""
     return bytearray(payload) if len(payload) < _COPY_BELOW else payload
+
+
+def properties_column(properties: Properties | None) -> bytearray | None:
+    """A message's properties as stored: the property block a PUBLISH carries
+    (its length first), which `properties_from_column` reads back."""
+    return None if properties is None else bytearray(encode_properties(properties))
+
+
+def properties_from_column(column: bytes | None) -> Properties | None:
+    """None for NULL (and for an empty block). Raises the protocol's MQTTError if
+    the column is not one property block of a PUBLISH."""
+    if column is None:
+        return None
+    properties, end = decode_properties(column, 0, len(column), PUBLISH)
+    if end != len(column):
+        raise MalformedPacket(f"{len(column) - end} bytes after the property block")
+    return properties

@@ -16,15 +16,20 @@ import signal
 import ssl
 import sys
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from midge.client import Client, Will
 from midge.client.errors import ClientError, ConnectionRefused
+from midge.client.options import check_disconnect
 from midge.protocol.packets import (
+    PROTOCOL_MQTT_3_1_1,
+    PROTOCOL_MQTT_5,
+    Auth,
     ConnAck,
     Connect,
+    Disconnect,
     Packet,
     PubAck,
     PubComp,
@@ -36,7 +41,9 @@ from midge.protocol.packets import (
     UnsubAck,
     Unsubscribe,
 )
-from midge.tools.pubsub import EXIT_ERROR
+from midge.protocol.properties import Properties
+from midge.tools.properties import PropertyError, parse_properties
+from midge.tools.pubsub import EXIT_ERROR, NEVER_EXPIRES
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 1883
@@ -134,15 +141,63 @@ def client_id(args: argparse.Namespace, tool: str) -> str:
     return f"midge-{tool}-{secrets.token_hex(4)}"
 
 
+def protocol_version(args: argparse.Namespace, tool: str) -> int:
+    """-V, or 5 when -D asks for properties (as mosquitto does), else 3.1.1.
+    Sets `args.properties`, the -D properties by command; UsageError for
+    MQTT 5.0 options on an older protocol."""
+    try:
+        args.properties = parse_properties(tool, args.property)
+    except PropertyError as exc:
+        raise UsageError(str(exc)) from exc
+    version: int | None = args.protocol_version
+    if version is None:
+        version = PROTOCOL_MQTT_5 if args.properties else PROTOCOL_MQTT_3_1_1
+    if version != PROTOCOL_MQTT_5:
+        used = [
+            flag
+            for flag, given in (
+                ("-D", args.properties),
+                ("-x", args.session_expiry_interval is not None),
+                ("--retain-as-published", getattr(args, "retain_as_published", False)),
+            )
+            if given
+        ]
+        if used:
+            raise UsageError(f"{', '.join(used)} need MQTT 5.0: use -V mqttv5")
+    return version
+
+
+def connect_properties(args: argparse.Namespace) -> Properties | None:
+    """-D connect ..., with -x (or -c's never-expiring session) as Session Expiry Interval."""
+    props: Properties | None = args.properties.get("connect")
+    expiry = args.session_expiry_interval
+    if props is not None and props.session_expiry_interval is not None:
+        if expiry is not None:
+            raise UsageError("-x and -D connect session-expiry-interval: give one")
+        return props
+    if expiry is None and args.persistent:
+        expiry = NEVER_EXPIRES  # what -c means to mosquitto's 5.0 clients
+    if expiry is None:
+        return props
+    return replace(props or Properties(), session_expiry_interval=expiry)
+
+
 def make_client(
     args: argparse.Namespace, tool: str, target: Target, *, reconnect: bool = False
 ) -> Client:
     """The Client the flags describe; UsageError for combinations that make no sense."""
-    if args.protocol_version == 5:
-        raise UsageError("MQTT 5 is not supported yet: use -V mqttv311 or mqttv31")
-    if target.password is not None and target.username is None and args.protocol_version == 4:
+    version = protocol_version(args, tool)
+    v5 = version == PROTOCOL_MQTT_5
+    if target.password is not None and target.username is None and version == 4:
         raise UsageError("-P needs -u: MQTT 3.1.1 allows no password without a user name")
     identity = client_id(args, tool)
+    connect = connect_properties(args) if v5 else None
+    try:
+        check_disconnect(connect, args.properties.get("disconnect"))
+    except ValueError as exc:
+        raise UsageError(
+            f"-D disconnect: {exc} (set -x or -D connect session-expiry-interval)"
+        ) from exc
     trace = DebugTrace(identity) if args.debug else None
     try:
         return Client(
@@ -154,7 +209,8 @@ def make_client(
             username=target.username,
             password=target.password,
             will=make_will(args),
-            protocol_version=args.protocol_version,
+            protocol_version=version,
+            properties=connect,
             connect_timeout=args.connect_timeout,
             ssl=ssl_context(args, target.tls),
             transport="tcp" if target.websocket_path is None else "websocket",
@@ -169,11 +225,20 @@ def make_client(
 
 def make_will(args: argparse.Namespace) -> Will | None:
     if args.will_topic is None:
-        if args.will_payload is not None or args.will_retain or args.will_qos:
-            raise UsageError("--will-payload, --will-qos and --will-retain need --will-topic")
+        given = args.will_payload is not None or args.will_retain or args.will_qos
+        if given or "will" in args.properties:
+            raise UsageError(
+                "--will-payload, --will-qos, --will-retain and -D will need --will-topic"
+            )
         return None
     payload = (args.will_payload or "").encode("utf-8")
-    return Will(args.will_topic, payload, args.will_qos, args.will_retain)
+    props = args.properties.get("will")
+    return Will(args.will_topic, payload, args.will_qos, args.will_retain, props)
+
+
+async def disconnect(client: Client, args: argparse.Namespace) -> None:
+    """DISCONNECT with -D disconnect's properties (5.0), then close."""
+    await client.disconnect(properties=args.properties.get("disconnect"))
 
 
 def report(tool: str, client: Client | None, exc: BaseException, quiet: bool) -> int:
@@ -246,6 +311,8 @@ def describe(packet: Packet) -> str:
         return f"CONNECT (c{int(packet.clean_session)}, k{packet.keep_alive}, '{packet.client_id}')"
     if isinstance(packet, ConnAck):
         return f"CONNACK ({packet.return_code})"
+    if isinstance(packet, Disconnect | Auth) and packet.reason_code:
+        return f"{name} ({packet.reason_code})"
     if isinstance(packet, Subscribe):
         subs = ", ".join(f"{s.topic_filter} QoS {s.qos}" for s in packet.subscriptions)
         return f"SUBSCRIBE (Mid: {packet.packet_id}, {subs})"
@@ -253,6 +320,8 @@ def describe(packet: Packet) -> str:
         return f"SUBACK (Mid: {packet.packet_id}, granted: {list(packet.return_codes)})"
     if isinstance(packet, Unsubscribe):
         return f"UNSUBSCRIBE (Mid: {packet.packet_id}, {', '.join(packet.topic_filters)})"
+    if isinstance(packet, PubAck | PubRec | PubRel | PubComp) and packet.reason_code:
+        return f"{name} (Mid: {packet.packet_id}, RC:{packet.reason_code})"
     if isinstance(packet, PubAck | PubRec | PubRel | PubComp | UnsubAck):
         return f"{name} (Mid: {packet.packet_id})"
     return name

@@ -3,6 +3,7 @@
     midge passwd [-c] FILE USER              prompts for the password twice
     midge passwd [-c] -b FILE USER PASSWORD  batch: the password on the command line
     midge passwd -D FILE USER                delete USER
+    midge passwd --scram [-c] [-b] FILE USER ...   a SCRAM-SHA-256 credentials file instead
 
 Lines are `user:$7$101$salt$hash`: PBKDF2-SHA512 with 101 iterations and a
 12-byte random salt, base64, exactly what Mosquitto 2.0's `mosquitto_passwd`
@@ -11,6 +12,10 @@ writes, so Midge and Mosquitto read each other's files. Other lines
 temporary file beside it and renamed over it, so a reader (a broker
 reloading on SIGHUP) sees the old file or the new one, never half of one;
 its mode is 0600, since the hashes are worth guessing at.
+
+With `--scram` the lines are `user:SCRAM-SHA-256$4096:salt$storedkey:serverkey`
+(RFC 5803): the credentials MQTT 5.0 enhanced authentication checks against
+(config key `scram_file`; see midge/scram.py). The same file never mixes both.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+
+from midge.scram import format_credential, make_credential
 
 ITERATIONS = 101  # what mosquitto_passwd 2.0 uses
 SALT_BYTES = 12
@@ -51,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-b", dest="batch", action="store_true", help="take the password from the command line"
     )
     parser.add_argument("-D", dest="delete", action="store_true", help="delete USER from FILE")
+    parser.add_argument(
+        "--scram",
+        action="store_true",
+        help="write SCRAM-SHA-256 credentials (for scram_file: MQTT 5.0 enhanced auth)",
+    )
     parser.add_argument("file", metavar="FILE", help="the password file")
     parser.add_argument("username", metavar="USER")
     parser.add_argument("password", metavar="PASSWORD", nargs="?", help="with -b only")
@@ -63,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             _delete(Path(args.file), args.username)
         else:
             password = args.password if args.batch else _prompt()
-            _set(Path(args.file), args.username, password, args.create)
+            _set(Path(args.file), args.username, password, args.create, args.scram)
     except PasswdError as exc:
         print(f"midge passwd: {exc}", file=sys.stderr)
         return 1
@@ -88,8 +100,9 @@ def _prompt() -> str:
     return password
 
 
-def _set(path: Path, username: str, password: str, create: bool) -> None:
-    line = f"{username}:{hash_password(password)}"
+def _set(path: Path, username: str, password: str, create: bool, scram: bool = False) -> None:
+    secret = format_credential(make_credential(password)) if scram else hash_password(password)
+    line = f"{username}:{secret}"
     lines = [] if create else _read(path)
     index = _find(lines, username)
     if index is None:

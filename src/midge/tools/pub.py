@@ -18,8 +18,16 @@ from pathlib import Path
 
 from midge.client import Client
 from midge.client.errors import ClientError
+from midge.protocol.properties import Properties
 from midge.protocol.topics import is_valid_topic_name
-from midge.tools.common import UsageError, make_client, parse_target, report, run_until
+from midge.tools.common import (
+    UsageError,
+    disconnect,
+    make_client,
+    parse_target,
+    report,
+    run_until,
+)
 from midge.tools.pubsub import EXIT_OK
 
 PIPELINE = 1000  # publish() calls waiting at once: bounds memory for a long -l input
@@ -61,7 +69,7 @@ async def _main(args: argparse.Namespace, client: Client, topic: str, payload: b
     except (ClientError, OSError) as exc:
         status = report("pub", client, exc, args.quiet)
     finally:
-        await client.disconnect()
+        await disconnect(client, args)
     return EXIT_OK if status is None else status
 
 
@@ -70,7 +78,8 @@ async def _publish_all(
 ) -> int:
     await client.connect()
     source = _stdin_lines() if payload is None else _repeated(payload, args)
-    await _pipeline(client, topic, source, args.qos, args.retain)
+    props = args.properties.get("publish")
+    await _pipeline(client, topic, source, args.qos, args.retain, props)
     return EXIT_OK
 
 
@@ -110,11 +119,12 @@ async def _pipeline(
     payloads: AsyncIterator[bytes],
     qos: int,
     retain: bool,
+    properties: Properties | None = None,
     window: int = PIPELINE,
 ) -> None:
     """Publish in order with at most `window` publish() calls waiting (the
     client's max_inflight, -M, bounds what is on the wire); raise the first failure."""
-    pending: set[asyncio.Task[None]] = set()
+    pending: set[asyncio.Task[int]] = set()
     try:
         async for payload in payloads:
             if len(pending) >= window:
@@ -123,7 +133,8 @@ async def _pipeline(
                     task.result()
             # Tasks start in creation order and publish() hands the message to
             # the protocol before its first await: the order is kept.
-            pending.add(asyncio.create_task(client.publish(topic, payload, qos, retain)))
+            publish = client.publish(topic, payload, qos, retain, properties=properties)
+            pending.add(asyncio.create_task(publish))
         for completed in asyncio.as_completed(pending):
             await completed
     finally:

@@ -8,9 +8,17 @@ Exit status (both commands, as in mosquitto_pub / mosquitto_sub where they
 have one): 0 success; 1 no connection (nothing listening, DNS, TLS), the
 connection lost, a timeout while connecting, or a file that cannot be read;
 2 bad arguments; the CONNACK return code when the broker refuses the
-connection (1 unacceptable protocol version, 2 identifier rejected, 3 server
-unavailable, 4 bad user name or password, 5 not authorized); 27 when `sub -W`
-runs out of time. stderr always says which.
+connection (MQTT 3.1.1: 1 unacceptable protocol version, 2 identifier
+rejected, 3 server unavailable, 4 bad user name or password, 5 not
+authorized; MQTT 5.0: its reason code, e.g. 134 bad user name or password,
+135 not authorized); 27 when `sub -W` runs out of time. stderr always says
+which.
+
+MQTT 5.0 (`-V mqttv5`, implied by -D): `-D COMMAND PROPERTY VALUE` adds a
+property to a packet as mosquitto's -D does (`-D connect
+session-expiry-interval 60`, `-D publish user-property NAME VALUE`, `-D
+subscribe subscription-identifier 5`); `-x SECONDS` sets the session expiry
+interval (-1: never; with -c the default is never).
 """
 
 from __future__ import annotations
@@ -67,11 +75,28 @@ def _seconds(text: str) -> float:
 
 def _version(text: str) -> int:
     if text.lower() not in VERSIONS:
-        raise argparse.ArgumentTypeError("use mqttv31 or mqttv311 (mqttv5 is not supported yet)")
+        raise argparse.ArgumentTypeError("use mqttv5, mqttv311 or mqttv31 (or 5, 311, 31)")
     return VERSIONS[text.lower()]
 
 
-def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+NEVER_EXPIRES = 0xFFFFFFFF
+
+
+def _session_expiry(text: str) -> int:
+    """-x: 0..4294967295 seconds; -1 (or ∞, as mosquitto takes) for never."""
+    if text in ("-1", "∞"):
+        return NEVER_EXPIRES
+    value = _non_negative_int(text)
+    if value > NEVER_EXPIRES:
+        raise argparse.ArgumentTypeError(f"must be at most {NEVER_EXPIRES} (or -1 for never)")
+    return value
+
+
+def _epilog() -> str | None:
+    return "\n\n".join(__doc__.split("\n\n")[2:4]) if __doc__ else None
+
+
+def _add_connection_arguments(parser: argparse.ArgumentParser, commands: str) -> None:
     """The flags both commands share: broker, identity, session, will, TLS."""
     parser.add_argument("--help", action="help", help="show this help and exit")
     net = parser.add_argument_group("broker")
@@ -96,9 +121,8 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         "-V",
         "--protocol-version",
         type=_version,
-        default=4,
         metavar="VERSION",
-        help="mqttv311 (default) or mqttv31",
+        help="mqttv5 (or 5), mqttv311 (or 311; the default without -D) or mqttv31 (or 31)",
     )
     net.add_argument(
         "-k",
@@ -134,6 +158,26 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         "-d", "--debug", action="store_true", help="print packets sent and received on stderr"
     )
     ident.add_argument("--quiet", action="store_true", help="print no error messages")
+    mqtt5 = parser.add_argument_group("MQTT 5.0")
+    mqtt5.add_argument(
+        "-D",
+        "--property",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("COMMAND PROPERTY", "VALUE"),
+        help="add an MQTT 5.0 property to a packet, as mosquitto's -D: COMMAND is "
+        f"{commands}, PROPERTY the spec's name with '-' (e.g. -D connect "
+        "session-expiry-interval 60, -D connect user-property NAME VALUE); implies -V mqttv5",
+    )
+    mqtt5.add_argument(
+        "-x",
+        "--session-expiry-interval",
+        type=_session_expiry,
+        metavar="SECONDS",
+        help="keep the session this long after disconnecting (-1: never; default 0, "
+        "never with -c); MQTT 5.0 only",
+    )
     will = parser.add_argument_group("will")
     will.add_argument("--will-topic", metavar="TOPIC", help="topic of the will message")
     will.add_argument("--will-payload", metavar="PAYLOAD", help="will payload (default empty)")
@@ -157,8 +201,8 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 def add_pub_arguments(parser: argparse.ArgumentParser) -> None:
     """`midge pub`: publish one message, a file, stdin, or stdin line by line."""
     parser.description = "Publish MQTT messages (the flags of mosquitto_pub)."
-    parser.epilog = __doc__.split("\n\n")[2] if __doc__ else None
-    _add_connection_arguments(parser)
+    parser.epilog = _epilog()
+    _add_connection_arguments(parser, "connect, publish, disconnect or will")
     msg = parser.add_argument_group("message")
     msg.add_argument("-t", "--topic", help="topic to publish to")
     source = msg.add_mutually_exclusive_group()
@@ -197,11 +241,19 @@ def add_pub_arguments(parser: argparse.ArgumentParser) -> None:
 def add_sub_arguments(parser: argparse.ArgumentParser) -> None:
     """`midge sub`: subscribe and print what arrives."""
     parser.description = "Subscribe to MQTT topics and print messages (the flags of mosquitto_sub)."
-    parser.epilog = __doc__.split("\n\n")[2] if __doc__ else None
-    _add_connection_arguments(parser)
+    parser.epilog = _epilog()
+    _add_connection_arguments(parser, "connect, subscribe, unsubscribe, disconnect or will")
     sub = parser.add_argument_group("subscription")
     sub.add_argument(
         "-t", "--topic", action="append", default=[], help="topic filter (repeat for several)"
+    )
+    sub.add_argument(
+        "-U",
+        "--unsubscribe",
+        action="append",
+        default=[],
+        metavar="FILTER",
+        help="unsubscribe from this filter after subscribing (repeatable; with -c)",
     )
     sub.add_argument(
         "-T",
@@ -229,6 +281,11 @@ def add_sub_arguments(parser: argparse.ArgumentParser) -> None:
         "-R", "--no-retained", action="store_true", help="skip retained (stale) messages"
     )
     sub.add_argument(
+        "--retain-as-published",
+        action="store_true",
+        help="retained flag as the publisher set it, not 'stale' (MQTT 5.0 only)",
+    )
+    sub.add_argument(
         "--reconnect",
         action="store_true",
         help="reconnect after a lost connection instead of exiting (Midge extension)",
@@ -236,9 +293,15 @@ def add_sub_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("-v", "--verbose", action="store_true", help='print "topic payload"')
     out.add_argument(
-        "-F", "--format", help="mosquitto_sub's -F format string, or 'json' (one object per line)"
+        "-F",
+        "--format",
+        help="mosquitto_sub's -F format string (%%t topic, %%p payload, ...; 5.0 properties: "
+        "%%A topic alias, %%C content type, %%D correlation data, %%E message expiry, "
+        "%%F payload format, %%P user properties, %%R response topic, %%S subscription "
+        "identifiers), or 'json' (one object per line)",
     )
     out.add_argument("-N", "--no-eol", action="store_true", help="no newline after each message")
+    out.add_argument("--pretty", action="store_true", help="indented JSON for -F %%j, %%J and json")
 
 
 def run(args: argparse.Namespace) -> int:

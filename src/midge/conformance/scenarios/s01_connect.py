@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from midge.conformance import wire
-from midge.conformance.harness import RawClient, Target, check
+from midge.conformance.harness import NotApplicable, RawClient, check
 from midge.conformance.registry import scenario
+from midge.conformance.target import Target
 from midge.protocol.codec import encode
-from midge.protocol.packets import ConnAck, Connect, PingReq, Publish
+from midge.protocol.packets import PROTOCOL_MQTT_5, ConnAck, Connect, PingReq, Publish
 
 
 def _expect_accepted(
@@ -62,11 +63,15 @@ def _unsupported_level(target: Target, level: int) -> None:
 
 @scenario(
     "01-02",
-    "Protocol name MQTT with level 5 gets CONNACK 1, then the connection closes",
+    "Level 5: a broker without MQTT 5.0 answers CONNACK 1 and closes (5.0 brokers: n/a)",
     rule="MQTT-3.1.2-2",
 )
 def level_5_refused(target: Target) -> None:
-    _unsupported_level(target, 5)
+    client = target.raw("c")
+    connack = client.connect(target.client_id("c"), protocol_level=5)
+    if connack.return_code == 0 and client.decoder.version == PROTOCOL_MQTT_5:
+        raise NotApplicable("the broker serves MQTT 5.0 (its scenarios: --protocol 5)")
+    _expect_refused_then_closed(client, 1)
 
 
 @scenario(

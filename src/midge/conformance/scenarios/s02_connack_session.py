@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from midge.conformance.harness import Target
 from midge.conformance.registry import scenario
+from midge.conformance.target import Target
 
 
 @scenario("02-01", "Clean session 1 is acknowledged with session present 0", rule="MQTT-3.2.2-1")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from midge.conformance.harness import Target
 from midge.conformance.registry import scenario
+from midge.conformance.target import Target
 from midge.protocol.packets import PingReq, PingResp
 
 KEEP_ALIVE = 1

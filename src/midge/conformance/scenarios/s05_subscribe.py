@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from midge.conformance import wire
-from midge.conformance.harness import Target, check
+from midge.conformance.harness import check
 from midge.conformance.registry import scenario
+from midge.conformance.target import Target
 from midge.protocol.packets import SUBACK_FAILURE, SubAck, Subscribe, Subscription
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from midge.conformance.harness import RawClient, Target, check, describe
+from midge.conformance.harness import RawClient, check, describe
 from midge.conformance.registry import scenario
+from midge.conformance.target import Target
 from midge.protocol.packets import Publish
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 
 from midge.conformance import wire
-from midge.conformance.harness import RawClient, Target
+from midge.conformance.harness import RawClient
 from midge.conformance.registry import scenario
+from midge.conformance.target import Target
 
 
 def _closes_after_connect(target: Target, data: bytes) -> RawClient:

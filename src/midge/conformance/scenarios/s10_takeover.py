@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from midge.conformance.harness import Target
 from midge.conformance.registry import scenario
+from midge.conformance.target import Target
 from midge.protocol.packets import Will
 
 
