@@ -3,14 +3,20 @@ paho-mqtt 2.x with MQTTv5, and mosquitto_pub / mosquitto_sub -V mqttv5."""
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from integration_support import Paho5, paho5, unique
 
-from brokers import Broker
+from brokers import Broker, start_midge
+from midge.client import Client, ConnectionRefused
+from midge.protocol.properties import Properties
+from midge.scram import ScramClient
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -136,3 +142,49 @@ def test_paho5_shared_subscription_gives_each_message_to_one_member(midge_broker
                 except queue.Empty:
                     break
         assert sorted(got) == sorted(str(n).encode() for n in range(10))
+
+
+# ------------------------------------------------- enhanced authentication
+
+
+def _scram_file(tmp_path: Path) -> Path:
+    """A credentials file written by `midge passwd --scram`, as a user would."""
+    path = tmp_path / "scram"
+    midge = [sys.executable, "-m", "midge"]
+    subprocess.run(
+        [*midge, "passwd", "--scram", "-c", "-b", str(path), "alice", "s3cret"], check=True
+    )
+    assert path.read_text().startswith("alice:SCRAM-SHA-256$")
+    return path
+
+
+def test_midge_client_logs_in_with_scram_sha_256(tmp_path: Path) -> None:
+    config = f'scram_file = "{_scram_file(tmp_path)}"\nallow_anonymous = false\n'
+    with start_midge(config) as (host, port, _):
+
+        async def session(password: str) -> bytes:
+            sasl = ScramClient("alice", password)
+            first = Properties(
+                authentication_method="SCRAM-SHA-256", authentication_data=sasl.first()
+            )
+            client = Client(
+                host,
+                port,
+                protocol_version=5,
+                properties=first,
+                authenticator=lambda method, data: sasl.final(data),
+            )
+            async with client:
+                final = client.connack_properties
+                assert final is not None and final.authentication_data is not None
+                sasl.verify(final.authentication_data)  # the broker knew the credential
+                await client.subscribe("scram/t", 1)
+                await client.publish("scram/t", b"in", 1)
+                async for message in client.messages():
+                    return message.payload
+            raise AssertionError("no message")
+
+        assert asyncio.run(asyncio.wait_for(session("s3cret"), 10)) == b"in"
+        with pytest.raises(ConnectionRefused) as refused:
+            asyncio.run(asyncio.wait_for(session("wrong"), 10))
+        assert refused.value.return_code == 0x86

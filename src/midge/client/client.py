@@ -307,6 +307,10 @@ class Client(RequestResponse):
                 self._protocol.receive_data(data, loop.time())
             except MQTTError as exc:
                 raise ConnectionLost(f"{self.address} broke the MQTT protocol: {exc}") from exc
+            # Enhanced authentication answers the broker's AUTH before CONNACK.
+            answer = self._protocol.data_to_send()
+            if answer:
+                writer.write(answer)
             events = self._protocol.events_received()
             for event in events:
                 if isinstance(event, Refused):
