@@ -286,7 +286,7 @@ class Client:
 
     def drop(self) -> None:
         """The network connection is lost under the broker's feet."""
-        self.connection.connection_lost()
+        self.connection.connection_lost(self.harness.now)
 
 
 # ------------------------------------------------------------------ harness

@@ -8,10 +8,13 @@ import queue
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from integration_support import Paho5, paho5, unique
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties as PahoProperties
 
 from brokers import Broker, start_midge
 from midge.client import Client, ConnectionRefused
@@ -188,3 +191,49 @@ def test_midge_client_logs_in_with_scram_sha_256(tmp_path: Path) -> None:
         with pytest.raises(ConnectionRefused) as refused:
             asyncio.run(asyncio.wait_for(session("wrong"), 10))
         assert refused.value.return_code == 0x86
+
+
+def test_the_interoperability_suite_setup(tmp_path: Path) -> None:
+    """The configuration the Paho MQTT 5.0 interoperability suite runs against
+    (defaults, max_keepalive = 60, an ACL refusing test/nosubscribe), with the
+    answers it expects: SUBACK 0x80 for the refused filter, Server Keep Alive."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic deny test/nosubscribe\npattern readwrite #\n")
+    config = f'max_keepalive = 60\nacl_file = "{acl}"\n'
+    with start_midge(config) as broker:
+        client = Paho5(broker[0], broker[1])
+        try:
+            _, props = client.connect()
+            assert [code.value for code in client.subscribe("test/nosubscribe", 2)] == [0x80]
+            assert [code.value for code in client.subscribe("test/ok", 2)] == [2]
+        finally:
+            client.close()
+        slow = Paho5(broker[0], broker[1])
+        slow.client.connect(broker[0], broker[1], keepalive=120)
+        slow.client.loop_start()
+        try:
+            _, reason, props = slow.connacks.get(timeout=5)
+            assert not reason.is_failure
+            assert props.ServerKeepAlive == 60
+        finally:
+            slow.close()
+
+
+def test_paho5_will_waits_for_its_delay(midge_broker: Broker):
+    """As the Paho interoperability suite checks it: a dropped client's will
+    comes after its Will Delay Interval, not at once and not at session end."""
+    topic = f"v5/{unique('will')}"
+    with paho5(midge_broker) as watcher:
+        watcher.subscribe(topic, 1)
+        dying = Paho5(midge_broker[0], midge_broker[1])
+        will_properties = PahoProperties(PacketTypes.WILLMESSAGE)
+        will_properties.WillDelayInterval = 2
+        dying.client.will_set(topic, b"gone", 1, properties=will_properties)
+        dying.connect(expiry=10)
+        dying.client.loop_stop()
+        dying.client.socket().close()  # no DISCONNECT: the will stands
+        started = time.monotonic()
+        message = watcher.messages.get(timeout=8)
+        waited = time.monotonic() - started
+        assert message.payload == b"gone"
+        assert 1.8 <= waited <= 4.0, waited

@@ -293,6 +293,7 @@ class Connection:
         connection (the bug logged with its traceback), and the batch's output
         is written either way."""
         broker = self.broker
+        broker.now = now  # what closing (a will's delay, a session's expiry) counts from
         try:
             step(now)
         except MQTTError as exc:
@@ -360,9 +361,9 @@ class Connection:
         self.update_reading()
         self.read_packets(now)
 
-    def connection_lost(self) -> None:
+    def connection_lost(self, now: float) -> None:
         """The front end saw the socket close (by the peer, or after our close)."""
-        self.guarded(self._lost, self.broker.now)
+        self.guarded(self._lost, now)
 
     def _lost(self, now: float) -> None:
         self.broker.close_connection(self, CloseReason.NETWORK)

@@ -142,7 +142,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         if self.connection is not None:
-            self.connection.connection_lost()
+            self.connection.connection_lost(self.loop.time())
             self.connection = None
 
     def eof_received(self) -> bool:

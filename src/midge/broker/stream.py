@@ -94,7 +94,7 @@ class MQTTProtocol:
     def connection_lost(self, exc: Exception | None) -> None:
         connection = self.connection
         if connection is not None:
-            connection.connection_lost()
+            connection.connection_lost(self.loop.time())
             self.connection = None
 
     def pause_writing(self) -> None:

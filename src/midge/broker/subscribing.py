@@ -127,7 +127,9 @@ def _refusal(
     # A shared subscription reads its filter's topics: that is what the ACL decides.
     if authorizer is not None and not authorizer.can_subscribe(connection, checked):
         log.info("%s: subscription to %r not authorized", connection.name, topic_filter)
-        return ReasonCode.NOT_AUTHORIZED
+        # 0x80, not 0x87: what the ACL holds is not the client's business (and
+        # the Paho interoperability suite expects exactly this answer).
+        return ReasonCode.UNSPECIFIED_ERROR
     return None
 
 
