@@ -23,6 +23,7 @@ from functools import partial
 
 from midge.broker.auth import Authenticator
 from midge.broker.authorizer import Authorizer, build_authorizer, load_acl
+from midge.broker.bugs import BugLog
 from midge.broker.closing import CloseReason
 from midge.broker.config import BrokerConfig, ListenerConfig
 from midge.broker.connect import answer_connect
@@ -104,7 +105,7 @@ class Broker:
         self.now = 0.0  # loop time of the event being handled (set by each entry point)
         # When the periodic session-expiry check is due; None: at the first timer.
         self._next_expiry_check: float | None = None
-        self._reported_bugs: set[tuple[type, str]] = set()
+        self._bugs = BugLog()
         self.persistence = Persistence(
             store, config.durability != "memory", after_release=self.flush, committer=committer
         )
@@ -264,23 +265,10 @@ class Broker:
         self.delivery.publish_from_client(message, origin, self.now)
 
     def internal_error(self, connection: Connection, exc: Exception) -> None:
-        """A bug surfaced while serving `connection`: it is closed, the broker goes on.
-
-        The traceback is logged the first time a bug shows at one place; later
-        occurrences get one line each, so a bug a client can trigger at will
-        cannot fill the log.
-        """
+        """A bug surfaced while serving `connection`: it is closed (logged by
+        `BugLog`), and the broker goes on."""
         self.stats.internal_errors += 1
-        frame = exc.__traceback__
-        while frame is not None and frame.tb_next is not None:
-            frame = frame.tb_next
-        where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
-        key = (type(exc), where)
-        if key in self._reported_bugs:
-            log.error("internal error serving %s (again): %r at %s", connection.name, exc, where)
-        else:
-            self._reported_bugs.add(key)
-            log.error("internal error serving %s", connection.name, exc_info=exc)
+        self._bugs.report(exc, connection.name)
         try:
             self.close_connection(connection, CloseReason.INTERNAL_ERROR)
         except Exception:  # closing failed too: at least the socket goes
