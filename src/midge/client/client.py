@@ -1,10 +1,11 @@
 """The asyncio MQTT client: moves bytes between a stream and `ClientProtocol`.
 
 All protocol decisions (packet ids, QoS flows, re-sending, keep-alive) are
-made by the sans-IO `ClientProtocol`; this layer only opens connections,
-writes what the protocol wants written, runs its timer, and resolves the
-futures that `publish`, `subscribe` and `unsubscribe` wait on when the
-protocol reports the matching acknowledgement. QoS state therefore never
+made by the sans-IO `ClientProtocol`; this layer only opens connections
+(`connecting.connect_once` makes each attempt, CONNECT to CONNACK), writes
+what the protocol wants written, runs its timer, and resolves the futures
+that `publish`, `subscribe` and `unsubscribe` wait on when the protocol
+reports the matching acknowledgement. QoS state therefore never
 lives in a future: a lost connection loses no protocol state, and with
 `reconnect=True` waiting calls simply complete after the next connection.
 
@@ -17,30 +18,28 @@ fails every waiting call with `ConnectionLost` so nothing hangs.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import os
 import secrets
-import socket
 import ssl as _ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from midge.client.connecting import READ_SIZE, Streams, connect_once
 from midge.client.errors import (
     AuthenticationError,
-    CannotConnect,
     ClientError,
     ConnectionLost,
     ConnectionRefused,
-    ConnectTimeout,
     KeepAliveTimeout,
     NotConnected,
     PublishError,
     SubscribeError,
     UnsubscribeError,
     disconnect_message,
+    lost_because,
+    os_error_text,
 )
 from midge.client.events import (
     Connected,
@@ -49,7 +48,6 @@ from midge.client.events import (
     MessageReceived,
     PublishCompleted,
     Reauthenticated,
-    Refused,
     Subscribed,
     TimedOut,
     Unsubscribed,
@@ -71,7 +69,6 @@ from midge.protocol.reasons import ReasonCode
 
 log = logging.getLogger("midge.client")
 
-READ_SIZE = 65536
 TRANSPORTS = ("tcp", "websocket")
 # After these DISCONNECT reasons a reconnect would only repeat the fight
 # (two clients with one id take the session from each other in turn).
@@ -261,24 +258,10 @@ class Client(RequestResponse):
         self._fail(NotConnected("the client has disconnected"), clean=True)
 
     async def _open(self) -> None:
-        """One connection attempt: TCP (and TLS, and the WebSocket upgrade), CONNECT, CONNACK."""
-        stage = "connecting to"
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await self._open_stream()
-                stage = "waiting for CONNACK from"
-                try:
-                    events = await self._handshake(reader, writer)
-                except BaseException:
-                    self._protocol.connection_lost()
-                    writer.transport.abort()
-                    raise
-        except TimeoutError:
-            raise ConnectTimeout(
-                f"timed out after {self.connect_timeout:g} s {stage} {self.address}"
-            ) from None
-        except OSError as exc:
-            raise CannotConnect(f"cannot connect to {self.address}: {_describe(exc)}") from exc
+        """One connection attempt (see `connecting`); then read from it."""
+        reader, writer, events = await connect_once(
+            self._protocol, self._open_stream, self.address, self.connect_timeout
+        )
         link = _Link(reader, writer)
         self._link = link
         link.task = asyncio.create_task(self._read_loop(link), name=f"mqtt-{self.address}")
@@ -286,37 +269,11 @@ class Client(RequestResponse):
         self._handle_events(events)
         self._schedule_timer()
 
-    async def _open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _open_stream(self) -> Streams:
         """The byte stream under MQTT: TCP, TLS over TCP, or a WebSocket over either."""
         if self.transport == "websocket":
             return await open_websocket(self.host, self.port, self.path, ssl=self.ssl)
         return await asyncio.open_connection(self.host, self.port, ssl=self.ssl)
-
-    async def _handshake(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> list[Event]:
-        """Send CONNECT, read until CONNACK; the events include what came with it."""
-        loop = asyncio.get_running_loop()
-        self._protocol.connect(loop.time())
-        writer.write(self._protocol.data_to_send())
-        while True:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                raise ConnectionLost(f"{self.address} closed the connection before CONNACK")
-            try:
-                self._protocol.receive_data(data, loop.time())
-            except MQTTError as exc:
-                raise ConnectionLost(f"{self.address} broke the MQTT protocol: {exc}") from exc
-            # Enhanced authentication answers the broker's AUTH before CONNACK.
-            answer = self._protocol.data_to_send()
-            if answer:
-                writer.write(answer)
-            events = self._protocol.events_received()
-            for event in events:
-                if isinstance(event, Refused):
-                    raise ConnectionRefused(event.return_code, event.properties)
-            if any(isinstance(event, Connected) for event in events):
-                return events
 
     async def _read_loop(self, link: _Link) -> None:
         """Feed the protocol until the connection ends, then report how it ended."""
@@ -332,15 +289,17 @@ class Client(RequestResponse):
             error = exc
         except MQTTError as exc:
             self._pump()  # the packets before the bad one count: deliver and acknowledge them
-            error = _lost(f"the broker at {self.address} broke the MQTT protocol: {exc}", exc)
+            error = lost_because(
+                f"the broker at {self.address} broke the MQTT protocol: {exc}", exc
+            )
         except AuthenticationError as exc:
             self._pump()  # our DISCONNECT
-            error = _lost(f"re-authentication with {self.address} failed: {exc}", exc)
+            error = lost_because(f"re-authentication with {self.address} failed: {exc}", exc)
         except OSError as exc:
-            error = _lost(f"connection to {self.address} lost: {_describe(exc)}", exc)
+            error = lost_because(f"connection to {self.address} lost: {os_error_text(exc)}", exc)
         except Exception as exc:  # a bug here must not leave callers hanging
             log.exception("client reader failed")
-            error = _lost(f"internal error in the MQTT client: {exc!r}", exc)
+            error = lost_because(f"internal error in the MQTT client: {exc!r}", exc)
         self._connection_lost(link, error)
 
     def _connection_lost(self, link: _Link, error: ClientError) -> None:
@@ -372,7 +331,7 @@ class Client(RequestResponse):
                 return
             except ConnectionRefused as exc:
                 if not exc.transient:
-                    self._fail(_lost(f"reconnecting to {self.address} failed: {exc}", exc))
+                    self._fail(lost_because(f"reconnecting to {self.address} failed: {exc}", exc))
                     return
                 log.warning("reconnect: %s; retrying in %.1f s", exc, delay)
             except ClientError as exc:
@@ -387,9 +346,9 @@ class Client(RequestResponse):
         waiters, self._waiters = self._waiters, {}
         for future in waiters.values():
             if not future.done():
-                future.set_exception(_lost(str(error), error))
+                future.set_exception(lost_because(str(error), error))
         end = None if clean else error
-        self._responses.fail(_lost(str(error), error))
+        self._responses.fail(lost_because(str(error), error))
         self._inbox.finish(end)
         for stream in self._streams:
             stream.finish(end)
@@ -600,12 +559,14 @@ class Client(RequestResponse):
             await link.writer.drain()
         except OSError as exc:
             if required:
-                raise _lost(f"connection to {self.address} lost: {_describe(exc)}", exc) from exc
+                raise lost_because(
+                    f"connection to {self.address} lost: {os_error_text(exc)}", exc
+                ) from exc
 
     def _check_usable(self) -> None:
         """Raise unless a request can be sent now or after the reconnect under way."""
         if self._failure is not None:
-            raise _lost(str(self._failure), self._failure)
+            raise lost_because(str(self._failure), self._failure)
         if self._link is None and self._reconnect_task is None:
             raise NotConnected("not connected: use `async with Client(...)` or connect()")
 
@@ -614,25 +575,3 @@ class Client(RequestResponse):
             self._check_usable()
             self._changed.clear()
             await self._changed.wait()
-
-
-def _lost(message: str, cause: BaseException) -> ConnectionLost:
-    """A ConnectionLost caused by `cause`, keeping a broker DISCONNECT's reason code."""
-    error = ConnectionLost(
-        message, cause.reason_code if isinstance(cause, ConnectionLost) else None
-    )
-    error.__cause__ = cause
-    return error
-
-
-def _describe(exc: OSError) -> str:
-    """An OSError as a user reads it: the reason without the errno noise."""
-    if isinstance(exc, _ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
-    if isinstance(exc, socket.gaierror):
-        return f"unknown host ({exc.strerror})"
-    if exc.errno and exc.errno > 0:
-        return os.strerror(exc.errno)  # asyncio's text adds only the address we name anyway
-    if f"[Errno {errno.ECONNREFUSED}]" in str(exc):  # every address of the host refused
-        return os.strerror(errno.ECONNREFUSED)
-    return str(exc) or type(exc).__name__

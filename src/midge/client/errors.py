@@ -8,6 +8,11 @@ fault is never swallowed.
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
+import ssl
+
 from midge.protocol.errors import ProtocolError
 from midge.protocol.packets import ConnectReturnCode
 from midge.protocol.properties import Properties
@@ -94,6 +99,28 @@ class ConnectionLost(ClientError):
     def __init__(self, message: str, reason_code: int | None = None) -> None:
         super().__init__(message)
         self.reason_code = reason_code
+
+
+def lost_because(message: str, cause: BaseException) -> ConnectionLost:
+    """A ConnectionLost caused by `cause`, keeping a broker DISCONNECT's reason code."""
+    error = ConnectionLost(
+        message, cause.reason_code if isinstance(cause, ConnectionLost) else None
+    )
+    error.__cause__ = cause
+    return error
+
+
+def os_error_text(exc: OSError) -> str:
+    """An OSError as a user reads it: the reason without the errno noise."""
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})"
+    if exc.errno and exc.errno > 0:
+        return os.strerror(exc.errno)  # asyncio's text adds only the address we name anyway
+    if f"[Errno {errno.ECONNREFUSED}]" in str(exc):  # every address of the host refused
+        return os.strerror(errno.ECONNREFUSED)
+    return str(exc) or type(exc).__name__
 
 
 def disconnect_message(address: str, code: int, properties: Properties | None) -> str:

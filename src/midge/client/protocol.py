@@ -41,6 +41,10 @@ Identifier becomes `options.client_id` and Server Keep Alive the keep-alive.
 Acknowledgements carry reason codes, reported in the events (a PUBACK or
 PUBREC of 0x80 and above ends that message's flow as a failure).
 
+Helpers, each with one job: `inflight` keeps the session's outgoing state,
+`outbound` encodes under the broker's limits, `inbound` handles the broker's
+PUBLISH flows (aliases, QoS 2 ids), `auth` the AUTH exchanges of 5.0.
+
 Keep-alive [MQTT-3.1.2-23]: when nothing was sent, or nothing was received,
 for `keepalive` seconds a PINGREQ goes out; if its PINGRESP has not come
 `keepalive` seconds later the broker counts as gone (`TimedOut`), which also
@@ -55,24 +59,18 @@ from enum import Enum
 from functools import partial
 from typing import Any
 
-from midge.client.aliases import IncomingAliases
-from midge.client.errors import (
-    AuthenticationError,
-    NotConnected,
-    PacketIdsExhausted,
-    ReceiveMaximumExceeded,
-)
+from midge.client.auth import EnhancedAuth
+from midge.client.errors import AuthenticationError, NotConnected, PacketIdsExhausted
 from midge.client.events import (
     Connected,
     Disconnected,
     Event,
-    Message,
     MessageReceived,
     PublishCompleted,
-    Reauthenticated,
     Refused,
     TimedOut,
 )
+from midge.client.inbound import Inbound
 from midge.client.inflight import InFlight, Outgoing, Stage, Subscriptions, duplicate
 from midge.client.options import (
     UNLIMITED_PACKET_SIZE,
@@ -112,8 +110,6 @@ from midge.protocol.topics import is_valid_topic_filter
 __all__ = ["ClientProtocol", "ConnectOptions", "Outgoing", "Stage", "State", "Trace"]
 
 MAX_PACKET_ID = 65535
-CONTINUE_AUTHENTICATION = ReasonCode.CONTINUE_AUTHENTICATION
-RE_AUTHENTICATE = ReasonCode.RE_AUTHENTICATE
 
 Trace = Callable[[str, Packet], None]
 """Called with ("sent" | "received", packet) for every packet: debug output."""
@@ -152,20 +148,20 @@ class ClientProtocol:
         self.keepalive = options.keepalive  # the broker's Server Keep Alive overrides it
         self._v5 = options.protocol_version == PROTOCOL_MQTT_5
         ours = options.properties or Properties()
-        self._receive_maximum = ours.receive_maximum or MAX_PACKET_ID
         self._max_packet_size = ours.maximum_packet_size or UNLIMITED_PACKET_SIZE
-        self._in_aliases = IncomingAliases(ours.topic_alias_maximum or 0)
+        self._inbound = Inbound(
+            self._v5, ours.receive_maximum or MAX_PACKET_ID, ours.topic_alias_maximum or 0
+        )
+        self._auth = EnhancedAuth(options.auth_method, options.authenticator)
         self._decoder = self._new_decoder()
         self._out: list[bytes] = []
         self._events: list[Event] = []
         self._in_flight = InFlight()
         self._subscriptions = Subscriptions()
-        self._awaiting_release: set[int] = set()
         self._next_id = 1
         self._last_sent = 0.0
         self._last_received = 0.0
         self._ping_sent_at: float | None = None
-        self._reauthenticating = False
 
     @property
     def limits(self) -> ServerLimits:
@@ -184,7 +180,7 @@ class ClientProtocol:
         self._decoder = self._new_decoder()
         self._out.clear()
         self._ping_sent_at = None
-        self._reauthenticating = False
+        self._auth.reauthenticating = False
         self._last_received = now
         self.state = State.CONNECTING
         self._send(self.options.connect_packet(), now)
@@ -309,13 +305,10 @@ class ClientProtocol:
     def reauthenticate(self, now: float, data: bytes | None = None) -> None:
         """5.0: start re-authentication (AUTH 0x19) with the CONNECT's method;
         `Reauthenticated` reports success, a DISCONNECT from the broker failure."""
-        method = self.options.auth_method
-        if method is None:
-            raise ValueError("re-authentication needs properties.authentication_method")
+        request = self._auth.reauthentication(data)  # no method: ValueError in any state
         self._require_connected()
-        self._reauthenticating = True
-        auth = Properties(authentication_method=method, authentication_data=data)
-        self._send(Auth(RE_AUTHENTICATE, auth), now)
+        self._auth.reauthenticating = True
+        self._send(request, now)
 
     def _require_open(self) -> None:
         if self.state is State.CLOSED:
@@ -457,19 +450,18 @@ class ClientProtocol:
         self.state = State.CONNECTED
         self.session_present = packet.session_present
         if not packet.session_present:
-            self._awaiting_release.clear()
+            self._inbound.session_lost()
         self._events.append(Connected(packet.session_present, packet.properties))
         self._resume(now)
 
     def _adopt(self, properties: Properties | None) -> None:
         """What a 5.0 CONNACK tells the client for this connection (section 3.2.2.3)."""
         self._outbound.reset(ServerLimits.from_connack(properties))
-        self._in_aliases.reset()
+        self._inbound.new_connection()
         self.keepalive = self.options.keepalive
         if properties is None:
             return
-        if properties.authentication_method != self.options.auth_method:
-            raise ProtocolError("CONNACK's authentication method is not the one in CONNECT")
+        self._auth.check_connack(properties)
         if properties.assigned_client_identifier:
             # Kept for the next connection, which can then resume the session.
             self.options = replace(self.options, client_id=properties.assigned_client_identifier)
@@ -507,46 +499,14 @@ class ClientProtocol:
         return self._send_publish(packet, now)
 
     def _on_publish(self, packet: Publish, now: float) -> None:
-        packet_id = packet.packet_id or 0
-        topic = packet.topic
-        if self._v5:
-            alias = None if packet.properties is None else packet.properties.topic_alias
-            topic = self._in_aliases.resolve(topic, alias)
-        if packet.qos == 2:
-            # Method B on the receiving side: deliver now, remember the id until
-            # PUBREL so a repeated PUBLISH is acknowledged but not delivered.
-            if packet_id not in self._awaiting_release:
-                if len(self._awaiting_release) >= self._receive_maximum:  # [MQTT-3.3.4-9]
-                    raise ReceiveMaximumExceeded(
-                        f"more than {self._receive_maximum} QoS 2 messages unreleased"
-                    )
-                self._awaiting_release.add(packet_id)
-                self._deliver(packet, topic)
-            self._send(PubRec(packet_id), now)
-            return
-        self._deliver(packet, topic)
-        if packet.qos == 1:
-            self._send(PubAck(packet_id), now)
-
-    def _deliver(self, packet: Publish, topic: str) -> None:
-        message = Message(
-            topic,
-            packet.payload,
-            packet.qos,
-            packet.retain,
-            packet.dup,
-            packet.packet_id,
-            packet.properties,
-        )
-        self._events.append(MessageReceived(message))
+        message, ack = self._inbound.publish(packet)
+        if message is not None:
+            self._events.append(MessageReceived(message))
+        if ack is not None:
+            self._send(ack, now)
 
     def _on_pubrel(self, packet: PubRel, now: float) -> None:
-        # PUBCOMP even for an unknown id: the broker may repeat PUBREL after a
-        # reconnect whose state we no longer hold (section 4.3.3); 5.0 says so.
-        known = packet.packet_id in self._awaiting_release
-        self._awaiting_release.discard(packet.packet_id)
-        code = 0 if known or not self._v5 else ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
-        self._send(PubComp(packet.packet_id, code), now)
+        self._send(self._inbound.release(packet.packet_id), now)
 
     def _on_puback(self, packet: PubAck, now: float) -> None:
         self._in_flight.awaiting(packet.packet_id, "PUBACK", Stage.PUBACK)
@@ -591,29 +551,12 @@ class ClientProtocol:
         self._events.append(Disconnected(packet.reason_code, packet.properties))
 
     def _on_auth(self, packet: Auth, now: float) -> None:
-        """A step of enhanced authentication (section 4.12), at connect or re-authentication."""
-        props = packet.properties or Properties()
-        method = self.options.auth_method
-        if method is None or props.authentication_method != method:
-            raise ProtocolError("AUTH without the authentication method of CONNECT")
-        if packet.reason_code == CONTINUE_AUTHENTICATION:
-            self._answer_challenge(method, props.authentication_data, now)
-        elif packet.reason_code == 0 and self.state is State.CONNECTED and self._reauthenticating:
-            self._reauthenticating = False
-            self._events.append(Reauthenticated(packet.properties))
+        """A step of enhanced authentication, at connect or re-authentication."""
+        step = self._auth.step(packet, self.state is State.CONNECTED)
+        if isinstance(step, Auth):
+            self._send(step, now)
         else:
-            raise ProtocolError(f"unexpected AUTH reason code 0x{packet.reason_code:02X}")
-
-    def _answer_challenge(self, method: str, data: bytes | None, now: float) -> None:
-        authenticator = self.options.authenticator
-        if authenticator is None:
-            raise ProtocolError("the broker sent an AUTH challenge and no authenticator is set")
-        try:
-            answer = authenticator(method, data)
-        except Exception as exc:
-            raise AuthenticationError(f"authenticator for {method} failed: {exc}") from exc
-        auth = Properties(authentication_method=method, authentication_data=answer)
-        self._send(Auth(CONTINUE_AUTHENTICATION, auth), now)
+            self._events.append(step)
 
 
 _Handler = Callable[[ClientProtocol, Any, float], None]  # Any: each takes its own packet
