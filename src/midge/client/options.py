@@ -43,18 +43,13 @@ _ALLOWED = {
 }
 
 
-def present(properties: Properties) -> list[str]:
-    """The names of the properties that are set."""
-    return [name for name in Properties.__slots__ if getattr(properties, name) not in (None, ())]
-
-
 def check_properties(properties: Properties | None, packet: str, version: int) -> None:
     """ValueError unless `properties` may go on `packet` ("PUBLISH", "will", ...)."""
     if properties is None:
         return
     if version != PROTOCOL_MQTT_5:
         raise ValueError(f"{packet} properties need MQTT 5.0 (protocol_version=5)")
-    wrong = [name for name in present(properties) if name not in _ALLOWED[packet]]
+    wrong = [name for name in props.present(properties) if name not in _ALLOWED[packet]]
     if wrong:
         raise ValueError(f"{packet} cannot carry {', '.join(wrong)}")
     if packet == "SUBSCRIBE" and len(properties.subscription_identifiers) > 1:

@@ -163,12 +163,8 @@ class Properties:
         return self == _NO_PROPERTIES
 
     def __repr__(self) -> str:
-        present = (
-            f"{name}={getattr(self, name)!r}"
-            for name in _ATTRIBUTES  # not __slots__: a mypyc-compiled class has none
-            if getattr(self, name) not in (None, ())
-        )
-        return f"Properties({', '.join(present)})"
+        shown = (f"{name}={getattr(self, name)!r}" for name in present(self))
+        return f"Properties({', '.join(shown)})"
 
 
 _NO_PROPERTIES: Final = Properties()
@@ -273,6 +269,12 @@ def _attribute(spec: PropertySpec) -> str:
 
 
 _ATTRIBUTES: Final = tuple(_attribute(spec) for spec in SPECS.values())
+
+
+def present(properties: Properties) -> list[str]:
+    """The names of the properties that are set (not from `__slots__`: a
+    mypyc-compiled class has none)."""
+    return [name for name in _ATTRIBUTES if getattr(properties, name) not in (None, ())]
 
 
 # ---------------------------------------------------------------- decoding
