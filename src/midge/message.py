@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from midge.protocol.codec import encode_publish_head
 from midge.protocol.properties import Properties
 
+EMPTY_PROPERTIES = b"\x00"  # a 5.0 property block with nothing in it
+
 
 @dataclass(slots=True, unsafe_hash=True, init=False)  # hashable, as immutable by convention
 class Message:
@@ -44,7 +46,8 @@ class Message:
     # every receiver of this delivery variant: encode once, write many.
     _head: bytes | None = field(default=None, init=False, repr=False, compare=False)
     # The same for 5.0 receivers of a message without properties (whose
-    # PUBLISH differs only by its empty property block).
+    # PUBLISH differs only by its empty property block); at QoS 0, where no
+    # packet id comes between, it ends with that block (one byte, 0).
     _head5: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __init__(
@@ -92,18 +95,26 @@ class Message:
             return head + self.payload
         return head + packet_id.to_bytes(2, "big") + self.payload
 
+    def reuse_head5(self, head: bytes | None) -> None:
+        """`reuse_head` for 5.0 receivers: the head of the 5.0 PUBLISH this message
+        arrived in, with an empty property block (same QoS, retain and DUP clear),
+        as `_head5` keeps it."""
+        self._head5 = head
+
     def wire5(self, packet_id: int | None) -> bytes:
         """The 5.0 PUBLISH bytes of a message without properties (DUP clear, no
         topic alias), encoded once for all 5.0 receivers."""
         head = self._head5
         if head is None:
             # The property block (one byte, length 0) counts like payload here.
-            head = self._head5 = encode_publish_head(
-                self.topic, len(self.payload) + 1, self.qos, self.retain
-            )
+            head = encode_publish_head(self.topic, len(self.payload) + 1, self.qos, self.retain)
+            if not self.qos:
+                head += EMPTY_PROPERTIES
+            self._head5 = head
         if packet_id is None:
-            return head + b"\x00" + self.payload
-        return head + packet_id.to_bytes(2, "big") + b"\x00" + self.payload
+            return head + self.payload  # QoS 0: the head ends with the property block
+        # The packet id, then the empty property block: 3 bytes from one int.
+        return head + (packet_id << 8).to_bytes(3, "big") + self.payload
 
     @property
     def size(self) -> int:

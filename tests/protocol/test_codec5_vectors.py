@@ -14,6 +14,7 @@ from typing import cast
 
 import pytest
 
+from midge.message import Message
 from midge.protocol.codec import (
     PUBACK_HEADER,
     PUBREL_HEADER,
@@ -427,14 +428,32 @@ def test_connect_level_decides_its_layout_whatever_the_decoder_version() -> None
             assert encode(packet, 4) == wire
 
 
-def test_v5_publish_has_no_forwarding_head() -> None:
-    # `head` is the 3.1.1 forwarding shortcut; a 5.0 PUBLISH is re-encoded per receiver.
+def test_v5_publish_forwarding_head_only_without_properties() -> None:
+    # An empty property block, neither DUP nor RETAIN: its head (up to the packet
+    # id) is what Message.wire5 would encode, so 5.0 receivers get it as it came.
+    wire = b"\x32\x0a\x00\x03a/b\x00\x0a\x00hi"
     decoder = Decoder(V5)
-    decoder.feed(b"\x32\x0a\x00\x03a/b\x00\x0a\x00hi")
+    decoder.feed(wire)
     packet = decoder.next_packet()
     assert isinstance(packet, Publish)
-    assert packet.head is None
     assert packet.properties is None
+    assert packet.head == wire[:7]
+    message = Message("a/b", b"hi", 1)
+    assert message.wire5(10) == wire
+    decoder.feed(b"\x30\x08\x00\x03a/b\x00hi")  # QoS 0: the head ends with the block
+    packet = decoder.next_packet()
+    assert isinstance(packet, Publish) and packet.head == b"\x30\x08\x00\x03a/b\x00"
+    assert Message("a/b", b"hi").wire5(None) == b"\x30\x08\x00\x03a/b\x00hi"
+    # With properties, DUP or RETAIN there is none: such a packet is re-encoded.
+    for other in (
+        b"\x32\x0c\x00\x03a/b\x00\x0a\x02\x01\x01hi",  # Payload Format Indicator
+        b"\x3a\x0a\x00\x03a/b\x00\x0a\x00hi",  # DUP
+        b"\x33\x0a\x00\x03a/b\x00\x0a\x00hi",  # RETAIN
+    ):
+        decoder.feed(other)
+        packet = decoder.next_packet()
+        assert isinstance(packet, Publish)
+        assert packet.head is None
 
 
 # The longer forms the specification also allows, which the encoder writes shorter.

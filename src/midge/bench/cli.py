@@ -3,6 +3,7 @@
     midge bench --host H --port P --scenario NAME [--duration S] ...   one broker, any broker
     midge bench --against mosquitto [--rounds 3] ...                   the side-by-side runner
     midge bench --sink [--scenario qos0-fan-in]                       the generator's ceiling
+    midge bench ... --protocol 5          (or 3.1.1,5: both)         clients speak MQTT 5.0
 
 This module only defines the arguments (so `midge --help` stays fast); the
 work is imported when the command runs.
@@ -38,6 +39,8 @@ SCENARIO_NAMES = (
     "qos2-overload-4",
 )
 DEFAULT_OUTPUT = Path("benchmarks/results/latest.json")
+# --protocol values: the protocol level each means.
+PROTOCOLS = {"3.1.1": 4, "4": 4, "5": 5, "5.0": 5}
 
 # Params fields set from flags of the same name (dashes for underscores).
 _SIZE_FLAGS = {
@@ -74,6 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scenario",
         default="all",
         help=f"comma-separated scenarios or 'all' (default): {', '.join(SCENARIO_NAMES)}",
+    )
+    parser.add_argument(
+        "--protocol",
+        dest="protocols",
+        default="3.1.1",
+        metavar="LIST",
+        help="what the clients speak: 3.1.1 (default), 5, or 3.1.1,5 (every scenario at both)",
     )
     modes = parser.add_argument_group("runner")
     modes.add_argument(
@@ -124,6 +134,18 @@ def run(args: argparse.Namespace) -> int:
     if params.payload < 8 or params.duration <= 0 or args.rounds < 1:
         print("midge bench: need --payload >= 8, --duration > 0, --rounds >= 1", file=sys.stderr)
         return 2
+    protocols = _protocols(args.protocols)
+    if protocols is None:
+        print(
+            f"midge bench: --protocol takes 3.1.1, 5 or both (3.1.1,5), not {args.protocols!r}",
+            file=sys.stderr,
+        )
+        return 2
+    if max(protocols) >= PROTOCOLS["5"] and (
+        only_311 := [name for name in names if not scenarios.SCENARIOS[name].mqtt5]
+    ):
+        print(f"midge bench: {', '.join(only_311)} runs at MQTT 3.1.1 only", file=sys.stderr)
+        return 2
     if args.sink:
         return _sink(params, names)
     if args.against:
@@ -140,9 +162,29 @@ def run(args: argparse.Namespace) -> int:
         chart = None if args.no_chart else (args.chart or output.with_name("ratios.png"))
         command = "midge bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         return runner.run_against(
-            brokers, names, args.rounds, params, output, chart, not args.no_ceiling, command
+            brokers,
+            names,
+            args.rounds,
+            params,
+            output,
+            chart,
+            not args.no_ceiling,
+            command,
+            protocols,
         )
-    return _single(args, params, names)
+    return _single(args, params, names, protocols)
+
+
+def _protocols(text: str) -> tuple[int, ...] | None:
+    """The protocol levels in `text` (comma-separated), in order, each once."""
+    levels: list[int] = []
+    for item in text.split(","):
+        level = PROTOCOLS.get(item.strip())
+        if level is None:
+            return None
+        if level not in levels:
+            levels.append(level)
+    return tuple(levels) or None
 
 
 def _scenarios(text: str) -> list[str] | None:
@@ -154,15 +196,21 @@ def _scenarios(text: str) -> list[str] | None:
     return names
 
 
-def _single(args: argparse.Namespace, params: Params, names: list[str]) -> int:
+def _single(
+    args: argparse.Namespace, params: Params, names: list[str], protocols: tuple[int, ...]
+) -> int:
     from midge.bench import overload, runner, scenarios  # noqa: PLC0415
     from midge.bench.wire import BenchError  # noqa: PLC0415
 
     target = scenarios.Target(args.host, args.port, args.pid)
     failed = False
     results = {}
-    for name in names:
-        scenario = scenarios.SCENARIOS[name]
+    for scenario in [
+        scenarios.at_protocol(scenarios.SCENARIOS[name], protocol)
+        for name in names
+        for protocol in protocols
+    ]:
+        name = scenario.name
         print(f"{name}: {scenario.title}", flush=True)
         try:
             outcome = scenario.run(target, params)

@@ -42,6 +42,7 @@ from midge.bench.wire import (
     Client,
     PublishShape,
     acks,
+    payload_start,
     scan,
     seq_column,
 )
@@ -140,6 +141,7 @@ class Counter:
         replies = []
         taken = 0
         mode = self.spec.mode
+        protocol = self.spec.protocol
         for first, start, end in scan(buffer):
             taken = end
             kind = first >> 4
@@ -157,6 +159,7 @@ class Counter:
                     replies.append(
                         bytes((PUBACK_FIRST if qos == 1 else PUBREC_FIRST, 2)) + packet_id
                     )
+                payload_at = payload_start(buffer, payload_at, protocol)
                 if mode == "ack":  # native order, as `seq_column` reads them
                     id_end = payload_at + self.spec.id_bytes
                     self.seen.add(int.from_bytes(buffer[payload_at:id_end], sys.byteorder))
@@ -193,7 +196,12 @@ def subscriber_main(
 def _subscriber(spec: SubscriberSpec, go: Event, control: Pipe, results: Queue[Message]) -> None:
     clients = [
         Client.connect(
-            spec.host, spec.port, conn.client_id, conn.clean_session, timeout=SETUP_TIMEOUT
+            spec.host,
+            spec.port,
+            conn.client_id,
+            conn.clean_session,
+            timeout=SETUP_TIMEOUT,
+            protocol=spec.protocol,
         )
         for conn in spec.connections
     ]
@@ -275,7 +283,7 @@ def _receive(counters: list[Counter], control: Pipe, spec: SubscriberSpec) -> No
 
 def make_counter(client: Client, mode: str, shape: PublishShape | None, first_byte: int) -> Counter:
     """A receiving side for a client driven in this process (see `receive_all`)."""
-    spec = SubscriberSpec(0, "", 0, (), mode, shape, first_byte)
+    spec = SubscriberSpec(0, "", 0, (), mode, shape, first_byte, protocol=client.protocol)
     return Counter(client, spec)
 
 

@@ -21,7 +21,7 @@ from midge.bench.brokers import cpu_seconds, rss_kib
 from midge.bench.loadgen import Swarm
 from midge.bench.publishing import pair_main
 from midge.bench.specs import SETUP_TIMEOUT, PublisherSpec, SubscriberConn, SubscriberSpec, now_ns
-from midge.bench.wire import HOST, PublishShape
+from midge.bench.wire import HOST, MQTT_3_1_1, PublishShape
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,7 @@ class Params:
     max_messages: int = 10_000_000  # per publisher, at most (whichever comes first)
     quiet: float = 2.0  # seconds without data after which a subscriber stops
     timeout: float = 120.0  # hard limit for one phase of a scenario
+    protocol: int = MQTT_3_1_1  # what every client speaks: 4 (MQTT 3.1.1) or 5 (MQTT 5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +230,7 @@ def sub_spec(
         first_byte,
         params.quiet,
         params.duration + params.timeout,
+        protocol=params.protocol,
     )
 
 
@@ -245,6 +247,7 @@ def pub_spec(
         duration=params.duration,
         max_messages=params.max_messages,
         drain=params.timeout,
+        protocol=params.protocol,
         **kw,
     )
 

@@ -44,7 +44,7 @@ ACKED_RATE = "acked_msg_per_s"
 def overload(target: Target, params: Params, qos: int, publishers: int) -> Outcome:
     prefix = f"bench-overload-q{qos}"
     # QoS 2 streams mix PUBLISH and PUBREL: counted packet by packet.
-    shape = PublishShape.of(len(TOPIC), params.payload, qos) if qos == 1 else None
+    shape = PublishShape.of(len(TOPIC), params.payload, qos, params.protocol) if qos == 1 else None
     conn = SubscriberConn(f"{prefix}-sub", ((TOPIC, qos),))
     sub = sub_spec(0, target, params, [conn], "ack", shape, 0x30 | qos << 1)
     sub = replace(sub, id_bytes=TAGGED_BYTES, drain=DRAIN_SECONDS)

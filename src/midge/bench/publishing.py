@@ -8,6 +8,9 @@
   (PUBACK / PUBREC) apart from flows completed (PUBACK / PUBCOMP), with a
   `tag` after each sequence number when several publishers feed one
   subscriber that must tell their messages apart.
+- Either speaks MQTT 3.1.1 or 5.0 (`spec.protocol`): at 5.0 every PUBLISH has
+  an empty property block, and acknowledgements from the broker may carry a
+  reason code (then they are read packet by packet).
 - `pair_main`: one QoS 1/2 publisher and its subscriber in one loop, the
   publisher keeping at most `window` messages in flight end to end (sent and
   not yet received), from a pre-encoded ring of 65535 packets whose sequence
@@ -37,6 +40,8 @@ from midge.bench.specs import (
 )
 from midge.bench.wire import (
     BATCH_BYTES,
+    MQTT_5,
+    PUBACK_FIRST,
     PUBCOMP_FIRST,
     PUBREC_FIRST,
     PUBREL_FIRST,
@@ -47,9 +52,10 @@ from midge.bench.wire import (
     Client,
     PublishShape,
     acks,
+    publish_packet,
     publish_stream,
+    scan,
 )
-from midge.protocol.codec import encode_publish
 
 RING = 0xFFFF  # packet ids 1..65535: one pre-encoded packet each
 SEND_BUFFER = 256 * 1024  # SO_SNDBUF of a flooding publisher
@@ -60,7 +66,7 @@ def publisher_main(spec: PublisherSpec, go: Event, results: Queue[Message]) -> N
 
 
 def _publisher(spec: PublisherSpec, go: Event, results: Queue[Message]) -> None:
-    client = Client.connect(spec.host, spec.port, spec.client_id)
+    client = Client.connect(spec.host, spec.port, spec.client_id, protocol=spec.protocol)
     report(results, "ready", "publisher", spec.index, None)
     if not go.wait(SETUP_TIMEOUT):
         raise BenchError("no start signal")
@@ -78,7 +84,9 @@ def _publisher(spec: PublisherSpec, go: Event, results: Queue[Message]) -> None:
 
 def _flood(client: Client, spec: PublisherSpec) -> dict[str, Any]:
     """QoS 0 as fast as the broker takes it: one block, written again and again."""
-    one_round = publish_stream(list(spec.topics), spec.payload, 0, 0, len(spec.topics), spec.retain)
+    one_round = publish_stream(
+        list(spec.topics), spec.payload, 0, 0, len(spec.topics), spec.retain, spec.protocol
+    )
     repeat = max(1, -(-BATCH_BYTES // len(one_round)))
     block = one_round * repeat
     per_block = len(spec.topics) * repeat
@@ -103,8 +111,10 @@ class _Ring:
 
     def __init__(self, spec: PublisherSpec) -> None:
         topics = list(spec.topics)
-        data = bytearray(publish_stream(topics, spec.payload, spec.qos, 0, RING))
-        self.shape = PublishShape.of(len(topics[0].encode()), spec.payload, spec.qos)
+        data = bytearray(
+            publish_stream(topics, spec.payload, spec.qos, 0, RING, protocol=spec.protocol)
+        )
+        self.shape = PublishShape.of(len(topics[0].encode()), spec.payload, spec.qos, spec.protocol)
         if spec.tag is not None:  # the same in every packet: written once, here
             if spec.payload < TAGGED_BYTES:
                 raise BenchError(f"a tagged payload needs {TAGGED_BYTES} bytes at least")
@@ -171,7 +181,10 @@ def _windowed(client: Client, spec: PublisherSpec, receiver: Counter | None) -> 
         if not data:
             raise BenchError("the broker closed the publisher's connection")
         pending += data
-        completed, taken, replies = _acknowledgements(pending, spec.qos)
+        if spec.protocol >= MQTT_5 and not _short_forms(pending):
+            completed, taken, replies = _acknowledgements5(pending)
+        else:
+            completed, taken, replies = _acknowledgements(pending, spec.qos)
         if replies:
             sock.sendall(replies)
         accepted += taken
@@ -211,6 +224,38 @@ def _acknowledgements(pending: bytearray, qos: int) -> tuple[int, int, bytes]:
     return completed, received, replies
 
 
+def _short_forms(pending: bytearray) -> bool:
+    """Whether the whole 4-byte units of `pending` are all 4-byte acknowledgements
+    (remaining length 2): always at 3.1.1, and at 5.0 unless a reason code or
+    properties came. The first longer one breaks the pattern where it starts."""
+    count = len(pending) // 4
+    return pending[1 : 4 * count : 4].count(2) == count
+
+
+def _acknowledgements5(pending: bytearray) -> tuple[int, int, bytes]:
+    """`_acknowledgements` packet by packet, for 5.0 acknowledgements of any length:
+    a reason code of 0x80 or more refuses the message (at QoS 2 the flow ends at
+    that PUBREC), so it completes the flow without the broker taking the message."""
+    completed = received = taken = 0
+    replies = []
+    for first, start, end in scan(pending):
+        taken = end
+        refused = end - start > 2 and pending[start + 2] >= 0x80
+        if first == PUBACK_FIRST:
+            completed += 1
+            received += not refused
+        elif first == PUBREC_FIRST:
+            if refused:
+                completed += 1
+            else:
+                received += 1
+                replies.append(bytes((PUBREL_FIRST, 2)) + pending[start : start + 2])
+        elif first == PUBCOMP_FIRST:
+            completed += 1
+    del pending[:taken]
+    return completed, received, b"".join(replies)
+
+
 def _paced(client: Client, spec: PublisherSpec) -> dict[str, Any]:
     """One message every 1/rate s, its payload starting with perf_counter_ns at send."""
     sock = client.sock
@@ -231,7 +276,9 @@ def _paced(client: Client, spec: PublisherSpec) -> dict[str, Any]:
             time.sleep(delay)
         packet_id = sent % RING + 1 if spec.qos else None
         stamp = now_ns().to_bytes(8, "little")
-        sock.sendall(encode_publish(topic, stamp + padding, spec.qos, False, False, packet_id))
+        sock.sendall(
+            publish_packet(topic, stamp + padding, spec.qos, False, packet_id, spec.protocol)
+        )
         sent += 1
         if spec.qos:
             acked += client.discard_available()
@@ -258,10 +305,17 @@ def _pair(pub: PublisherSpec, sub: SubscriberSpec, go: Event, results: Queue[Mes
     count messages until they arrive (QoS 1/2 end to end) without any IPC."""
     conn = sub.connections[0]
     subscriber = Client.connect(
-        sub.host, sub.port, conn.client_id, conn.clean_session, timeout=SETUP_TIMEOUT
+        sub.host,
+        sub.port,
+        conn.client_id,
+        conn.clean_session,
+        timeout=SETUP_TIMEOUT,
+        protocol=sub.protocol,
     )
     subscriber.subscribe(list(conn.filters), SETUP_TIMEOUT)
-    publisher = Client.connect(pub.host, pub.port, pub.client_id, timeout=SETUP_TIMEOUT)
+    publisher = Client.connect(
+        pub.host, pub.port, pub.client_id, timeout=SETUP_TIMEOUT, protocol=pub.protocol
+    )
     receiver = Counter(subscriber, sub)
     receiver.prepare(False)
     report(results, "ready", "pair", 0, None)

@@ -8,6 +8,10 @@ over all of them. The table shows, per metric, the median of the rounds,
 their range, and the ratio Midge / other of the medians with the direction
 that is better; the JSON file keeps every run; the chart shows every ratio
 turned so that above 1 means Midge is better.
+
+With several protocols (`--protocol 3.1.1,5`) every scenario runs at each,
+one after the other on fresh brokers within a round (NAME and NAME@5.0),
+and a second table shows each broker's 5.0 / 3.1.1 ratio of the medians.
 """
 
 from __future__ import annotations
@@ -29,8 +33,15 @@ from typing import Any
 from midge import __version__, compiled
 from midge.bench.brokers import STARTERS, RunningBroker, available, mosquitto_version
 from midge.bench.overload import LOST
-from midge.bench.scenarios import SCENARIOS, Params, Scenario, Target, generator_ceiling
-from midge.bench.wire import BenchError
+from midge.bench.scenarios import (
+    SCENARIOS,
+    Params,
+    Scenario,
+    Target,
+    at_protocol,
+    generator_ceiling,
+)
+from midge.bench.wire import MQTT_3_1_1, PROTOCOL_NAMES, BenchError
 
 REFERENCE = "midge"
 
@@ -179,7 +190,8 @@ def _median(values: list[Any]) -> float | None:
 
 def table(summary: dict[str, Any], brokers: list[str]) -> str:
     others = [b for b in brokers if b != REFERENCE]
-    header = f"{'scenario':<16} {'metric':<26} {'better':<6}"
+    width = max([16, *(len(name) for name in summary)])
+    header = f"{'scenario':<{width}} {'metric':<26} {'better':<6}"
     for broker in brokers:
         header += f" {broker + ' median (min-max)':>34}"
     for other in others:
@@ -188,7 +200,7 @@ def table(summary: dict[str, Any], brokers: list[str]) -> str:
     for name, entry in summary.items():
         first = True
         for metric in entry["metrics"].values():
-            line = f"{name if first else '':<16} {metric['label']:<26} "
+            line = f"{name if first else '':<{width}} {metric['label']:<26} "
             line += f"{'higher' if metric['higher_is_better'] else 'lower':<6}"
             first = False
             for broker in brokers:
@@ -204,7 +216,7 @@ def table(summary: dict[str, Any], brokers: list[str]) -> str:
                 line += f" {f'{ratio:.2f}' if ratio is not None else '-':>16}"
             lines.append(line)
         losses = entry["losses"]
-        line = f"{'':<16} {'lost/expected (all runs)':<26} {'':<6}"
+        line = f"{'':<{width}} {'lost/expected (all runs)':<26} {'':<6}"
         for broker in brokers:
             loss = losses.get(broker, {})
             text = (
@@ -218,6 +230,53 @@ def table(summary: dict[str, Any], brokers: list[str]) -> str:
                 text += f" ({loss['errors']} failed)"
             line += f" {text:>34}"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def protocol_ratios(
+    summary: dict[str, Any], brokers: list[str], scenarios: list[Scenario]
+) -> dict[str, Any]:
+    """For every NAME@5.0 that ran beside NAME: per metric and broker, the median
+    at 5.0 over the median at 3.1.1 (same direction as the metric)."""
+    ratios: dict[str, Any] = {}
+    for scenario in scenarios:
+        if not scenario.base or scenario.base not in summary:
+            continue
+        entry = {}
+        for key, metric in summary[scenario.name]["metrics"].items():
+            base = summary[scenario.base]["metrics"].get(key, {}).get("brokers", {})
+            mine = metric["brokers"]
+            entry[key] = {
+                "label": metric["label"],
+                "higher_is_better": metric["higher_is_better"],
+                "ratios": {
+                    broker: mine[broker]["median"] / base[broker]["median"]
+                    for broker in brokers
+                    if broker in mine and broker in base and base[broker]["median"]
+                },
+            }
+        ratios[scenario.name] = entry
+    return ratios
+
+
+def protocol_table(ratios: dict[str, Any], brokers: list[str]) -> str:
+    """The 5.0 / 3.1.1 ratios, one line per metric; "" when nothing ran at both."""
+    if not ratios:
+        return ""
+    width = max(16, *(len(name) for name in ratios))
+    header = f"{'MQTT 5.0 / 3.1.1':<{width}} {'metric':<26} {'better':<6}"
+    header += "".join(f" {broker:>12}" for broker in brokers)
+    lines = [header, "-" * len(header)]
+    for name, entry in ratios.items():
+        first = True
+        for metric in entry.values():
+            line = f"{name if first else '':<{width}} {metric['label']:<26} "
+            line += f"{'higher' if metric['higher_is_better'] else 'lower':<6}"
+            first = False
+            for broker in brokers:
+                ratio = metric["ratios"].get(broker)
+                line += f" {f'{ratio:.2f}' if ratio is not None else '-':>12}"
+            lines.append(line)
     return "\n".join(lines)
 
 
@@ -362,15 +421,20 @@ def run_against(
     chart_path: Path | None,
     measure_ceiling: bool = True,
     command: str = "",
+    protocols: tuple[int, ...] = (MQTT_3_1_1,),
 ) -> int:
     missing = [b for b in brokers if not available(b)]
     for name in missing:
         print(f"{name} is not installed: skipping it", file=sys.stderr)
     brokers = [b for b in brokers if b not in missing]
-    scenarios = [SCENARIOS[name] for name in scenario_names]
+    scenarios = [
+        at_protocol(SCENARIOS[name], protocol) for name in scenario_names for protocol in protocols
+    ]
     info = machine()
+    levels = "/".join(PROTOCOL_NAMES[protocol] for protocol in protocols)
     print(
         f"midge bench: {', '.join(brokers)}; {len(scenarios)} scenarios x {rounds} rounds; "
+        f"MQTT {levels}; "
         f"{info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}, "
         f"uvloop {info['uvloop']}, mosquitto {info['mosquitto']}; "
         f"midge {info['midge']} {info['midge_build']}",
@@ -405,6 +469,10 @@ def run_against(
     summary = summarise(runs, brokers, scenarios)
     print()
     print(table(summary, brokers))
+    by_protocol = protocol_ratios(summary, brokers, scenarios)
+    if by_protocol:
+        print()
+        print(protocol_table(by_protocol, brokers))
     losses = acknowledged_losses(summary, brokers)
     if losses:
         print()
@@ -421,8 +489,10 @@ def run_against(
         "parameters": asdict(params),
         "rounds": rounds,
         "brokers": brokers,
+        "protocols": [PROTOCOL_NAMES[protocol] for protocol in protocols],
         "ceiling": ceiling,
         "summary": summary,
+        "protocol_ratios": by_protocol,
         "runs": [asdict(run) for run in runs],
     }
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -120,7 +120,7 @@ def wildcard(target: Target, params: Params) -> Outcome:
         max(2, params.wildcard_connections // 2 * 2), max(1, params.wildcard_filters)
     )
     topics = plan.topics()
-    shape = PublishShape.of(len(topics[0]), params.payload, 0)
+    shape = PublishShape.of(len(topics[0]), params.payload, 0, params.protocol)
     conns = [
         SubscriberConn(f"bench-wild-{conn}", tuple((f, 0) for f in _wildcard_filters(plan, conn)))
         for conn in range(plan.connections)
@@ -154,10 +154,14 @@ def retained(target: Target, params: Params) -> Outcome:
     subscriber until it has them all."""
     count = params.retained
     topics = [f"ret/{index:07d}" for index in range(count)]
-    stream = publish_stream(topics, params.payload, 0, 0, count, retain=True)
+    stream = publish_stream(topics, params.payload, 0, 0, count, True, params.protocol)
     rss_before = broker_rss(target)
     publisher = Client.connect(
-        target.host, target.port, "bench-retained-pub", timeout=SETUP_TIMEOUT
+        target.host,
+        target.port,
+        "bench-retained-pub",
+        timeout=SETUP_TIMEOUT,
+        protocol=params.protocol,
     )
     try:
         publisher.sock.settimeout(params.timeout)
@@ -171,11 +175,18 @@ def retained(target: Target, params: Params) -> Outcome:
         publisher.close()
     rss_after = broker_rss(target)
     subscriber = Client.connect(
-        target.host, target.port, "bench-retained-sub", timeout=SETUP_TIMEOUT
+        target.host,
+        target.port,
+        "bench-retained-sub",
+        timeout=SETUP_TIMEOUT,
+        protocol=params.protocol,
     )
     try:
         receiving = make_counter(
-            subscriber, "count", PublishShape.of(len(topics[0]), params.payload, 0), 0x31
+            subscriber,
+            "count",
+            PublishShape.of(len(topics[0]), params.payload, 0, params.protocol),
+            0x31,
         )
         subscribed = now_ns()
         subscriber.send_subscribe([("#", 0)])

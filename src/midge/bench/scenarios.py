@@ -26,6 +26,10 @@ registry `SCENARIOS` are importable here.
 | slow-consumer | qos0-fan-out twice: as is, then with 1 more subscriber that never reads |
 | qos1-overload-N | N publishers (1 or 4), QoS 1, window by broker PUBACK -> 1 subscriber |
 | qos2-overload-N | the same at QoS 2; `lost` = acknowledged and never delivered (`overload`) |
+
+Every scenario but `connections` also runs with MQTT 5.0 clients
+(`Params.protocol`, `at_protocol`): the same load, each packet in its 5.0
+form (see `wire`), named `NAME@5.0` in results.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import socket
 import statistics
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from midge.bench.brokers import BrokerSettings
@@ -62,9 +66,16 @@ from midge.bench.overload import (
 )
 from midge.bench.scale import WildcardPlan, connections, retained, wildcard
 from midge.bench.specs import SETUP_TIMEOUT, SinkSpec, SubscriberConn
-from midge.bench.wire import HOST, BenchError, Client, PublishShape, percentile
-from midge.protocol.codec import encode
-from midge.protocol.packets import Connect
+from midge.bench.wire import (
+    HOST,
+    MQTT_3_1_1,
+    MQTT_5,
+    BenchError,
+    Client,
+    PublishShape,
+    connect_packet,
+    percentile,
+)
 
 __all__ = [
     "FAN_OUT_TOPIC",
@@ -80,6 +91,7 @@ __all__ = [
     "Scenario",
     "Target",
     "WildcardPlan",
+    "at_protocol",
     "connections",
     "generator_ceiling",
     "latency",
@@ -119,6 +131,34 @@ class Scenario:
     # `lost` counts messages the broker acknowledged and never delivered: what the
     # overload scenarios look for, so the runner shows it loudly (and does not fail).
     acknowledged_loss: bool = False
+    mqtt5: bool = True  # whether it can run with MQTT 5.0 clients (`at_protocol`)
+    base: str = ""  # for a variant made by `at_protocol`: the scenario it runs
+    protocol: int = MQTT_3_1_1
+
+
+PROTOCOL_SUFFIX = "@5.0"  # NAME@5.0: the scenario NAME with MQTT 5.0 clients
+
+
+def at_protocol(scenario: Scenario, protocol: int) -> Scenario:
+    """The scenario with every client speaking `protocol` (4: 3.1.1, itself; 5: 5.0,
+    named NAME@5.0)."""
+    if protocol == MQTT_3_1_1:
+        return scenario
+    if protocol != MQTT_5 or not scenario.mqtt5:
+        raise BenchError(f"{scenario.name} does not run at protocol level {protocol}")
+    run = scenario.run
+
+    def at_level(target: Target, params: Params) -> Outcome:
+        return run(target, replace(params, protocol=protocol))
+
+    return replace(
+        scenario,
+        name=scenario.name + PROTOCOL_SUFFIX,
+        title=f"{scenario.title} (MQTT 5.0 clients)",
+        run=at_level,
+        base=scenario.name,
+        protocol=protocol,
+    )
 
 
 # ------------------------------------------------------------------ QoS 0
@@ -128,7 +168,7 @@ def qos0_fan_in(target: Target, params: Params) -> Outcome:
     topics = [f"bench/in/{index}" for index in range(params.publishers)]
     width = len(topics[-1])
     topics = [topic.ljust(width, "_") for topic in topics]  # one length: one packet size
-    shape = PublishShape.of(width, params.payload, 0)
+    shape = PublishShape.of(width, params.payload, 0, params.protocol)
     conn = SubscriberConn("bench-fan-in-sub", (("bench/in/+", 0),))
     subs = [sub_spec(0, target, params, [conn], shape=shape)]
     pubs = [
@@ -141,7 +181,7 @@ def qos0_fan_in(target: Target, params: Params) -> Outcome:
 
 def _fan_out_flow(target: Target, params: Params, prefix: str = "bench-fan-out") -> Flow:
     topic = FAN_OUT_TOPIC
-    shape = PublishShape.of(len(topic), params.payload, 0)
+    shape = PublishShape.of(len(topic), params.payload, 0, params.protocol)
     conns = [SubscriberConn(f"{prefix}-sub-{i}", ((topic, 0),)) for i in range(params.subscribers)]
     groups = split(conns, 2)
     subs = [sub_spec(i, target, params, group, shape=shape) for i, group in enumerate(groups)]
@@ -165,7 +205,9 @@ SLOW_RCVBUF = 4096  # SO_RCVBUF of the subscriber that never reads
 RSS_INTERVAL = 0.05  # seconds between two samples of the broker's RSS
 
 
-def slow_subscriber(target: Target, client_id: str, topic: str) -> Client:
+def slow_subscriber(
+    target: Target, client_id: str, topic: str, protocol: int = MQTT_3_1_1
+) -> Client:
     """A subscriber with a small receive buffer (set before connecting, so the window
     it announces is small too) that subscribes and then never reads again."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -174,11 +216,11 @@ def slow_subscriber(target: Target, client_id: str, topic: str) -> Client:
         sock.settimeout(SETUP_TIMEOUT)
         sock.connect((target.host, target.port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(encode(Connect(client_id)))
+        sock.sendall(connect_packet(client_id, True, protocol))
     except BaseException:
         sock.close()
         raise
-    client = Client(sock, client_id)
+    client = Client(sock, client_id, protocol)
     try:
         client.expect_connack()
         client.subscribe([(topic, 0)], SETUP_TIMEOUT)
@@ -226,7 +268,7 @@ def slow_consumer(target: Target, params: Params) -> Outcome:
     (peak during the slow phase minus RSS before it) when its PID is known."""
     baseline = _fan_out_flow(target, params, "bench-slow-base")
     rss_base = broker_rss(target)
-    slow = slow_subscriber(target, "bench-slow-consumer", FAN_OUT_TOPIC)
+    slow = slow_subscriber(target, "bench-slow-consumer", FAN_OUT_TOPIC, params.protocol)
     try:
         rss_before = broker_rss(target)
         with _RssPeak(target) as peak:
@@ -266,7 +308,7 @@ def slow_consumer(target: Target, params: Params) -> Outcome:
 def _end_to_end(target: Target, params: Params, qos: int, persistent: bool) -> Outcome:
     topic = f"bench/qos{qos}"
     # QoS 2 streams mix PUBLISH and PUBREL: counted packet by packet.
-    shape = PublishShape.of(len(topic), params.payload, qos) if qos == 1 else None
+    shape = PublishShape.of(len(topic), params.payload, qos, params.protocol) if qos == 1 else None
     sub_id = "bench-persistent-sub" if persistent else f"bench-qos{qos}-sub"
     conn = SubscriberConn(sub_id, ((topic, qos),), clean_session=not persistent)
     subs = [sub_spec(0, target, params, [conn], "ack", shape, 0x30 | qos << 1)]
@@ -352,6 +394,7 @@ SCENARIOS: dict[str, Scenario] = {
                 Metric("connections_per_s", "connections/s", True),
                 Metric("kib_per_connection", "KiB RSS per connection", False),
             ),
+            mqtt5=False,  # its openers write CONNECT and read CONNACK as raw 3.1.1 bytes
         ),
         Scenario(
             "wildcard",
@@ -430,6 +473,7 @@ def generator_ceiling(params: Params, scenario: str = "qos0-fan-in") -> dict[str
     if runner is None:
         raise BenchError(f"the sink serves qos0-fan-in and qos0-fan-out, not {scenario}")
     topic = "bench/in/0" if scenario == "qos0-fan-in" else FAN_OUT_TOPIC
+    params = replace(params, protocol=MQTT_3_1_1)  # the sink answers in 3.1.1
     with sink(SinkSpec(topic, params.payload, max_seconds=params.duration + params.timeout)) as (
         port,
         _,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from typing import Any
 
-from midge.bench.wire import PublishShape, raise_fd_limit
+from midge.bench.wire import MQTT_3_1_1, PublishShape, raise_fd_limit
 
 SETUP_TIMEOUT = 60.0  # connecting and subscribing, per phase
 STALL_SECONDS = 10.0  # a windowed publisher without an acknowledgement for this long gives up
@@ -46,6 +46,7 @@ class PublisherSpec:
     # QoS 1/2: 4 bytes after the sequence number in every payload (the publisher's
     # index), so that a subscriber reading tagged ids tells publishers apart.
     tag: int | None = None
+    protocol: int = MQTT_3_1_1  # the protocol level it speaks: 4 (3.1.1) or 5 (5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class SubscriberSpec:
     max_seconds: float = 60.0  # after the start, whatever happens
     id_bytes: int = 4  # "ack" mode: the id at the start of a payload (8: tagged, see wire)
     drain: float = 0.0  # > 0: once the expectation is known, stop after this long at most
+    protocol: int = MQTT_3_1_1  # the protocol level its connections speak
 
 
 @dataclass(frozen=True, slots=True)

@@ -328,7 +328,7 @@ class Delivery:
         link = connection.mqtt5
         data = None  # 3.1.1: `_write_publish` encodes it (once for all receivers)
         if link is not None:
-            data = link.publish_bytes(message, packet_id, False, self.wall_clock())
+            data = link.publish_bytes(message, packet_id, False, self.wall_clock)
             if data is None:
                 # Too large for this client: as if sent and acknowledged [MQTT-3.1.2-25].
                 self._count_too_large(session, seq)
@@ -390,7 +390,7 @@ class Delivery:
     ) -> None:
         link = connection.mqtt5
         if link is not None:
-            data = link.publish_bytes(message, packet_id, dup, self.wall_clock())
+            data = link.publish_bytes(message, packet_id, dup, self.wall_clock)
             if data is None:
                 self.stats.dropped_too_large += 1
                 return

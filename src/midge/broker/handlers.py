@@ -97,30 +97,23 @@ def _publish5(
     and an acknowledgement that says what became of it."""
     config = broker.config
     properties = packet.properties
-    alias = properties.topic_alias if properties is not None else None
-    topic = link.resolve_alias(packet.topic, alias, config.max_topic_alias)
-    if beyond_topic_limits(config, topic):
-        raise ProtocolError(f"topic beyond max_topic_length / max_topic_levels: {topic[:64]!r}...")
     qos = packet.qos
     packet_id = packet.packet_id or 0
-    expires_at = None
-    if properties is not None:
-        if properties.subscription_identifiers:
-            raise ProtocolError("a client PUBLISH carries a Subscription Identifier")  # 3.3.4-6
-        if not _payload_format_valid(
-            config.validate_utf8_payloads, properties.payload_format_indicator, packet.payload
-        ):
-            if qos == 0:
-                raise PayloadFormatInvalid("payload is not the UTF-8 its format indicator says")
-            header = PUBACK_HEADER if qos == 1 else PUBREC_HEADER
-            connection.send(_ack5(header, packet_id, ReasonCode.PAYLOAD_FORMAT_INVALID))
-            return
-        interval = properties.message_expiry_interval
-        if interval is not None:
-            expires_at = broker.wall_clock() + interval
-    message = Message(
-        topic, packet.payload, qos, packet.retain, message_properties(properties), expires_at
-    )
+    topic = packet.topic
+    if properties is None and topic:
+        # The common case, nothing but topic and payload: as cheap as 3.1.1's.
+        if beyond_topic_limits(config, topic):
+            raise ProtocolError(
+                f"topic beyond max_topic_length / max_topic_levels: {topic[:64]!r}..."
+            )
+        message = Message(topic, packet.payload, qos, packet.retain)
+        if packet.head is not None:
+            message.reuse_head5(packet.head)
+    else:
+        message_or_none = _message5(broker, connection, link, packet)
+        if message_or_none is None:
+            return  # refused with its acknowledgement
+        message = message_or_none
     delivery = broker.delivery
     if qos == 0:
         delivery.publish_from_client(message, connection, now)
@@ -138,6 +131,39 @@ def _publish5(
             )
         code = _accept_qos2(broker, connection, message, packet_id, now)
         connection.send(_ack5(PUBREC_HEADER, packet_id, code))
+
+
+def _message5(
+    broker: Broker, connection: Connection, link: Mqtt5Link, packet: Publish
+) -> Message | None:
+    """The message of a 5.0 PUBLISH with properties or a topic alias; None when its
+    payload is not the UTF-8 it claims (then refused with a reason code here)."""
+    config = broker.config
+    properties = packet.properties
+    alias = properties.topic_alias if properties is not None else None
+    topic = link.resolve_alias(packet.topic, alias, config.max_topic_alias)
+    if beyond_topic_limits(config, topic):
+        raise ProtocolError(f"topic beyond max_topic_length / max_topic_levels: {topic[:64]!r}...")
+    qos = packet.qos
+    packet_id = packet.packet_id or 0
+    expires_at = None
+    if properties is not None:
+        if properties.subscription_identifiers:
+            raise ProtocolError("a client PUBLISH carries a Subscription Identifier")  # 3.3.4-6
+        if not _payload_format_valid(
+            config.validate_utf8_payloads, properties.payload_format_indicator, packet.payload
+        ):
+            if qos == 0:
+                raise PayloadFormatInvalid("payload is not the UTF-8 its format indicator says")
+            header = PUBACK_HEADER if qos == 1 else PUBREC_HEADER
+            connection.send(_ack5(header, packet_id, ReasonCode.PAYLOAD_FORMAT_INVALID))
+            return None
+        interval = properties.message_expiry_interval
+        if interval is not None:
+            expires_at = broker.wall_clock() + interval
+    return Message(
+        topic, packet.payload, qos, packet.retain, message_properties(properties), expires_at
+    )
 
 
 def _payload_format_valid(check: bool, indicator: int | None, payload: bytes) -> bool:

@@ -93,16 +93,17 @@ class Mqtt5Link:
         message: Message,
         packet_id: int | None,
         dup: bool,
-        wall_now: float,
+        wall_clock: Callable[[], float],
     ) -> bytes | None:
         """The PUBLISH of `message` for this client, or None when it exceeds the
-        client's Maximum Packet Size (then it must be treated as sent [MQTT-3.1.2-25])."""
+        client's Maximum Packet Size (then it must be treated as sent [MQTT-3.1.2-25]).
+        `wall_clock` is read only for a message that expires."""
         topic = message.topic
-        alias = self._alias_for(topic)
+        alias = self._alias_for(topic) if self.topic_alias_maximum else None
         if alias is None and not dup and message.properties is None and message.expires_at is None:
             data = message.wire5(packet_id)  # the same bytes for every such receiver
         else:
-            block = _property_block(message, alias, wall_now)
+            block = _property_block(message, alias, wall_clock)
             wire_topic = "" if alias is not None and alias[1] else topic
             data = encode_publish5(
                 wire_topic, message.payload, message.qos, message.retain, dup, packet_id, block
@@ -137,7 +138,9 @@ class Mqtt5Link:
 _NONE = Properties()
 
 
-def _property_block(message: Message, alias: tuple[int, bool] | None, wall_now: float) -> bytes:
+def _property_block(
+    message: Message, alias: tuple[int, bool] | None, wall_clock: Callable[[], float]
+) -> bytes:
     """The receiver's property block: the message's own (with this receiver's
     Subscription Identifiers, see variants.py), then the per-hop ones."""
     properties = message.properties
@@ -147,7 +150,7 @@ def _property_block(message: Message, alias: tuple[int, bool] | None, wall_now: 
     values = b"" if properties is None else encode_property_values(properties)
     if expires_at is not None:
         # The remaining interval, rounded up so it never reads 0 before it expires.
-        remaining = max(1, math.ceil(expires_at - wall_now))
+        remaining = max(1, math.ceil(expires_at - wall_clock()))
         values += b"\x02" + min(remaining, 0xFFFF_FFFF).to_bytes(4, "big")
     if alias is not None:
         values += b"\x23" + alias[0].to_bytes(2, "big")

@@ -531,7 +531,14 @@ class Decoder:
         self._pos = end
         if first_byte >> 4 == PacketType.PUBLISH:
             if self.version >= PROTOCOL_MQTT_5:
-                return publish5_at(first_byte & 0x0F, buffer, index, end)
+                publish = publish5_at(first_byte & 0x0F, buffer, index, end)
+                # Neither DUP nor RETAIN, an empty property block: its head is
+                # what every 5.0 receiver without a topic alias gets (Message.wire5;
+                # at QoS 0 the head ends with that block, which follows the topic).
+                if not first_byte & 0x09 and publish.properties is None:
+                    topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])
+                    publish.head = buffer[pos : topic_end + (0 if first_byte & 0x06 else 1)]
+                return publish
             publish = _publish_at(first_byte & 0x0F, buffer, index, end)
             if not first_byte & 0x09:  # neither DUP nor RETAIN: forwardable as it came
                 topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])

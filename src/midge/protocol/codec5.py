@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Final
 
 from midge.protocol.errors import MalformedPacket, ProtocolError
-from midge.protocol.fields import Reader, topic_name
+from midge.protocol.fields import Reader, topic_name, valid_topics
 from midge.protocol.packets import (
     Auth,
     ConnAck,
@@ -41,6 +41,8 @@ _UNSUBSCRIBE: Final = int(PacketType.UNSUBSCRIBE)
 _UNSUBACK: Final = int(PacketType.UNSUBACK)
 _DISCONNECT: Final = int(PacketType.DISCONNECT)
 _AUTH: Final = int(PacketType.AUTH)
+# Bound here, not used under its imported name (see codec._valid_topics).
+_valid_topics: Final = valid_topics
 
 
 def _reason(packet_type: int, code: int) -> int:
@@ -76,8 +78,8 @@ def decode_connack5(body: bytes) -> ConnAck:
 def publish5_at(flags: int, data: bytes, begin: int, end: int) -> Publish:
     """The 5.0 PUBLISH whose body is `data[begin:end]` (section 3.3.2), parsed in
     place like codec._publish_at; an empty property block (the common case)
-    costs one byte test. `head` stays None: a 5.0 PUBLISH is re-encoded for
-    each receiver (its properties may differ)."""
+    costs one byte test. `head` stays None here: the Decoder sets it when the
+    packet can be forwarded to 5.0 receivers as it came (Message.wire5)."""
     qos = (flags >> 1) & 0x03
     if qos == 3:
         raise MalformedPacket("PUBLISH with QoS 3")  # [MQTT-3.3.1-4]
@@ -106,7 +108,9 @@ def publish5_at(flags: int, data: bytes, begin: int, end: int) -> Publish:
     else:
         properties, start = decode_properties(data, start, end, _PUBLISH)
     if raw_topic:
-        topic = topic_name(raw_topic)
+        topic = _valid_topics.get(raw_topic)  # as in codec._publish_at: inline, for speed
+        if topic is None:
+            topic = topic_name(raw_topic)
     elif properties is None or properties.topic_alias is None:
         # Only an alias can stand in for the topic [MQTT-3.3.2-1, 3.3.2.3.4].
         raise ProtocolError("PUBLISH with an empty topic name and no Topic Alias")

@@ -154,11 +154,11 @@ class Publish:
     retain: bool = False
     dup: bool = False
     packet_id: int | None = None
-    # As decoded below 5.0: the received bytes up to the packet id (fixed
-    # header, topic) when DUP and RETAIN are clear, so a broker can forward it
-    # at the same QoS without encoding it again. Never part of equality. A 5.0
-    # PUBLISH has none: its properties come after the packet id and differ
-    # per receiver.
+    # As decoded: the received bytes up to the packet id (fixed header, topic)
+    # when DUP and RETAIN are clear, so a broker can forward it at the same
+    # QoS without encoding it again. Never part of equality. A 5.0 PUBLISH has
+    # one only with an empty property block, and it serves 5.0 receivers only
+    # (Message.wire5; at QoS 0 it ends with that block).
     head: bytes | None = field(default=None, compare=False, repr=False)
     properties: Properties | None = None
 
