@@ -27,7 +27,7 @@ from midge.broker.bugs import BugLog
 from midge.broker.closing import CloseReason
 from midge.broker.config import BrokerConfig, ListenerConfig
 from midge.broker.connect import answer_connect
-from midge.broker.connection import Connection, State, Transport
+from midge.broker.connection import CONNECTED, Connection, State, Transport, check_before_connack
 from midge.broker.delivery import Delivery
 from midge.broker.enhanced_auth import EnhancedAuth
 from midge.broker.flow import FlowControl
@@ -42,7 +42,7 @@ from midge.broker.throttle import LoginThrottle
 from midge.broker.wills import DelayedWills
 from midge.message import Message
 from midge.protocol.errors import ProtocolError
-from midge.protocol.packets import Auth, Connect, ConnectReturnCode, Disconnect, Packet, Will
+from midge.protocol.packets import Connect, ConnectReturnCode, Packet, Will
 from midge.store.base import (
     SessionDeleted,
     SessionSaved,
@@ -171,12 +171,8 @@ class Broker:
 
     def handle_packet(self, connection: Connection, packet: Packet, now: float) -> None:
         state = connection.state
-        if state is State.AWAITING_CONNECT:
-            if type(packet) is not Connect:
-                raise ProtocolError(f"first packet is {type(packet).__name__}, not CONNECT")
-        elif state is State.AUTHENTICATING and type(packet) is not Auth:
-            if type(packet) is not Disconnect:
-                raise ProtocolError(f"{type(packet).__name__} before authentication completed")
+        if state is not CONNECTED:
+            check_before_connack(state, packet)
         elif type(packet) is Connect:
             raise ProtocolError("second CONNECT on one connection")  # [MQTT-3.1.0-2]
         HANDLERS[type(packet)](self, connection, packet, now)
@@ -229,7 +225,7 @@ class Broker:
         if session is not None and self.connections.get(session.client_id) is connection:
             del self.connections[session.client_id]
             session.connected = False
-            if self.delivery.shared.count:
+            if self.delivery.shared.groups:
                 self.delivery.hand_over_shared(session, self.now)
             if session.persistent:
                 session.disconnected_at = self.wall_clock()

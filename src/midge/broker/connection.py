@@ -31,16 +31,18 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from midge.broker.closing import CloseReason
 from midge.broker.enhanced_auth import PendingAuth
 from midge.broker.mqtt5 import Mqtt5Link
 from midge.protocol.codec import Decoder
-from midge.protocol.errors import MQTTError
+from midge.protocol.errors import MQTTError, ProtocolError
 from midge.protocol.packets import (
     PROTOCOL_MQTT_5,
+    Auth,
     Connect,
+    Disconnect,
     Packet,
     PingReq,
     PubAck,
@@ -117,6 +119,21 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.CONNECTED: frozenset({State.CLOSED}),
     State.CLOSED: frozenset(),
 }
+
+# Final: compiled code compares with it directly (an Enum member is otherwise
+# looked up by name for every packet).
+CONNECTED: Final = State.CONNECTED
+
+
+def check_before_connack(state: State, packet: Packet) -> None:
+    """Before CONNACK 0 only CONNECT may come, and during enhanced
+    authentication only AUTH (or DISCONNECT)."""
+    if state is State.AWAITING_CONNECT:
+        if type(packet) is not Connect:
+            raise ProtocolError(f"first packet is {type(packet).__name__}, not CONNECT")
+    elif state is State.AUTHENTICATING and type(packet) not in (Auth, Disconnect):
+        raise ProtocolError(f"{type(packet).__name__} before authentication completed")
+
 
 # Typed as plain State so checks after the handlers ran are not "unreachable"
 # to mypy: a handler may close the connection.

@@ -36,7 +36,7 @@ from midge.broker.subscribing import QOS_BITS, subscription_id_of
 from midge.broker.variants import options_for, shared_copy, with_subscription_ids
 from midge.message import Message
 from midge.protocol.codec import PUBREL_HEADER, encode_ack, encode_publish
-from midge.protocol.reasons import ReasonCode
+from midge.protocol.reasons import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, SUCCESS
 from midge.store.base import (
     OutboundAdded,
     OutboundDeleted,
@@ -100,14 +100,14 @@ class Delivery:
         Returns the 5.0 reason code for the acknowledgement."""
         if message.topic.startswith(SYS_PREFIX):
             log.debug("ignoring message to %r from %s", message.topic, origin.name)
-            return ReasonCode.NOT_AUTHORIZED
+            return NOT_AUTHORIZED
         authorizer = self.authorizer
         if authorizer is not None and not authorizer.can_publish(origin, message.topic):
             # 3.1.1 acknowledges it all the same, as Mosquitto does; 5.0 can say why.
-            return ReasonCode.NOT_AUTHORIZED
+            return NOT_AUTHORIZED
         if self.publish(message, origin, now):
-            return ReasonCode.SUCCESS
-        return ReasonCode.NO_MATCHING_SUBSCRIBERS
+            return SUCCESS
+        return NO_MATCHING_SUBSCRIBERS
 
     def publish(self, message: Message, origin: Connection | None, now: float) -> bool:
         """Route an application message to every matching session; `origin` is
@@ -120,7 +120,7 @@ class Delivery:
                 RetainedSet(message) if message.payload else RetainedDeleted(message.topic)
             )
         targets = self.subscriptions.match(message.topic)
-        shares = self.shared.match(message.topic) if self.shared.count else None
+        shares = self.shared.match(message.topic) if self.shared.groups else None
         if shares:
             for share_name in shares:
                 self.deliver_shared(share_name, message, origin, now)

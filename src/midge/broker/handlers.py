@@ -46,7 +46,7 @@ from midge.protocol.packets import (
     UnsubAck,
     Unsubscribe,
 )
-from midge.protocol.reasons import ReasonCode
+from midge.protocol.reasons import SUCCESS, UNSPECIFIED_ERROR, ReasonCode
 from midge.store.base import ReleaseDone, ReleasePending, SessionDeleted, SessionSaved
 
 if TYPE_CHECKING:
@@ -185,14 +185,14 @@ def _accept_qos2(
     pending = session.pending_releases
     # A repeated PUBLISH before PUBREL is the same message: forward it once.
     if packet_id in pending:
-        return ReasonCode.SUCCESS
+        return SUCCESS
     held = message if broker.config.qos2_delivery == "on_release" else None
     # Method A keeps the message until PUBREL; method B forwards it now and
     # keeps only the id.
-    code: int = ReasonCode.SUCCESS
+    code: int = SUCCESS
     if held is None:
         code = broker.delivery.publish_from_client(message, connection, now)
-        if code >= ReasonCode.UNSPECIFIED_ERROR:
+        if code >= UNSPECIFIED_ERROR:
             return code  # refused: the flow ends with this PUBREC [MQTT-4.3.3-?]
     pending[packet_id] = held
     if session.persistent:

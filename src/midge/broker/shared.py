@@ -58,32 +58,30 @@ class _Group:
 
 
 class SharedSubscriptions:
-    __slots__ = ("_groups", "_index", "policy")
+    __slots__ = ("_index", "groups", "policy")
 
     def __init__(self, policy: str = "round_robin") -> None:
         self.policy = policy
-        self._groups: dict[str, _Group] = {}  # share name -> its members
+        # Share name -> its members. Read by delivery for every message (empty:
+        # no shared subscription, nothing to match), changed only here.
+        self.groups: dict[str, _Group] = {}
         self._index = SubscriptionTrie()  # filter -> share names (as "clients")
-
-    @property
-    def count(self) -> int:
-        return len(self._groups)
 
     def add(self, share_name: str, client_id: str, options: int) -> None:
         parsed = parse_share(share_name)
         assert parsed is not None, "only share names are added here"
-        group = self._groups.get(share_name)
+        group = self.groups.get(share_name)
         if group is None:
-            group = self._groups[share_name] = _Group()
+            group = self.groups[share_name] = _Group()
             self._index.add(parsed[1], share_name, 0)
         group.members[client_id] = options
 
     def remove(self, share_name: str, client_id: str) -> bool:
-        group = self._groups.get(share_name)
+        group = self.groups.get(share_name)
         if group is None or group.members.pop(client_id, None) is None:
             return False
         if not group.members:
-            del self._groups[share_name]
+            del self.groups[share_name]
             parsed = parse_share(share_name)
             assert parsed is not None
             self._index.remove(parsed[1], share_name)
@@ -91,7 +89,7 @@ class SharedSubscriptions:
 
     def match(self, topic: str) -> list[str]:
         """The share names whose filter matches `topic`."""
-        if not self._groups:
+        if not self.groups:
             return []
         return list(self._index.match(topic))
 
@@ -105,7 +103,7 @@ class SharedSubscriptions:
     ) -> tuple[str, int] | None:
         """The member (client id, options) that gets one message of `share_name`;
         None when it has no member (other than `excluded`)."""
-        group = self._groups.get(share_name)
+        group = self.groups.get(share_name)
         if group is None:
             return None
         members = [item for item in group.members.items() if item[0] != excluded]

@@ -11,7 +11,7 @@ Retain Handling matters only while subscribing and is not kept.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from midge.broker.limits import beyond_limits
 from midge.broker.session import Session
@@ -38,10 +38,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("midge.broker")
 
-QOS_BITS = 0x03
-NO_LOCAL = 0x04
-RETAIN_AS_PUBLISHED = 0x08
-SUBSCRIPTION_ID_SHIFT = 8
+# Final: compiled code reads them as constants, not module globals by name
+# (QOS_BITS is checked for every receiver of every message).
+QOS_BITS: Final = 0x03
+NO_LOCAL: Final = 0x04
+RETAIN_AS_PUBLISHED: Final = 0x08
+SUBSCRIPTION_ID_SHIFT: Final = 8
 
 
 def pack_options(subscription: Subscription, subscription_id: int) -> int:

@@ -439,6 +439,9 @@ _VALID_FIRST_BYTES = frozenset(byte for byte in range(256) if _first_byte_is_val
 _EMPTY = b""
 
 
+_PUBLISH: Final = 3  # PacketType.PUBLISH as a constant: no IntEnum lookup per packet
+
+
 class Decoder:
     """Incremental decoder: `feed` bytes in any chunks, take packets with `next_packet`.
 
@@ -529,7 +532,7 @@ class Decoder:
             self._need = end - pos  # `feed` spills from `pos` on, so counted from there
             return None
         self._pos = end
-        if first_byte >> 4 == PacketType.PUBLISH:
+        if first_byte >> 4 == _PUBLISH:
             if self.version >= PROTOCOL_MQTT_5:
                 publish = publish5_at(first_byte & 0x0F, buffer, index, end)
                 # Neither DUP nor RETAIN, an empty property block: its head is

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Final
 
 from midge.protocol.properties import Properties
 
@@ -60,9 +61,11 @@ class ConnectReturnCode(IntEnum):
 SUBACK_FAILURE = 0x80
 """SUBACK return code for a refused subscription."""
 
-PROTOCOL_MQTT_3_1 = 3
-PROTOCOL_MQTT_3_1_1 = 4
-PROTOCOL_MQTT_5 = 5
+# Final: compiled code reads them as constants, not module globals by name
+# (the decoder compares its version with PROTOCOL_MQTT_5 for every PUBLISH).
+PROTOCOL_MQTT_3_1: Final = 3
+PROTOCOL_MQTT_3_1_1: Final = 4
+PROTOCOL_MQTT_5: Final = 5
 
 SUPPORTED_PROTOCOLS: dict[str, frozenset[int]] = {
     "MQTT": frozenset((PROTOCOL_MQTT_3_1_1, PROTOCOL_MQTT_5)),
