@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING
 
 from midge.broker.closing import CloseReason
 from midge.broker.enhanced_auth import CONTINUE, SUCCESS, PendingAuth
-from midge.broker.limits import beyond_topic_limits
+from midge.broker.limits import check_topic_limits
 from midge.broker.mqtt5 import SESSION_NEVER_EXPIRES
 from midge.broker.session import Session
 from midge.protocol.codec import encode, encode_connack
-from midge.protocol.errors import ProtocolError
 from midge.protocol.packets import (
     PROTOCOL_MQTT_3_1_1,
     PROTOCOL_MQTT_5,
@@ -53,11 +52,8 @@ _REASONS = {
 
 def handle_connect(broker: Broker, connection: Connection, packet: Connect, now: float) -> None:
     will = packet.will
-    if will is not None and beyond_topic_limits(broker.config, will.topic):
-        # A will is a PUBLISH made later: the same limits (Mosquitto closes too).
-        raise ProtocolError(
-            f"will topic beyond max_topic_length / max_topic_levels: {will.topic[:64]!r}..."
-        )
+    if will is not None:
+        check_topic_limits(broker.config, will.topic, "will topic")
     # After failed logins from this address, answers wait their turn; with
     # no failed login on record (the usual case) every turn is now.
     throttle = broker.throttle

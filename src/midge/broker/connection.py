@@ -256,6 +256,13 @@ class Connection:
         """How logs name this client: its id once known, else its address."""
         return f"{self.client_id!r} ({self.peer})" if self.client_id else self.peer
 
+    def served_session(self) -> Session:
+        """The session of a connection past CONNECT (what every handler after
+        CONNECT works on)."""
+        session = self.session
+        assert session is not None, "handlers after CONNECT always have a session"
+        return session
+
     # ------------------------------------------------------------ state
 
     def _move(self, new: State) -> None:

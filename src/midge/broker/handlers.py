@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from midge.broker.authenticating import handle_auth
 from midge.broker.closing import CloseReason
 from midge.broker.connect import handle_connect
-from midge.broker.limits import beyond_topic_limits
+from midge.broker.limits import check_topic_limits
 from midge.broker.mqtt5 import Mqtt5Link, message_properties
-from midge.broker.session import Awaiting, Session
+from midge.broker.session import Awaiting
 from midge.broker.subscribing import handle_subscribe, handle_unsubscribe
 from midge.message import Message
 from midge.protocol.codec import (
@@ -26,6 +26,7 @@ from midge.protocol.codec import (
     PUBREL_HEADER,
     encode,
     encode_ack,
+    encode_ack5,
 )
 from midge.protocol.errors import PayloadFormatInvalid, ProtocolError, ReceiveMaximumExceeded
 from midge.protocol.packets import (
@@ -58,12 +59,6 @@ log = logging.getLogger("midge.broker")
 _PINGRESP = encode(PingResp())
 
 
-def _session(connection: Connection) -> Session:
-    session = connection.session
-    assert session is not None, "handlers after CONNECT always have a session"
-    return session
-
-
 # ----------------------------------------------------------------- PUBLISH
 
 
@@ -73,8 +68,7 @@ def handle_publish(broker: Broker, connection: Connection, packet: Publish, now:
         _publish5(broker, connection, link, packet, now)
         return
     topic = packet.topic
-    if beyond_topic_limits(broker.config, topic):
-        raise ProtocolError(f"topic beyond max_topic_length / max_topic_levels: {topic[:64]!r}...")
+    check_topic_limits(broker.config, topic)
     message = Message(topic, packet.payload, packet.qos, packet.retain)
     if packet.head is not None:
         message.reuse_head(packet.head)
@@ -102,10 +96,7 @@ def _publish5(
     topic = packet.topic
     if properties is None and topic:
         # The common case, nothing but topic and payload: as cheap as 3.1.1's.
-        if beyond_topic_limits(config, topic):
-            raise ProtocolError(
-                f"topic beyond max_topic_length / max_topic_levels: {topic[:64]!r}..."
-            )
+        check_topic_limits(config, topic)
         message = Message(topic, packet.payload, qos, packet.retain)
         if packet.head is not None:
             message.reuse_head5(packet.head)
@@ -119,9 +110,9 @@ def _publish5(
         delivery.publish_from_client(message, connection, now)
     elif qos == 1:
         code = delivery.publish_from_client(message, connection, now)
-        connection.send(_ack5(PUBACK_HEADER, packet_id, code))
+        connection.send(encode_ack5(PUBACK_HEADER, packet_id, code))
     else:
-        session = _session(connection)
+        session = connection.served_session()
         if (
             packet_id not in session.pending_releases
             and len(session.pending_releases) >= config.receive_maximum
@@ -130,7 +121,7 @@ def _publish5(
                 f"more than receive_maximum {config.receive_maximum} QoS 2 messages unreleased"
             )
         code = _accept_qos2(broker, connection, message, packet_id, now)
-        connection.send(_ack5(PUBREC_HEADER, packet_id, code))
+        connection.send(encode_ack5(PUBREC_HEADER, packet_id, code))
 
 
 def _message5(
@@ -142,8 +133,7 @@ def _message5(
     properties = packet.properties
     alias = properties.topic_alias if properties is not None else None
     topic = link.resolve_alias(packet.topic, alias, config.max_topic_alias)
-    if beyond_topic_limits(config, topic):
-        raise ProtocolError(f"topic beyond max_topic_length / max_topic_levels: {topic[:64]!r}...")
+    check_topic_limits(config, topic)
     qos = packet.qos
     packet_id = packet.packet_id or 0
     expires_at = None
@@ -156,7 +146,7 @@ def _message5(
             if qos == 0:
                 raise PayloadFormatInvalid("payload is not the UTF-8 its format indicator says")
             header = PUBACK_HEADER if qos == 1 else PUBREC_HEADER
-            connection.send(_ack5(header, packet_id, ReasonCode.PAYLOAD_FORMAT_INVALID))
+            connection.send(encode_ack5(header, packet_id, ReasonCode.PAYLOAD_FORMAT_INVALID))
             return None
         interval = properties.message_expiry_interval
         if interval is not None:
@@ -181,7 +171,7 @@ def _accept_qos2(
     broker: Broker, connection: Connection, message: Message, packet_id: int, now: float
 ) -> int:
     """Remember an inbound QoS 2 packet id until PUBREL; the reason code for PUBREC."""
-    session = _session(connection)
+    session = connection.served_session()
     pending = session.pending_releases
     # A repeated PUBLISH before PUBREL is the same message: forward it once.
     if packet_id in pending:
@@ -200,16 +190,8 @@ def _accept_qos2(
     return code
 
 
-def _ack5(header: bytes, packet_id: int, code: int) -> bytes:
-    """A 5.0 PUBACK / PUBREC / PUBREL / PUBCOMP: the 3.1.1 bytes when it is a
-    success (the short form [MQTT-3.4.2-?]), else with its reason code."""
-    if not code:
-        return encode_ack(header, packet_id)
-    return bytes((header[0], 3)) + packet_id.to_bytes(2, "big") + bytes((code,))
-
-
 def handle_pubrel(broker: Broker, connection: Connection, packet: PubRel, now: float) -> None:
-    session = _session(connection)
+    session = connection.served_session()
     pending = session.pending_releases
     code: int = ReasonCode.SUCCESS
     if packet.packet_id in pending:
@@ -221,7 +203,7 @@ def handle_pubrel(broker: Broker, connection: Connection, packet: PubRel, now: f
     elif connection.mqtt5 is not None:
         code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
     # PUBCOMP even for an unknown id, so a retrying client can finish (section 4.3.3).
-    connection.send(_ack5(PUBCOMP_HEADER, packet.packet_id, code))
+    connection.send(encode_ack5(PUBCOMP_HEADER, packet.packet_id, code))
 
 
 # ------------------------------------------------- acknowledgements of ours
@@ -238,7 +220,7 @@ def handle_pubcomp(broker: Broker, connection: Connection, packet: PubComp, now:
 def _complete(
     broker: Broker, connection: Connection, packet_id: int, awaited: Awaiting, now: float
 ) -> None:
-    session = _session(connection)
+    session = connection.served_session()
     entry = session.inflight.get(packet_id)
     if entry is None or entry.awaiting is not awaited:
         log.debug("%s acknowledged unknown packet id %d", connection.name, packet_id)
@@ -247,7 +229,7 @@ def _complete(
 
 
 def handle_pubrec(broker: Broker, connection: Connection, packet: PubRec, now: float) -> None:
-    session = _session(connection)
+    session = connection.served_session()
     entry = session.inflight.get(packet.packet_id)
     if entry is not None:
         if entry.awaiting is Awaiting.PUBACK:
@@ -263,7 +245,7 @@ def handle_pubrec(broker: Broker, connection: Connection, packet: PubRec, now: f
     else:
         # PUBREL even for an unknown id: the client believes the message is in flight.
         code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND if connection.mqtt5 else ReasonCode.SUCCESS
-    connection.send(_ack5(PUBREL_HEADER, packet.packet_id, code))
+    connection.send(encode_ack5(PUBREL_HEADER, packet.packet_id, code))
 
 
 # ----------------------------------------------------------- the rest
@@ -300,7 +282,7 @@ def _session_expiry_at_disconnect(
         raise ProtocolError("DISCONNECT sets a Session Expiry Interval after CONNECT's 0")
     cap = broker.config.max_session_expiry_interval
     interval = min(interval, cap) if cap else interval
-    session = _session(connection)
+    session = connection.served_session()
     session.expiry_interval = interval
     if not interval and session.persistent:
         session.persistent = False  # it ends with this connection, and leaves the store

@@ -178,17 +178,23 @@ def will_to_message(will: Will, wall_clock: Callable[[], float]) -> Message:
     )
 
 
-def message_properties(properties: Properties | None) -> Properties | None:
+def message_properties(
+    properties: Properties | None, subscription_identifiers: tuple[int, ...] = ()
+) -> Properties | None:
     """What of a received PUBLISH's properties travels on: all but the per-hop
     Topic Alias, Subscription Identifiers and Message Expiry Interval (kept as
-    the message's expiry time instead)."""
+    the message's expiry time instead), with one receiver's own Subscription
+    Identifiers if given (variants.py)."""
     if properties is None:
-        return None
+        if not subscription_identifiers:
+            return None
+        properties = _NONE
     kept = Properties(
         payload_format_indicator=properties.payload_format_indicator,
         content_type=properties.content_type,
         response_topic=properties.response_topic,
         correlation_data=properties.correlation_data,
         user_properties=properties.user_properties,
+        subscription_identifiers=subscription_identifiers,
     )
     return None if kept.is_empty() else kept

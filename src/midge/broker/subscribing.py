@@ -14,7 +14,6 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from midge.broker.limits import beyond_limits
-from midge.broker.session import Session
 from midge.broker.shared import SHARE_PREFIX, parse_share
 from midge.protocol.codec import encode, encode_suback
 from midge.protocol.errors import ProtocolError
@@ -61,14 +60,8 @@ def subscription_id_of(options: int) -> int:
     return options >> SUBSCRIPTION_ID_SHIFT
 
 
-def _session(connection: Connection) -> Session:
-    session = connection.session
-    assert session is not None, "handlers after CONNECT always have a session"
-    return session
-
-
 def handle_subscribe(broker: Broker, connection: Connection, packet: Subscribe, now: float) -> None:
-    session = _session(connection)
+    session = connection.served_session()
     mqtt5 = connection.mqtt5 is not None
     properties = packet.properties
     subscription_id = 0
@@ -138,7 +131,7 @@ def _refusal(
 def handle_unsubscribe(
     broker: Broker, connection: Connection, packet: Unsubscribe, now: float
 ) -> None:
-    session = _session(connection)
+    session = connection.served_session()
     codes: list[int] = []
     for topic_filter in packet.topic_filters:
         existed = broker.unsubscribe(session, topic_filter)

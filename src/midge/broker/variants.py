@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from midge.broker.mqtt5 import message_properties
 from midge.broker.shared import SHARE_PREFIX
 from midge.broker.subscribing import NO_LOCAL, QOS_BITS, RETAIN_AS_PUBLISHED
 from midge.message import Message
-from midge.protocol.properties import Properties
 from midge.protocol.topics import topic_matches
 
 if TYPE_CHECKING:
@@ -70,18 +70,7 @@ def shared_copy(message: Message, options: int, share_name: str) -> Message:
 
 def with_subscription_ids(message: Message, ids: tuple[int, ...]) -> Message:
     """A copy carrying the receiver's Subscription Identifiers [MQTT-3.3.4-3]."""
-    properties = message.properties
-    if properties is None:
-        carried = Properties(subscription_identifiers=ids)
-    else:
-        carried = Properties(
-            payload_format_indicator=properties.payload_format_indicator,
-            content_type=properties.content_type,
-            response_topic=properties.response_topic,
-            correlation_data=properties.correlation_data,
-            user_properties=properties.user_properties,
-            subscription_identifiers=ids,
-        )
+    carried = message_properties(message.properties, ids)
     return Message(
         message.topic, message.payload, message.qos, message.retain, carried, message.expires_at
     )
