@@ -75,3 +75,7 @@ def test_no_import_cycles():
         if module not in done:
             visit(module, [module])
     assert not cycles
+
+
+def test_the_core_names_the_embedding_layer_in_annotations_only():
+    assert not {m for m in imports_of("midge.broker") if m.startswith("midge.embedding")}

@@ -1,18 +1,24 @@
-"""`midge` command line: `midge serve`, `midge bench` (more commands arrive with later issues)."""
+"""`midge` command line: `midge serve`, `midge config import`, `midge bench`, `check`, `pub`, `sub`,
+`passwd`; each command's code lives in its own module."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from midge import __version__
 from midge.bench.cli import add_arguments as add_bench_arguments
 from midge.broker.auth import PasswordFileError
-from midge.broker.config import LOG_LEVELS, BrokerConfig, ConfigError, load_config
+from midge.broker.config import (
+    LOG_LEVELS,
+    BrokerConfig,
+    ConfigError,
+    load_config,
+)
 from midge.conformance.cli import add_arguments as add_check_arguments
 from midge.store.base import StoreError
+from midge.tools.config_command import add_arguments as add_config_arguments
 from midge.tools.passwd import add_arguments as add_passwd_arguments
 from midge.tools.pubsub import add_pub_arguments, add_sub_arguments
 
@@ -27,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="TOML config file; flags override it")
     serve.add_argument("--data-dir", metavar="DIR", help="where the broker keeps its data")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    config = commands.add_parser("config", help="configuration tools: import a mosquitto.conf")
+    add_config_arguments(config)
     bench = commands.add_parser("bench", help="load-test a broker; compare Midge with Mosquitto")
     add_bench_arguments(bench)
     check = commands.add_parser("check", help="run the conformance scenarios against any broker")
@@ -52,23 +60,20 @@ def serve_command(args: argparse.Namespace) -> int:
     from midge.server import run  # noqa: PLC0415 - keeps `midge --help` fast
 
     try:
-        config: BrokerConfig = load_config(args.config).override(
-            host=args.host, port=args.port, data_dir=args.data_dir, log_level=args.log_level
+        config: BrokerConfig = load_config(
+            args.config,
+            host=args.host,
+            port=args.port,
+            data_dir=args.data_dir,
+            log_level=args.log_level,
         )
     except ConfigError as exc:
-        print(f"midge: {exc}", file=sys.stderr)
-        return 2
+        return config_error(exc)
     configure_logging(config.log_level)
     try:
-        Path(config.data_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"midge: cannot use data dir {config.data_dir}: {exc.strerror}", file=sys.stderr)
-        return 2
-    try:
         run(config)
-    except ConfigError as exc:  # found only when used: a TLS certificate or key
-        print(f"midge: {exc}", file=sys.stderr)
-        return 2
+    except ConfigError as exc:  # found only when used: a data dir, a TLS file, a hook
+        return config_error(exc)
     except PasswordFileError as exc:
         print(f"midge: bad password file: {exc}", file=sys.stderr)
         return 2
@@ -81,10 +86,22 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_error(exc: ConfigError) -> int:
+    """Every problem on its own line (all of a file's at once); exit status 2."""
+    for problem in exc.problems or (str(exc),):
+        for line in problem.splitlines():
+            print(f"midge: {line}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve_command(args)
+    if args.command == "config":
+        from midge.tools.config_command import run as config_command  # noqa: PLC0415
+
+        return config_command(args)
     if args.command == "bench":
         from midge.bench.cli import run as bench_command  # noqa: PLC0415
 

@@ -133,14 +133,17 @@ def test_declared_listeners_refuse_anonymous_clients_unless_told(top_level, own,
     assert config.anonymous_allowed(config.effective_listeners()[0]) is allowed
 
 
-def test_the_shipped_example_config_is_valid(tmp_path, monkeypatch):
-    example = Path(__file__).resolve().parents[2] / "examples" / "midge.toml"
+def test_the_shipped_example_config_is_valid(tmp_path):
+    """Its relative paths are taken from its own folder: a copy beside the files it names."""
+    example = tmp_path / "midge.toml"
+    shipped = Path(__file__).resolve().parents[2] / "examples" / "midge.toml"
+    example.write_text(shipped.read_text(encoding="utf-8"), encoding="utf-8")
     (tmp_path / "certs").mkdir()
     for name in ("server.crt", "server.key", "ca.crt"):
         (tmp_path / "certs" / name).write_text("-----\n", encoding="utf-8")
     (tmp_path / "passwd").write_text("", encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
     config = load_config(example)
+    assert config.password_file == str(tmp_path / "passwd")
     assert [item.transport for item in config.effective_listeners()] == [
         "tcp",
         "tls",

@@ -14,8 +14,8 @@ import pytest
 from midge.broker import handlers
 from midge.broker.closing import CloseReason
 from midge.broker.connection import TRANSITIONS, State
+from midge.embedding.timers import TimerDriver
 from midge.protocol.packets import Connect, PingReq
-from midge.server import TimerDriver
 
 
 class BuggyThrottle:

@@ -24,6 +24,7 @@ from midge.broker.acl import AccessControl, AclFileError, load_acl_file
 from midge.broker.config import BrokerConfig, ConfigError
 from midge.broker.connection import State
 from midge.broker.hooks import Action, AuthHook, ask_authorize
+from midge.broker.internal import INTERNAL_LISTENER
 
 if TYPE_CHECKING:
     from midge.broker.connection import Connection
@@ -77,6 +78,8 @@ class Authorizer:
 
     def can_publish(self, connection: Connection, topic: str) -> bool:
         """May this client's PUBLISH (or will) to `topic` be routed? Logs a refusal once."""
+        if connection.listener is INTERNAL_LISTENER:
+            return True  # the embedding program's own client
         client_id, username = connection.client_id, connection.username
         if connection.state is not State.CONNECTED:
             # A will, published as its connection closes: the session may be
@@ -90,10 +93,14 @@ class Authorizer:
 
     def can_subscribe(self, connection: Connection, topic_filter: str) -> bool:
         """Not cached: SUBSCRIBE is rare next to PUBLISH."""
+        if connection.listener is INTERNAL_LISTENER:
+            return True
         return self._decide(connection.client_id, connection.username, "subscribe", topic_filter)
 
     def can_receive(self, connection: Connection, topic: str) -> bool:
         """May a message on `topic` be sent to this connected client?"""
+        if connection.listener is INTERNAL_LISTENER:
+            return True
         client_id = connection.client_id
         return self._can_read(client_id, self._client(client_id, connection.username), topic)
 

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 from midge.broker.auth import Authenticator
 from midge.broker.authorizer import Authorizer, build_authorizer, load_acl
@@ -32,17 +33,20 @@ from midge.broker.delivery import Delivery
 from midge.broker.enhanced_auth import EnhancedAuth
 from midge.broker.flow import FlowControl
 from midge.broker.handlers import HANDLERS
+from midge.broker.hooked import handle_publish_hooked, publish_will
 from midge.broker.hooks import AuthHook, ask_authenticate, load_hook
+from midge.broker.internal import INTERNAL_LISTENER
 from midge.broker.mqtt5 import SESSION_NEVER_EXPIRES, disconnect_bytes, will_to_message
 from midge.broker.persistence import Committer, Persistence, restore_session
 from midge.broker.session import Session
 from midge.broker.shared import SHARE_PREFIX
 from midge.broker.stats import Stats
 from midge.broker.throttle import LoginThrottle
+from midge.broker.views import ClientInfo, client_info
 from midge.broker.wills import DelayedWills
 from midge.message import Message
 from midge.protocol.errors import ProtocolError
-from midge.protocol.packets import Connect, ConnectReturnCode, Packet, Will
+from midge.protocol.packets import Connect, ConnectReturnCode, Packet, Publish, Will
 from midge.store.base import (
     SessionDeleted,
     SessionSaved,
@@ -51,6 +55,9 @@ from midge.store.base import (
     SubscriptionDeleted,
     SubscriptionSet,
 )
+
+if TYPE_CHECKING:
+    from midge.embedding.hooks import EventHooks
 
 log = logging.getLogger("midge.broker")
 
@@ -70,12 +77,19 @@ class Broker:
         wall_clock: Callable[[], float] = time.time,
         committer: Committer | None = None,
         wake_at: Callable[[float], None] | None = None,
+        events: EventHooks | None = None,
     ) -> None:
         """`store` receives every change to durable state (None keeps nothing),
         through `committer` when given (a group-commit thread), else at once.
         `wake_at(t)` asks the front end to call `handle_timer` at loop time `t`
-        (a new earliest deadline); without it the front end polls."""
+        (a new earliest deadline); without it the front end polls. `events`
+        are the event hooks (None or empty: none, and no cost)."""
         self.config = config
+        self.events = events if events else None
+        # The packet handlers; with on_publish hooks, PUBLISH goes through them first.
+        self.handlers = HANDLERS
+        if self.events is not None and self.events.publish:
+            self.handlers = {**HANDLERS, Publish: handle_publish_hooked}
         self.authenticator = authenticator or Authenticator.from_settings(config.password_file)
         self.auth_hook: AuthHook | None = load_hook(config.auth_hook) if config.auth_hook else None
         # None without an ACL file and a hook: then the hot path checks only this.
@@ -103,6 +117,9 @@ class Broker:
         self._client_numbers = itertools.count(1)
         self.wall_clock = wall_clock
         self.now = 0.0  # loop time of the event being handled (set by each entry point)
+        # Wall-clock time minus loop time (asyncio's loop time is time.monotonic()'s;
+        # a front end with another clock sets its own): for views, not for timers.
+        self.clock_offset = wall_clock() - time.monotonic()
         # When the periodic session-expiry check is due; None: at the first timer.
         self._next_expiry_check: float | None = None
         self._bugs = BugLog()
@@ -121,6 +138,7 @@ class Broker:
             self.flow,
             self.close_connection,
             wall_clock,
+            self.events,
         )
         self.subscriptions = self.delivery.subscriptions
         self.wills = DelayedWills(self._publish_will)
@@ -175,7 +193,7 @@ class Broker:
             check_before_connack(state, packet)
         elif type(packet) is Connect:
             raise ProtocolError("second CONNECT on one connection")  # [MQTT-3.1.0-2]
-        HANDLERS[type(packet)](self, connection, packet, now)
+        self.handlers[type(packet)](self, connection, packet, now)
 
     def close_connection(
         self,
@@ -223,6 +241,10 @@ class Broker:
         will, connection.will = connection.will, None
         session = connection.session
         if session is not None and self.connections.get(session.client_id) is connection:
+            events = self.events
+            if events is not None and events.disconnect:
+                info = self.client_info(connection)
+                events.notify(events.disconnect, info, reason.describe(detail))
             del self.connections[session.client_id]
             session.connected = False
             if self.delivery.shared.groups:
@@ -255,10 +277,23 @@ class Broker:
             if self._wake_at is not None:
                 self._wake_at(due)
             return
-        self.delivery.publish_from_client(message, connection, self.now)
+        self._publish_will(message, connection)
 
     def _publish_will(self, message: Message, origin: Connection) -> None:
-        self.delivery.publish_from_client(message, origin, self.now)
+        events = self.events
+        if events is not None and events.publish:
+            publish_will(self, events, origin, message)
+        else:
+            self.delivery.publish_from_client(message, origin, self.now)
+
+    def client_info(self, connection: Connection) -> ClientInfo:
+        """A snapshot of one connection, for hooks and views."""
+        return client_info(connection, self.clock_offset)
+
+    def wake(self, connection: Connection) -> None:
+        """Nothing holds `connection` back any more: its waiting input is handled
+        before the current batch ends."""
+        self._woken.append(connection)
 
     def internal_error(self, connection: Connection, exc: Exception) -> None:
         """A bug surfaced while serving `connection`: it is closed (logged by
@@ -339,6 +374,8 @@ class Broker:
     def _login(
         self, connection: Connection, packet: Connect, allow_anonymous: bool
     ) -> ConnectReturnCode:
+        if connection.listener is INTERNAL_LISTENER:
+            return ConnectReturnCode.ACCEPTED  # the embedding program's own client
         hook = self.auth_hook
         if hook is not None:
             verdict = ask_authenticate(

@@ -25,6 +25,7 @@ class CloseReason(Enum):
     SHUTDOWN = ("broker shutting down", 0x8B)
     WEBSOCKET_ERROR = ("WebSocket protocol error", None)
     AUTHENTICATION_FAILED = ("re-authentication failed", 0x87)
+    ADMINISTRATIVE = ("disconnected by the embedding program", 0x98)
 
     def __init__(self, text: str, reason_code: int | None) -> None:
         self.text = text

@@ -1,16 +1,22 @@
 """Broker settings: defaults, a TOML file, validation at start.
 
 Every key is a field of `BrokerConfig`; the TOML file uses the same names at
-top level. Unknown keys, wrong types and impossible values stop the start
-with a `ConfigError` that names the key, so a typo never silently falls back
-to a default.
+top level. Unknown keys (with a "did you mean" for a near miss), wrong types
+and impossible values stop the start with a `ConfigError` that lists every
+problem of the file at once, each naming its key, so a typo never silently
+falls back to a default and a file is fixed in one pass, not one error per
+start. Paths in a file are relative to the file's folder (a config means the
+same wherever the broker is started); command-line values stay relative to
+the working directory, as every command's arguments are.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import ipaddress
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +32,15 @@ SHARED_POLICIES = ("round_robin", "random", "hash_client", "hash_topic")
 
 
 class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the key."""
+    """Configuration values that cannot be used; each problem names its key.
+
+    `problems` holds every one found (a file with three mistakes reports
+    three); str() puts each on its own line.
+    """
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems: tuple[str, ...] = problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,35 +78,52 @@ class ListenerConfig:
         ]
 
     def validate(self, key: str) -> None:
-        _check(0 <= self.port <= 65535, f"{key}.port", "must be 0..65535")
-        _check(self.transport in TRANSPORTS, f"{key}.transport", f"must be one of {TRANSPORTS}")
-        _check(
+        """Raise ConfigError listing every problem of this listener (`key`: its name)."""
+        problems = self.problems(key)
+        if problems:
+            raise ConfigError(*problems)
+
+    def problems(self, key: str) -> list[str]:
+        """Every impossible value of this listener, as `config key ...` lines."""
+        check = _Checker()
+        check(0 <= self.port <= 65535, f"{key}.port", "must be 0..65535")
+        check(self.transport in TRANSPORTS, f"{key}.transport", f"must be one of {TRANSPORTS}")
+        check(
             self.tls_version in TLS_VERSIONS, f"{key}.tls_version", f"must be one of {TLS_VERSIONS}"
         )
-        tls_keys = ("certfile", "keyfile", "cafile", "require_certificate")
-        if not self.secure:
-            for name in (*tls_keys, "use_identity_as_username"):
-                _check(
+        if self.secure:
+            self._tls_problems(key, check)
+        else:
+            for name in (
+                "certfile",
+                "keyfile",
+                "cafile",
+                "require_certificate",
+                "use_identity_as_username",
+            ):
+                check(
                     not getattr(self, name),
                     f"{key}.{name}",
                     f"only applies to transport 'tls' or 'wss', not {self.transport!r}",
                 )
-            return
-        _check(bool(self.certfile), f"{key}.certfile", "required for a TLS listener")
-        _check(bool(self.keyfile), f"{key}.keyfile", "required for a TLS listener")
+        return check.problems
+
+    def _tls_problems(self, key: str, check: _Checker) -> None:
+        check(bool(self.certfile), f"{key}.certfile", "required for a TLS listener")
+        check(bool(self.keyfile), f"{key}.keyfile", "required for a TLS listener")
         for name in ("certfile", "keyfile", "cafile"):
             path = getattr(self, name)
             if path:
-                _check(Path(path).is_file(), f"{key}.{name}", f"file not found: {path}")
+                check(Path(path).is_file(), f"{key}.{name}", _not_found(path))
         if self.require_certificate or self.use_identity_as_username:
-            _check(
+            check(
                 bool(self.cafile),
                 f"{key}.cafile",
                 "required to verify client certificates (require_certificate, "
                 "use_identity_as_username)",
             )
         if self.use_identity_as_username:
-            _check(
+            check(
                 self.require_certificate,
                 f"{key}.require_certificate",
                 "must be true when use_identity_as_username is",
@@ -138,6 +169,9 @@ class BrokerConfig:
     # grant is denied), and a hook class "package.module:ClassName" asked first.
     acl_file: str = ""
     auth_hook: str = ""
+    # Event hooks: "package.module:ClassName" each, made with no arguments and
+    # told what happens in the broker (docs/embedding.md).
+    hooks: tuple[str, ...] = ()
     # Client ids: when true, only 1-23 characters of 0-9a-zA-Z (MQTT-3.1.3-5).
     strict_client_id: bool = False
     max_connections: int = 0  # 0: no limit; beyond it CONNACK 3 (server unavailable)
@@ -185,82 +219,109 @@ class BrokerConfig:
     shared_subscription_policy: str = "round_robin"
 
     def validate(self) -> BrokerConfig:
-        _check(0 <= self.port <= 65535, "port", "must be 0..65535")
-        _check(self.log_level in LOG_LEVELS, "log_level", f"must be one of {LOG_LEVELS}")
-        _check(self.store in STORES, "store", f"must be one of {STORES}")
-        _check(
+        """This config, or ConfigError listing every impossible value."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError(*problems)
+        return self
+
+    def problems(self) -> list[str]:
+        """Every impossible value, as `config key ...` lines (none: a usable config)."""
+        check = _Checker()
+        self._core_problems(check)
+        self._limit_problems(check)
+        self._delivery_problems(check)
+        self._file_problems(check)
+        for index, listener in enumerate(self.listeners):
+            check.problems.extend(listener.problems(f"listeners[{index}]"))
+        return check.problems
+
+    def _core_problems(self, check: _Checker) -> None:
+        check(0 <= self.port <= 65535, "port", "must be 0..65535")
+        check(self.log_level in LOG_LEVELS, "log_level", f"must be one of {LOG_LEVELS}")
+        check(self.store in STORES, "store", f"must be one of {STORES}")
+        check(
             self.durability in DURABILITY_LEVELS,
             "durability",
             f"must be one of {DURABILITY_LEVELS}",
         )
-        _check(self.persistent_session_expiry >= 0, "persistent_session_expiry", "must be >= 0")
-        _check(self.max_connections >= 0, "max_connections", "must be >= 0")
-        _check(self.connect_timeout > 0, "connect_timeout", "must be > 0")
-        _check(self.max_packet_size >= 2, "max_packet_size", "must be >= 2")
-        _check(0 <= self.max_keepalive <= 65535, "max_keepalive", "must be 0..65535")
-        _check(1 <= self.max_topic_length <= 65535, "max_topic_length", "must be 1..65535")
-        _check(self.max_topic_levels >= 1, "max_topic_levels", "must be >= 1")
-        _check(self.auth_failure_delay >= 0, "auth_failure_delay", "must be >= 0")
-        _check(
+        check(self.persistent_session_expiry >= 0, "persistent_session_expiry", "must be >= 0")
+        if self.auth_hook:
+            check(_is_class_spec(self.auth_hook), "auth_hook", f"must be {CLASS_SPEC}")
+        for spec in self.hooks:
+            check(_is_class_spec(spec), "hooks", f"{spec!r} is not {CLASS_SPEC}")
+
+    def _limit_problems(self, check: _Checker) -> None:
+        check(self.max_connections >= 0, "max_connections", "must be >= 0")
+        check(self.connect_timeout > 0, "connect_timeout", "must be > 0")
+        check(self.max_packet_size >= 2, "max_packet_size", "must be >= 2")
+        check(0 <= self.max_keepalive <= 65535, "max_keepalive", "must be 0..65535")
+        check(1 <= self.max_topic_length <= 65535, "max_topic_length", "must be 1..65535")
+        check(self.max_topic_levels >= 1, "max_topic_levels", "must be >= 1")
+        check(self.auth_failure_delay >= 0, "auth_failure_delay", "must be >= 0")
+        check(
             self.auth_failure_max_delay >= self.auth_failure_delay,
             "auth_failure_max_delay",
             "must be >= auth_failure_delay",
         )
-        for index, listener in enumerate(self.listeners):
-            listener.validate(f"listeners[{index}]")
-        _check(
+
+    def _delivery_problems(self, check: _Checker) -> None:
+        check(
             1 <= self.max_inflight_messages <= 65535,
             "max_inflight_messages",
             "must be 1..65535",
         )
-        _check(self.max_queued_messages >= 0, "max_queued_messages", "must be >= 0")
-        _check(self.max_queued_bytes >= 0, "max_queued_bytes", "must be >= 0")
-        _check(self.max_write_buffer >= 1024, "max_write_buffer", "must be >= 1024")
-        _check(self.stall_timeout > 0, "stall_timeout", "must be > 0")
-        _check(
+        check(self.max_queued_messages >= 0, "max_queued_messages", "must be >= 0")
+        check(self.max_queued_bytes >= 0, "max_queued_bytes", "must be >= 0")
+        check(self.max_write_buffer >= 1024, "max_write_buffer", "must be >= 1024")
+        check(self.stall_timeout > 0, "stall_timeout", "must be > 0")
+        check(
             self.slow_consumer_policy in SLOW_CONSUMER_POLICIES,
             "slow_consumer_policy",
             f"must be one of {SLOW_CONSUMER_POLICIES}",
         )
-        _check(
+        check(
             self.qos2_delivery in QOS2_DELIVERY_MODES,
             "qos2_delivery",
             f"must be one of {QOS2_DELIVERY_MODES}",
         )
-        _check(0 <= self.max_topic_alias <= 65535, "max_topic_alias", "must be 0..65535")
-        _check(1 <= self.receive_maximum <= 65535, "receive_maximum", "must be 1..65535")
-        _check(
+        check(0 <= self.max_topic_alias <= 65535, "max_topic_alias", "must be 0..65535")
+        check(1 <= self.receive_maximum <= 65535, "receive_maximum", "must be 1..65535")
+        check(
             self.shared_subscription_policy in SHARED_POLICIES,
             "shared_subscription_policy",
             f"must be one of {SHARED_POLICIES}",
         )
-        _check(
+        check(
             0 <= self.max_session_expiry_interval <= 0xFFFF_FFFF,
             "max_session_expiry_interval",
             "must be 0..4294967295",
         )
-        if self.password_file:
-            _check(Path(self.password_file).is_file(), "password_file", "file not found")
-        if self.scram_file:
-            _check(Path(self.scram_file).is_file(), "scram_file", "file not found")
-        if self.acl_file:
-            _check(Path(self.acl_file).is_file(), "acl_file", "file not found")
-        if self.auth_hook:
-            _check(":" in self.auth_hook, "auth_hook", "must be 'package.module:ClassName'")
-        return self
+
+    def _file_problems(self, check: _Checker) -> None:
+        for key in ("password_file", "scram_file", "acl_file"):
+            path = getattr(self, key)
+            if path:
+                check(Path(path).is_file(), key, _not_found(path))
+        if self.store == "sqlite":
+            parent = Path(self.data_dir).absolute().parent
+            check(parent.is_dir(), "data_dir", _missing_parent(self.data_dir))
 
     def override(self, **changes: Any) -> BrokerConfig:
         """A copy with the given (non-None) values: how command-line flags win.
 
         With `[[listeners]]`, `host` and `port` move the first listener.
         """
+        return _checked(self, changes, [])
+
+    def _overridden(self, changes: Mapping[str, Any], problems: list[str]) -> BrokerConfig:
         given = {key: value for key, value in changes.items() if value is not None}
         if self.listeners:
             moved = {key: given.pop(key) for key in ("host", "port") if key in given}
             if moved:
                 first = replace(self.listeners[0], **moved)
                 given["listeners"] = (first, *self.listeners[1:])
-        return _typed(given, "command line", base=self).validate()
+        return _typed(given, "command line", self, problems)
 
     def effective_listeners(self) -> tuple[ListenerConfig, ...]:
         """Every listener to open, each with its host filled in."""
@@ -278,67 +339,260 @@ class BrokerConfig:
         return not self.listeners and is_loopback(listener.host)
 
 
-def _check(condition: bool, key: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(f"config key {key!r}: {message}")
+CLASS_SPEC = "'package.module:ClassName'"
 
 
-def load_config(path: str | Path | None) -> BrokerConfig:
-    """Defaults, updated from the TOML file at `path` when one is given."""
-    if path is None:
-        return BrokerConfig().validate()
+class _Checker:
+    """Collects `config key 'KEY': MESSAGE` lines for the conditions that fail."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def __call__(self, condition: bool, key: str, message: str) -> None:
+        if not condition:
+            self.problems.append(f"config key {key!r}: {message}")
+
+
+def _is_class_spec(spec: str) -> bool:
+    module, colon, name = spec.partition(":")
+    return (
+        bool(colon)
+        and name.isidentifier()
+        and all(part.isidentifier() for part in module.split("."))
+    )
+
+
+def _not_found(path: str) -> str:
+    return f"file not found: {Path(path).absolute()}"
+
+
+def _missing_parent(data_dir: str) -> str:
+    path = Path(data_dir).absolute()
+    return (
+        f"the folder {path.parent} does not exist; midge creates only the last folder "
+        f"of the data dir {path}, so a typo in the path is not silently made into a new tree"
+    )
+
+
+def prepare_data_dir(config: BrokerConfig) -> None:
+    """Create the data dir's last folder if it is missing (never its parents).
+
+    ConfigError names the missing parent or what stops the folder's use. A
+    memory store keeps no file, so it needs no folder.
+    """
+    if config.store == "memory":
+        return
+    path = Path(config.data_dir).absolute()
+    if path.is_dir():
+        return
+    if not path.parent.is_dir():
+        raise ConfigError(f"data dir: {_missing_parent(config.data_dir)}")
     try:
-        with open(path, "rb") as file:
-            data = tomllib.load(file)
+        path.mkdir()
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot use data dir {path}: {exc.strerror}") from None
+
+
+def load_config(path: str | Path | None, **overrides: Any) -> BrokerConfig:
+    """Defaults, updated from the TOML file at `path` when one is given, then by
+    `overrides` (command-line values; None: not given), validated once.
+
+    ConfigError lists every problem of the file and the overrides together.
+    Relative paths in the file are taken from the file's folder.
+    """
+    if path is None:
+        return _checked(BrokerConfig(), overrides, [])
+    file = Path(path).absolute()
+    return _from_data(_read_toml(file), str(file), file.parent, overrides)
+
+
+def config_from_toml(text: str, source: str, folder: Path) -> BrokerConfig:
+    """The config of a TOML text, read as a file named `source` in `folder` would be.
+
+    ConfigError lists its problems (`midge config import` checks its output so).
+    """
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return _typed(data, str(path), base=BrokerConfig()).validate()
+        raise ConfigError(f"config {source} is not valid TOML: {exc}") from None
+    return _from_data(data, source, folder.absolute(), {})
+
+
+def _from_data(
+    data: Mapping[str, Any], source: str, folder: Path, overrides: Mapping[str, Any]
+) -> BrokerConfig:
+    problems: list[str] = []
+    config = _typed(data, source, BrokerConfig(), problems, folder=folder)
+    return _checked(config, overrides, problems)
+
+
+def _checked(
+    config: BrokerConfig, overrides: Mapping[str, Any], problems: list[str]
+) -> BrokerConfig:
+    config = config._overridden(overrides, problems)
+    problems.extend(config.problems())
+    if problems:
+        raise ConfigError(*problems)
+    return config
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        text = raw.decode("utf-8", errors="replace")
+        hint = _mosquitto_hint(file, text)
+        raise ConfigError(f"config file {file} is not valid TOML: {exc}{hint}") from None
+
+
+# Directives that open most mosquitto.conf files: a file whose first
+# directives are these (or named *.conf) gets a pointer to the importer.
+_MOSQUITTO_WORDS = frozenset(
+    """listener port bind_address protocol socket_domain allow_anonymous password_file
+    acl_file per_listener_settings persistence persistence_location persistence_file
+    autosave_interval log_dest log_type log_timestamp connection_messages include_dir
+    user pid_file cafile capath certfile keyfile require_certificate tls_version
+    max_connections max_inflight_messages max_queued_messages max_keepalive
+    max_packet_size message_size_limit persistent_client_expiration sys_interval
+    retain_available set_tcp_nodelay connection plugin auth_plugin""".split()  # noqa: SIM905
+)
+
+
+def _mosquitto_hint(file: Path, text: str) -> str:
+    """A pointer to `midge config import` when `text` looks like a mosquitto.conf."""
+    first = _first_mosquitto_directive(text)
+    if first is None and file.suffix != ".conf":
+        return ""
+    seen = f" (line {first[0]}: {first[1]!r})" if first else ""
+    return (
+        f"\nit looks like a Mosquitto config{seen}; Midge reads TOML: translate it once "
+        f"with `midge config import {file} > midge.toml` and start with "
+        '`midge serve --config midge.toml` (docs/configuration.md, "Coming from Mosquitto")'
+    )
+
+
+def _first_mosquitto_directive(text: str) -> tuple[int, str] | None:
+    meaningful = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        if words[0] in _MOSQUITTO_WORDS and "=" not in line:
+            return number, line
+        meaningful += 1
+        if meaningful == 3:  # a TOML file with one odd line is still a TOML file
+            return None
+    return None
 
 
 _OPTIONAL_BOOLS = frozenset({"allow_anonymous"})
 """Keys whose default None means "decide per listener"; a value must be a bool."""
 
+_PATH_KEYS = frozenset({"password_file", "scram_file", "acl_file", "data_dir"})
+_LISTENER_PATH_KEYS = frozenset({"certfile", "keyfile", "cafile"})
+"""Keys whose relative values in a file are taken from the file's folder."""
 
-def _typed(data: dict[str, Any], source: str, base: BrokerConfig) -> BrokerConfig:
-    values = dict(data)
+# What a Mosquitto user may write out of habit, and Midge's name for it.
+_MOSQUITTO_NAMES = {
+    "listener": "listeners",
+    "bind_address": "host",
+    "protocol": "transport",
+    "persistence": "store",
+    "persistence_location": "data_dir",
+    "persistent_client_expiration": "persistent_session_expiry",
+    "log_type": "log_level",
+    "per_listener_settings": "[[listeners]] with their own allow_anonymous",
+    "message_size_limit": "max_packet_size",
+}
+
+
+def _typed(
+    data: Mapping[str, Any],
+    source: str,
+    base: BrokerConfig,
+    problems: list[str],
+    folder: Path | None = None,
+) -> BrokerConfig:
+    """`base` with the well-typed values of `data`; each bad one adds a problem.
+
+    `folder`: the config file's folder, which relative paths are taken from.
+    """
+    values: dict[str, Any] = {}
     for key, value in data.items():
         if key == "listeners":
-            if not isinstance(value, tuple):
-                values[key] = _listeners(value, source)
+            listeners = (
+                value if isinstance(value, tuple) else _listeners(value, source, problems, folder)
+            )
+            values[key] = listeners
             continue
-        _check_type(BrokerConfig(), key, value, source, key)
+        problem = _type_problem(BrokerConfig(), key, value, source, key)
+        if problem:
+            problems.append(problem)
+            continue
+        values[key] = tuple(value) if key == "hooks" else _in_folder(folder, key, value)
     return replace(base, **values)
 
 
-def _check_type(defaults: object, key: str, value: Any, source: str, name: str) -> None:
-    """Raise ConfigError unless `value` has the type of `defaults`'s field `key`."""
-    if key not in {item.name for item in fields(defaults)}:  # type: ignore[arg-type]
-        raise ConfigError(f"unknown config key {name!r} in {source}")
+def _in_folder(folder: Path | None, key: str, value: Any) -> Any:
+    """A path key's relative value taken from the config file's `folder`."""
+    if folder is None or not value or key not in _PATH_KEYS | _LISTENER_PATH_KEYS:
+        return value
+    return str(folder / value)  # an absolute value stays as it is
+
+
+def _type_problem(defaults: object, key: str, value: Any, source: str, name: str) -> str | None:
+    """Why `value` cannot be `defaults`'s field `key` (None: it can)."""
+    known = [item.name for item in fields(defaults)]  # type: ignore[arg-type]
+    if key not in known:
+        return f"unknown config key {name!r} in {source}{_suggestion(key, known)}"
     default = getattr(defaults, key)
+    if isinstance(default, tuple):  # a list of strings in TOML
+        if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+            return None
+        return f"config key {name!r} in {source}: expected a list of strings, got {value!r}"
     expected: type = bool if key in _OPTIONAL_BOOLS else type(default)
-    if expected is float and type(value) is int:
-        return
-    if type(value) is not expected:
-        raise ConfigError(
-            f"config key {name!r} in {source}: expected {expected.__name__}, "
-            f"got {type(value).__name__} {value!r}"
-        )
+    if type(value) is expected or (expected is float and type(value) is int):
+        return None
+    return (
+        f"config key {name!r} in {source}: expected {expected.__name__}, "
+        f"got {type(value).__name__} {value!r}"
+    )
 
 
-def _listeners(value: Any, source: str) -> tuple[ListenerConfig, ...]:
+def _suggestion(key: str, known: Iterable[str]) -> str:
+    if key in _MOSQUITTO_NAMES:
+        return f" (Mosquitto's {key!r}; Midge's is {_MOSQUITTO_NAMES[key]!r})"
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _listeners(
+    value: Any, source: str, problems: list[str], folder: Path | None
+) -> tuple[ListenerConfig, ...]:
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise ConfigError(
+        problems.append(
             f"config key 'listeners' in {source}: expected [[listeners]] tables, got {value!r}"
         )
+        return ()
+    template = ListenerConfig(port=0)  # typed defaults to compare
     listeners = []
     for index, table in enumerate(value):
         name = f"listeners[{index}]"
         if "port" not in table:
-            raise ConfigError(f"config key '{name}.port' in {source}: required")
-        template = ListenerConfig(port=0)  # typed defaults to compare
+            problems.append(f"config key '{name}.port' in {source}: required")
+        # A listener keeps its place (and index) even with bad values, so
+        # every later problem names the right table; the error stops the start.
+        values: dict[str, Any] = {"port": 0}
         for key, item in table.items():
-            _check_type(template, key, item, source, f"{name}.{key}")
-        listeners.append(ListenerConfig(**table))
+            problem = _type_problem(template, key, item, source, f"{name}.{key}")
+            if problem:
+                problems.append(problem)
+                continue
+            values[key] = _in_folder(folder, key, item)
+        listeners.append(ListenerConfig(**values))
     return tuple(listeners)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from midge.broker.closing import CloseReason
 from midge.broker.enhanced_auth import CONTINUE, SUCCESS, PendingAuth
+from midge.broker.internal import listener_label
 from midge.broker.limits import check_topic_limits
 from midge.broker.mqtt5 import SESSION_NEVER_EXPIRES
 from midge.broker.session import Session
@@ -170,6 +171,9 @@ def _accept(
             properties.authentication_method, properties.authentication_data = auth
         connection.send(encode(ConnAck(0, present, properties), PROTOCOL_MQTT_5))
     _log_connected(connection, packet, client_id)
+    events = broker.events
+    if events is not None and events.connect:
+        events.notify(events.connect, broker.client_info(connection))
     if present:
         broker.delivery.end_drop_episode(session)
         broker.delivery.resend_inflight(session, connection, now)  # [MQTT-4.4.0-1]
@@ -283,7 +287,7 @@ def _log_connected(connection: Connection, packet: Connect, client_id: str) -> N
             "client %r connected from %s over %s (MQTT level %d, %s, keep-alive %d s)",
             client_id,
             connection.peer,
-            connection.listener.label,
+            listener_label(connection.listener),
             packet.protocol_level,
             lifetime,
             connection.keep_alive,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from midge.broker.authorizer import Authorizer
 from midge.broker.closing import CloseReason
@@ -34,6 +35,7 @@ from midge.broker.shared import SharedSubscriptions
 from midge.broker.stats import Stats
 from midge.broker.subscribing import QOS_BITS, subscription_id_of
 from midge.broker.variants import options_for, shared_copy, with_subscription_ids
+from midge.broker.views import public_message
 from midge.message import Message
 from midge.protocol.codec import PUBREL_HEADER, encode_ack, encode_publish
 from midge.protocol.reasons import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, SUCCESS
@@ -44,6 +46,9 @@ from midge.store.base import (
     RetainedDeleted,
     RetainedSet,
 )
+
+if TYPE_CHECKING:
+    from midge.embedding.hooks import EventHooks
 
 log = logging.getLogger("midge.broker")
 
@@ -56,6 +61,7 @@ class Delivery:
         "config",
         "connections",
         "disconnect",
+        "events",
         "flow",
         "persistence",
         "retained",
@@ -77,9 +83,11 @@ class Delivery:
         flow: FlowControl,
         disconnect: Callable[[Connection, CloseReason, str], None],
         wall_clock: Callable[[], float],
+        events: EventHooks | None = None,
     ) -> None:
         """`sessions` and `connections` are the broker's own tables, read here;
-        `disconnect` closes a slow consumer under slow_consumer_policy "disconnect"."""
+        `disconnect` closes a slow consumer under slow_consumer_policy "disconnect";
+        `events` are the event hooks (None: none)."""
         self.config = config
         self.sessions = sessions
         self.connections = connections
@@ -89,6 +97,8 @@ class Delivery:
         self.flow = flow
         self.disconnect = disconnect
         self.wall_clock = wall_clock  # message expiry is wall-clock time: it survives restarts
+        # Only with on_deliver hooks: then deliver() tells them of every message.
+        self.events = events if events is not None and events.deliver else None
         self.subscriptions = SubscriptionTrie()
         self.shared = SharedSubscriptions(config.shared_subscription_policy)
         self.retained = RetainedStore()
@@ -199,6 +209,9 @@ class Delivery:
     def deliver(
         self, session: Session, message: Message, origin: Connection | None, now: float
     ) -> None:
+        events = self.events
+        if events is not None:
+            events.notify(events.deliver, session.client_id, public_message(message))
         connection = self.connections.get(session.client_id)
         if connection is None:
             if message.qos or self.config.queue_qos0_messages:

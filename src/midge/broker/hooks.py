@@ -69,24 +69,31 @@ class HookError(ConfigError):
 
 def load_hook(spec: str) -> AuthHook:
     """Import `package.module:ClassName` and make its one instance."""
-    module_name, _, class_name = spec.partition(":")
-    if not module_name or not class_name:
-        raise HookError(f"config key 'auth_hook': {spec!r} is not 'package.module:ClassName'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise HookError(f"config key 'auth_hook': cannot import {module_name!r}: {exc}") from None
-    hook_class = getattr(module, class_name, None)
-    if hook_class is None:
-        raise HookError(f"config key 'auth_hook': {module_name!r} has no {class_name!r}")
-    try:
-        hook = hook_class()
-    except Exception as exc:
-        raise HookError(f"config key 'auth_hook': {spec} failed to start: {exc!r}") from None
+    hook = make_instance(spec, "auth_hook")
     for method in ("authenticate", "authorize"):
         if not callable(getattr(hook, method, None)):
             raise HookError(f"config key 'auth_hook': {spec} has no method {method}()")
-    return hook  # type: ignore[no-any-return]
+    return hook  # type: ignore[return-value]
+
+
+def make_instance(spec: str, key: str) -> object:
+    """The one instance (made with no arguments) of the class `spec` names as
+    "package.module:ClassName"; HookError names config key `key` otherwise."""
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise HookError(f"config key {key!r}: {spec!r} is not 'package.module:ClassName'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HookError(f"config key {key!r}: cannot import {module_name!r}: {exc}") from None
+    made_by = getattr(module, class_name, None)
+    if made_by is None:
+        raise HookError(f"config key {key!r}: {module_name!r} has no {class_name!r}")
+    try:
+        instance: object = made_by()
+    except Exception as exc:
+        raise HookError(f"config key {key!r}: {spec} failed to start: {exc!r}") from None
+    return instance
 
 
 def ask_authenticate(

@@ -80,6 +80,11 @@ def handle_subscribe(broker: Broker, connection: Connection, packet: Subscribe, 
         # The same filter again replaces the old subscription [MQTT-3.8.4-3].
         broker.subscribe(session, topic_filter, options)
         codes.append(subscription.qos)
+        events = broker.events
+        if events is not None and events.subscribe:
+            events.notify(
+                events.subscribe, broker.client_info(connection), topic_filter, subscription.qos
+            )
         handling = subscription.retain_handling
         if topic_filter.startswith(SHARE_PREFIX):
             continue  # no retained messages on a shared subscription [MQTT-4.8.2-?]
@@ -135,6 +140,9 @@ def handle_unsubscribe(
     codes: list[int] = []
     for topic_filter in packet.topic_filters:
         existed = broker.unsubscribe(session, topic_filter)
+        events = broker.events
+        if existed and events is not None and events.unsubscribe:
+            events.notify(events.unsubscribe, broker.client_info(connection), topic_filter)
         codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
     # UNSUBACK even when nothing matched [MQTT-3.10.4-5].
     if connection.mqtt5 is not None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from midge.client.connecting import READ_SIZE, Streams, connect_once
+from midge.client.connecting import READ_SIZE, OpenStream, Streams, connect_once
 from midge.client.errors import (
     AuthenticationError,
     ClientError,
@@ -103,7 +103,10 @@ class Client(RequestResponse):
     messages are unacknowledged at once (0: no limit); more wait, in order.
     `ssl` wraps the TCP connection in TLS. `transport="websocket"` carries
     MQTT over a WebSocket (subprotocol `mqtt`) to `ws://host:port{path}`, or
-    `wss://` when `ssl` is given.
+    `wss://` when `ssl` is given. `open_stream` replaces the network altogether:
+    an async callable giving the (reader, writer) pair to speak MQTT on (what
+    `midge.Broker.client()` uses to connect in-process); `host` then only
+    names the connection in messages.
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class Client(RequestResponse):
         transport: str = "tcp",
         path: str = "/mqtt",
         trace: Trace | None = None,
+        open_stream: OpenStream | None = None,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
@@ -157,6 +161,7 @@ class Client(RequestResponse):
         self.ssl = ssl
         self.transport = transport
         self.path = path
+        self._custom_stream = open_stream
         self._protocol = ClientProtocol(options, max_inflight=max_inflight, trace=trace)
         self._link: _Link | None = None
         self._waiters: dict[int, asyncio.Future[Any]] = {}
@@ -203,6 +208,8 @@ class Client(RequestResponse):
     @property
     def address(self) -> str:
         """host:port, or the URL with the WebSocket transport (for messages)."""
+        if self._custom_stream is not None:
+            return self.host
         if self.transport == "websocket":
             return websocket_url(self.host, self.port, self.path, secure=self.ssl is not None)
         return f"{self.host}:{self.port}"
@@ -271,6 +278,8 @@ class Client(RequestResponse):
 
     async def _open_stream(self) -> Streams:
         """The byte stream under MQTT: TCP, TLS over TCP, or a WebSocket over either."""
+        if self._custom_stream is not None:
+            return await self._custom_stream()
         if self.transport == "websocket":
             return await open_websocket(self.host, self.port, self.path, ssl=self.ssl)
         return await asyncio.open_connection(self.host, self.port, ssl=self.ssl)

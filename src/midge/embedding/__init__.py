@@ -1,0 +1,1 @@
+"""Midge inside another asyncio program: `midge.Broker`, event hooks, views."""
