@@ -44,6 +44,7 @@ from midge.client.connecting import Streams
 from midge.client.events import Message
 from midge.embedding.hooks import EventHooks, load_hooks
 from midge.embedding.pipe import Pipe
+from midge.embedding.services import Service, services_for
 from midge.embedding.subscription import Subscription
 from midge.embedding.timers import TimerDriver
 from midge.protocol.packets import PROTOCOL_MQTT_5
@@ -103,6 +104,7 @@ class Broker:
         self._timers: TimerDriver | None = None
         self._events: EventHooks | None = None
         self._servers: list[asyncio.Server] = []
+        self._services: list[Service] = []
         self._listeners: list[ListenerAddress] = []
         self._publisher: Client | None = None
         self._publisher_lock = asyncio.Lock()
@@ -162,6 +164,9 @@ class Broker:
                 server = await start_listener(core, listener)
                 self._servers.append(server)
                 self._note_listening(server, listener)
+            for service in services_for(config):
+                await service.start(self)
+                self._services.append(service)
         except BaseException:
             await self._close(log_counts=False)
             raise
@@ -175,6 +180,8 @@ class Broker:
         log.info("stopped")
 
     async def _close(self, log_counts: bool) -> None:
+        while self._services:
+            await self._services.pop().stop()
         core, self._core = self._core, None
         for server in self._servers:
             server.close()

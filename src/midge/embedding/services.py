@@ -1,0 +1,29 @@
+"""Services that run beside the MQTT listeners of a `midge.Broker`: what the
+configuration turns on (the $SYS publisher, the HTTP listener, ...).
+
+Each is started once the MQTT listeners are bound, in the order listed,
+and stopped in the reverse order before the listeners and connections close.
+A service that is not configured is not made, so it costs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from midge.broker.config import BrokerConfig
+    from midge.embedding.broker import Broker
+
+
+class Service(Protocol):
+    async def start(self, broker: Broker) -> None:
+        """Begin; raise (OSError, ConfigError) to stop the broker's start."""
+
+    async def stop(self) -> None:
+        """End; must not raise."""
+
+
+def services_for(config: BrokerConfig) -> list[Service]:
+    """The services `config` turns on, in start order."""
+    services: list[Service] = []
+    return services
