@@ -442,8 +442,9 @@ def run_against(
     )
     if "midge" in brokers and not compiled():
         print(
-            "note: Midge runs as pure Python here; `scripts/compile` builds the hot modules "
-            "with mypyc (what `scripts/serve` runs and what benchmarks/RESULTS.md measures)",
+            "note: Midge runs as pure Python here; `scripts/compile --extra bench` installs "
+            "the mypyc-compiled wheel into .venv-compiled: run `.venv-compiled/bin/midge bench` "
+            "(the build scripts/serve runs and benchmarks/RESULTS.md measures)",
             flush=True,
         )
     ceiling: dict[str, Any] = {}

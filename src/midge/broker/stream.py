@@ -1,7 +1,7 @@
 """The asyncio protocol of an MQTT connection over TCP or TLS: bytes in, bytes out.
 
 The event loop calls `data_received` for every read, so this class is
-compiled with the core (scripts/compile), unlike the rest of the front ends
+compiled with the core (setup.py's HOT_MODULES), unlike the rest of the front ends
 in listeners.py. It needs no asyncio import: the loop duck-types protocols
 (it tells only a BufferedProtocol apart), so the socket and the loop are
 described here by just what is used of them.

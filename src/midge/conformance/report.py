@@ -3,8 +3,8 @@
 One row per scenario as it finishes, in one of three forms: aligned plain
 text, the same table through rich on a terminal (colours, wrapped titles, a
 spinner), or JSON lines for programs. The summary also decides the exit
-status. rich is imported only when a rich report is made, so that
-`midge --help` stays fast.
+status. rich is optional (the `rich` extra; plain text without it) and
+imported only when a rich report is made, so that `midge --help` stays fast.
 """
 
 from __future__ import annotations
@@ -293,7 +293,7 @@ def make_report(as_json: bool) -> Report:
         return JsonReport()
     try:
         from rich.console import Console  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - rich is a dependency; plain text still works
+    except ImportError:  # rich is optional (`pip install midge[rich]`): the same rows, plain
         return PlainReport()
     console = Console(highlight=False)
     return RichReport(console) if console.is_terminal else PlainReport()
