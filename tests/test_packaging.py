@@ -123,7 +123,12 @@ def test_the_metadata_is_complete_and_dependencies_are_ranges(sdist: Path) -> No
     assert any(url.startswith("Documentation, https://") for url in urls)
     requires = info.get_all("Requires-Dist") or []
     runtime = [r for r in requires if "extra ==" not in r]
-    assert {r.split("<")[0].split(">")[0] for r in runtime} == {"websockets", "uvloop"}
+    assert {r.split("<")[0].split(">")[0] for r in runtime} == {
+        "websockets",
+        "uvloop",
+        "aiohttp",
+        "prometheus-client",
+    }
     for requirement in requires:
         assert "==" not in requirement.split(";")[0], f"pinned: {requirement}"
     assert any(r.startswith("rich") and 'extra == "rich"' in r for r in requires)

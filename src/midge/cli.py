@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from midge import __version__
+from midge import __version__, logs
 from midge.bench.cli import add_arguments as add_bench_arguments
 from midge.broker.auth import PasswordFileError
 from midge.broker.config import (
@@ -18,6 +17,7 @@ from midge.broker.config import (
 )
 from midge.conformance.cli import add_arguments as add_check_arguments
 from midge.store.base import StoreError
+from midge.tools.apikey import add_arguments as add_apikey_arguments
 from midge.tools.config_command import add_arguments as add_config_arguments
 from midge.tools.passwd import add_arguments as add_passwd_arguments
 from midge.tools.pubsub import add_pub_arguments, add_sub_arguments
@@ -45,15 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_sub_arguments(sub)
     passwd = commands.add_parser("passwd", help="manage a password file (like mosquitto_passwd)")
     add_passwd_arguments(passwd)
+    apikey = commands.add_parser("apikey", help="manage the HTTP API's keys (api_key_file)")
+    add_apikey_arguments(apikey)
     return parser
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Log lines to standard error, as text or JSON lines (midge/logs.py)."""
+    logs.configure_logging(level, log_format)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -69,7 +68,7 @@ def serve_command(args: argparse.Namespace) -> int:
         )
     except ConfigError as exc:
         return config_error(exc)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     try:
         run(config)
     except ConfigError as exc:  # found only when used: a data dir, a TLS file, a hook
@@ -114,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         from midge.tools.passwd import run as passwd_command  # noqa: PLC0415
 
         return passwd_command(args)
+    if args.command == "apikey":
+        from midge.tools.apikey import run as apikey_command  # noqa: PLC0415
+
+        return apikey_command(args)
     if args.command in ("pub", "sub"):
         from midge.tools.pubsub import run as pubsub_command  # noqa: PLC0415
 

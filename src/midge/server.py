@@ -73,6 +73,7 @@ def _reload(broker: Broker) -> None:
     """SIGHUP: read the password and ACL files again; a broken file keeps the old rules."""
     log.info("SIGHUP: reloading the password and ACL files")
     broker.core.reload_auth()
+    broker.reload_services()  # the HTTP API's api_key_file
 
 
 def run(config: BrokerConfig) -> None:

@@ -82,6 +82,10 @@ async def test_on_publish_changes_and_drops(version: int) -> None:
         received = [await seen.get(WAIT), await seen.get(WAIT)]
         with pytest.raises(TimeoutError):
             await seen.get(0.2)
+        stats = broker.core.stats
+        # dropped ones were received all the same (secret/1 at QoS 1, secret/2 at 2)
+        qos0, qos1 = stats.publish_received_qos0, stats.publish_received_qos1
+        assert (qos0, qos1, stats.publish_received_qos2) == (1, 1, 2)
     assert [(m.topic, m.payload) for m in received] == [("shout/1", b"HELLO"), ("plain", b"as is")]
 
 

@@ -384,7 +384,11 @@ POOL = [
 
 # What a 5.0 publisher may attach to a message (MQTT 5.0 section 3.3.2.3); its
 # strings are UTF-8 without U+0000, as the decoder lets in [MQTT-1.5.4-2].
-mqtt_text = st.text(st.characters(blacklist_characters="\x00"), max_size=3)
+# What an MQTT UTF-8 string may hold: no U+0000, and no lone surrogate (which
+# UTF-8 cannot encode, so no packet can carry one) [MQTT-1.5.4-1, 1.5.4-2].
+mqtt_text = st.text(
+    st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=3
+)
 publish_properties = st.builds(
     Properties,
     payload_format_indicator=st.none() | st.integers(0, 1),

@@ -295,11 +295,11 @@ def test_limits_and_delivery_settings():
 def test_settings_whose_meaning_midge_lacks_are_reported():
     _data, left = imported(
         "message_size_limit 1000\nmax_packet_size 10\nretain_available false\n"
-        "autosave_interval 60\nuser mosquitto\npid_file /run/m.pid\nsys_interval 10\n"
+        "autosave_interval 60\nuser mosquitto\npid_file /run/m.pid\n"
         "persistent_client_expiration 10\nno_such_option 1\nallow_anonymous maybe\n"
     )
-    assert [item.line for item in left] == list(range(1, 11))
-    assert "Mosquitto would refuse" in left[8].why  # the unknown directive
+    assert [item.line for item in left] == list(range(1, 10))
+    assert "Mosquitto would refuse" in left[7].why  # the unknown directive
     assert str(left[0]).startswith("mosquitto.conf:1: message_size_limit 1000: ")
 
 
@@ -519,3 +519,10 @@ def test_no_line_is_dropped_silently(text):
         if number not in named
     ]
     assert silent == []
+
+
+def test_sys_interval_is_translated():
+    data, left = imported("sys_interval 30\n")
+    assert data["sys_interval"] == 30 and left == []
+    data, left = imported("sys_interval 0\n")  # off in both
+    assert data["sys_interval"] == 0 and left == []

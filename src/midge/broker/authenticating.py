@@ -64,4 +64,5 @@ def _reauthenticate(
     if status == SUCCESS:
         connection.send(auth_bytes(ReasonCode.SUCCESS, pending.method, answer))
         return
+    broker.stats.auth_failures += 1
     broker.close_connection(connection, CloseReason.AUTHENTICATION_FAILED)  # [MQTT-4.12.1-2]

@@ -27,7 +27,7 @@ from midge.broker.authorizer import Authorizer, build_authorizer, load_acl
 from midge.broker.bugs import BugLog
 from midge.broker.closing import CloseReason
 from midge.broker.config import BrokerConfig, ListenerConfig
-from midge.broker.connect import answer_connect
+from midge.broker.connect import answer_connect, refusal_name
 from midge.broker.connection import CONNECTED, Connection, State, Transport, check_before_connack
 from midge.broker.delivery import Delivery
 from midge.broker.enhanced_auth import EnhancedAuth
@@ -35,13 +35,14 @@ from midge.broker.flow import FlowControl
 from midge.broker.handlers import HANDLERS
 from midge.broker.hooked import handle_publish_hooked, publish_will
 from midge.broker.hooks import AuthHook, ask_authenticate, load_hook
-from midge.broker.internal import INTERNAL_LISTENER
+from midge.broker.internal import API_LISTENER, INTERNAL_LISTENER
 from midge.broker.mqtt5 import SESSION_NEVER_EXPIRES, disconnect_bytes, will_to_message
 from midge.broker.persistence import Committer, Persistence, restore_session
 from midge.broker.session import Session
 from midge.broker.shared import SHARE_PREFIX
 from midge.broker.stats import Stats
 from midge.broker.throttle import LoginThrottle
+from midge.broker.trace import traced, tracing
 from midge.broker.views import ClientInfo, client_info
 from midge.broker.wills import DelayedWills
 from midge.message import Message
@@ -100,6 +101,11 @@ class Broker:
         self.sessions: dict[str, Session] = {}
         self.connections: dict[str, Connection] = {}  # client id -> its live connection
         self.stats = Stats()
+        # The debug packet trace (trace.py): when on, every handler is wrapped in
+        # one that logs the packet first; off, it costs incoming packets nothing.
+        self.trace = tracing()
+        if self.trace:
+            self.handlers = traced(self.handlers, config.log_payloads)
         # Every socket, CONNECT or not (a dict as an ordered set: at thousands of
         # connections its table is a third of a set's).
         self._open: dict[Connection, None] = {}
@@ -188,12 +194,15 @@ class Broker:
         return len(self._open)
 
     def handle_packet(self, connection: Connection, packet: Packet, now: float) -> None:
+        kind = type(packet)
+        if kind is not Publish:  # a PUBLISH is counted by its handler, by QoS
+            self.stats.control_packets_received += 1
         state = connection.state
         if state is not CONNECTED:
             check_before_connack(state, packet)
-        elif type(packet) is Connect:
+        elif kind is Connect:
             raise ProtocolError("second CONNECT on one connection")  # [MQTT-3.1.0-2]
-        self.handlers[type(packet)](self, connection, packet, now)
+        self.handlers[kind](self, connection, packet, now)
 
     def close_connection(
         self,
@@ -233,7 +242,13 @@ class Broker:
         if reason is CloseReason.PROTOCOL_VIOLATION:
             self.stats.protocol_violations += 1
         if log.isEnabledFor(logging.INFO):  # naming the client costs more than the check
-            log.info("closing %s: %s", connection.name, reason.describe(detail))
+            described = reason.describe(detail)
+            log.info(
+                "closing %s: %s",
+                connection.name,
+                described,
+                extra=connection.log_fields(described),
+            )
         deferred = connection.deferred_connect
         if deferred is not None:
             self.throttle.cancel(connection.address, deferred[0])  # its turn goes back
@@ -368,14 +383,23 @@ class Broker:
                 packet.client_id,
                 packet.username,
                 connection.peer,
+                extra={
+                    "client_id": packet.client_id,
+                    "user": packet.username,
+                    "address": connection.peer,
+                    "reason": refusal_name(code),
+                },
             )
         return code
 
     def _login(
         self, connection: Connection, packet: Connect, allow_anonymous: bool
     ) -> ConnectReturnCode:
-        if connection.listener is INTERNAL_LISTENER:
+        listener = connection.listener
+        if listener is INTERNAL_LISTENER:
             return ConnectReturnCode.ACCEPTED  # the embedding program's own client
+        if listener is API_LISTENER:
+            return ConnectReturnCode.ACCEPTED  # the HTTP API checked its API key (the ACL applies)
         hook = self.auth_hook
         if hook is not None:
             verdict = ask_authenticate(
@@ -461,7 +485,13 @@ class Broker:
                 continue
             left = offline_since + expiry - now_wall
             if left < 0:
-                log.info("session %r expired after %d s offline", session.client_id, expiry)
+                log.info(
+                    "session %r expired after %d s offline",
+                    session.client_id,
+                    expiry,
+                    extra={"client_id": session.client_id, "reason": "session expired"},
+                )
+                self.stats.clients_expired += 1
                 self.discard_session(session)
             elif interval is not None:
                 # A 5.0 client chose the interval: keep it to the second, not to

@@ -22,11 +22,17 @@ from pathlib import Path
 from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 QOS2_DELIVERY_MODES = ("on_publish", "on_release")
 STORES = ("sqlite", "memory")
 DURABILITY_LEVELS = ("full", "normal", "memory")
 SLOW_CONSUMER_POLICIES = ("drop", "disconnect")
-TRANSPORTS = ("tcp", "tls", "ws", "wss")
+TRANSPORTS = ("tcp", "tls", "ws", "wss", "http", "https")
+# The HTTP API and /metrics (midge.http): not MQTT listeners.
+HTTP_TRANSPORTS = ("http", "https")
+# MQTT-only listener keys, refused on an HTTP listener: the HTTP API
+# authenticates by API key (api_key_file), not by MQTT login.
+_MQTT_ONLY_LISTENER_KEYS = ("allow_anonymous", "use_identity_as_username")
 TLS_VERSIONS = ("1.2", "1.3")
 SHARED_POLICIES = ("round_robin", "random", "hash_client", "hash_topic")
 
@@ -50,6 +56,7 @@ class ListenerConfig:
     port: int
     host: str = ""  # "": the top-level `host`
     transport: str = "tcp"  # tcp, tls, ws (MQTT over WebSocket), wss (WebSocket over TLS)
+    # ... or http / https: the HTTP API and /metrics (midge.http), not MQTT
     # None: the top-level allow_anonymous; if that is unset too, anonymous
     # clients are refused (the implicit listener of a config without
     # [[listeners]] admits them on a loopback address).
@@ -64,7 +71,12 @@ class ListenerConfig:
 
     @property
     def secure(self) -> bool:
-        return self.transport in ("tls", "wss")
+        return self.transport in ("tls", "wss", "https")
+
+    @property
+    def http(self) -> bool:
+        """The HTTP API's listener (http or https), not an MQTT one."""
+        return self.transport in HTTP_TRANSPORTS
 
     @property
     def websocket(self) -> bool:
@@ -73,9 +85,14 @@ class ListenerConfig:
     @property
     def label(self) -> str:
         """How logs name this listener's protocol stack."""
-        return {"tcp": "mqtt", "tls": "mqtt+tls", "ws": "mqtt+ws", "wss": "mqtt+wss"}[
-            self.transport
-        ]
+        return {
+            "tcp": "mqtt",
+            "tls": "mqtt+tls",
+            "ws": "mqtt+ws",
+            "wss": "mqtt+wss",
+            "http": "http",
+            "https": "https",
+        }[self.transport]
 
     def validate(self, key: str) -> None:
         """Raise ConfigError listing every problem of this listener (`key`: its name)."""
@@ -104,7 +121,15 @@ class ListenerConfig:
                 check(
                     not getattr(self, name),
                     f"{key}.{name}",
-                    f"only applies to transport 'tls' or 'wss', not {self.transport!r}",
+                    f"only applies to transport 'tls', 'wss' or 'https', not {self.transport!r}",
+                )
+        if self.http:
+            for name in _MQTT_ONLY_LISTENER_KEYS:
+                check(
+                    getattr(self, name) in (None, False),
+                    f"{key}.{name}",
+                    "an MQTT login setting: an HTTP listener authenticates by API key "
+                    "(api_key_file)",
                 )
         return check.problems
 
@@ -146,6 +171,12 @@ class BrokerConfig:
     port: int = 1883
     data_dir: str = "data"
     log_level: str = "info"
+    # `midge serve`'s log lines: "text", or "json" (one object per line, midge/logs.py).
+    log_format: str = "text"
+    # The debug packet trace (log_level "debug") shows PUBLISH payloads only when true.
+    log_payloads: bool = False
+    # Seconds between $SYS/broker/... updates (retained, QoS 0); 0: no $SYS topics.
+    sys_interval: int = 10
     # Persistence: "sqlite" (data_dir/midge.db) or "memory" (nothing survives).
     store: str = "sqlite"
     # "full": every commit fsynced (survives power loss); "normal": survives a
@@ -172,6 +203,12 @@ class BrokerConfig:
     # Event hooks: "package.module:ClassName" each, made with no arguments and
     # told what happens in the broker (docs/embedding.md).
     hooks: tuple[str, ...] = ()
+    # The HTTP API ([[listeners]] with transport "http" or "https"): its API keys
+    # (`midge apikey create` writes the file; reloaded on SIGHUP), whether
+    # /metrics needs a key too, and the largest request body, in bytes.
+    api_key_file: str = ""
+    metrics_require_key: bool = False
+    http_max_body: int = 1024 * 1024
     # Client ids: when true, only 1-23 characters of 0-9a-zA-Z (MQTT-3.1.3-5).
     strict_client_id: bool = False
     max_connections: int = 0  # 0: no limit; beyond it CONNACK 3 (server unavailable)
@@ -239,6 +276,8 @@ class BrokerConfig:
     def _core_problems(self, check: _Checker) -> None:
         check(0 <= self.port <= 65535, "port", "must be 0..65535")
         check(self.log_level in LOG_LEVELS, "log_level", f"must be one of {LOG_LEVELS}")
+        check(self.log_format in LOG_FORMATS, "log_format", f"must be one of {LOG_FORMATS}")
+        check(self.sys_interval >= 0, "sys_interval", "must be >= 0 (0: no $SYS topics)")
         check(self.store in STORES, "store", f"must be one of {STORES}")
         check(
             self.durability in DURABILITY_LEVELS,
@@ -258,6 +297,7 @@ class BrokerConfig:
         check(0 <= self.max_keepalive <= 65535, "max_keepalive", "must be 0..65535")
         check(1 <= self.max_topic_length <= 65535, "max_topic_length", "must be 1..65535")
         check(self.max_topic_levels >= 1, "max_topic_levels", "must be >= 1")
+        check(self.http_max_body >= 1024, "http_max_body", "must be >= 1024")
         check(self.auth_failure_delay >= 0, "auth_failure_delay", "must be >= 0")
         check(
             self.auth_failure_max_delay >= self.auth_failure_delay,
@@ -299,7 +339,7 @@ class BrokerConfig:
         )
 
     def _file_problems(self, check: _Checker) -> None:
-        for key in ("password_file", "scram_file", "acl_file"):
+        for key in ("password_file", "scram_file", "acl_file", "api_key_file"):
             path = getattr(self, key)
             if path:
                 check(Path(path).is_file(), key, _not_found(path))
@@ -310,33 +350,47 @@ class BrokerConfig:
     def override(self, **changes: Any) -> BrokerConfig:
         """A copy with the given (non-None) values: how command-line flags win.
 
-        With `[[listeners]]`, `host` and `port` move the first listener.
+        With MQTT `[[listeners]]`, `host` and `port` move the first of them
+        (HTTP listeners are never moved).
         """
         return _checked(self, changes, [])
 
     def _overridden(self, changes: Mapping[str, Any], problems: list[str]) -> BrokerConfig:
         given = {key: value for key, value in changes.items() if value is not None}
-        if self.listeners:
+        first = next((i for i, item in enumerate(self.listeners) if not item.http), None)
+        if first is not None:
             moved = {key: given.pop(key) for key in ("host", "port") if key in given}
             if moved:
-                first = replace(self.listeners[0], **moved)
-                given["listeners"] = (first, *self.listeners[1:])
+                listeners = list(self.listeners)
+                listeners[first] = replace(listeners[first], **moved)
+                given["listeners"] = tuple(listeners)
         return _typed(given, "command line", self, problems)
 
     def effective_listeners(self) -> tuple[ListenerConfig, ...]:
-        """Every listener to open, each with its host filled in."""
-        listeners = self.listeners or (ListenerConfig(self.port),)
+        """Every MQTT listener to open, each with its host filled in. HTTP
+        listeners are not MQTT ones: with only those in `[[listeners]]`, the
+        implicit MQTT listener of `host` and `port` stays."""
+        listeners = self._mqtt_listeners() or (ListenerConfig(self.port),)
         return tuple(replace(item, host=item.host or self.host) for item in listeners)
+
+    def http_listeners(self) -> tuple[ListenerConfig, ...]:
+        """The HTTP API's listeners (transport http or https), hosts filled in."""
+        return tuple(
+            replace(item, host=item.host or self.host) for item in self.listeners if item.http
+        )
+
+    def _mqtt_listeners(self) -> tuple[ListenerConfig, ...]:
+        return tuple(item for item in self.listeners if not item.http)
 
     def anonymous_allowed(self, listener: ListenerConfig) -> bool:
         """The listener's own `allow_anonymous`, else the top-level one, else (as in
         Mosquitto 2) yes only on the implicit listener of a config without
-        `[[listeners]]`, and only on a loopback address."""
+        MQTT `[[listeners]]`, and only on a loopback address."""
         if listener.allow_anonymous is not None:
             return listener.allow_anonymous
         if self.allow_anonymous is not None:
             return self.allow_anonymous
-        return not self.listeners and is_loopback(listener.host)
+        return not self._mqtt_listeners() and is_loopback(listener.host)
 
 
 CLASS_SPEC = "'package.module:ClassName'"
@@ -493,7 +547,7 @@ def _first_mosquitto_directive(text: str) -> tuple[int, str] | None:
 _OPTIONAL_BOOLS = frozenset({"allow_anonymous"})
 """Keys whose default None means "decide per listener"; a value must be a bool."""
 
-_PATH_KEYS = frozenset({"password_file", "scram_file", "acl_file", "data_dir"})
+_PATH_KEYS = frozenset({"password_file", "scram_file", "acl_file", "data_dir", "api_key_file"})
 _LISTENER_PATH_KEYS = frozenset({"certfile", "keyfile", "cafile"})
 """Keys whose relative values in a file are taken from the file's folder."""
 

@@ -86,6 +86,7 @@ def answer_connect(broker: Broker, connection: Connection, packet: Connect, now:
     code = _refusal(broker, connection, packet, check_login=method is None)
     throttle = broker.throttle
     if code in _LOGIN_FAILURES:
+        broker.stats.auth_failures += 1
         throttle.failed(connection.address, now)
     elif code is None and len(throttle) and method is None:
         throttle.succeeded(connection.address)
@@ -128,9 +129,20 @@ def continue_exchange(
             broker, connection, packet, now, (pending.method, answer), pending.exchange.username
         )
         return
+    broker.stats.auth_failures += 1
     throttle.failed(connection.address, now)
     detail = f"{pending.method} authentication failed (client id {packet.client_id!r})"
-    log.warning("login refused: %s from %s", detail, connection.peer)
+    log.warning(
+        "login refused: %s from %s",
+        detail,
+        connection.peer,
+        extra={
+            "client_id": packet.client_id,
+            "user": packet.username,
+            "address": connection.peer,
+            "reason": "bad_user_name_or_password",
+        },
+    )
     _refuse(broker, connection, packet, ReasonCode.BAD_USER_NAME_OR_PASSWORD, detail)
 
 
@@ -157,6 +169,9 @@ def _accept(
         broker.close_connection(previous, CloseReason.TAKEN_OVER)
     session, present = _open_session(broker, packet, client_id)
     _attach(broker, connection, packet, session, client_id, now)
+    stats = broker.stats
+    stats.connections_total += 1
+    stats.clients_maximum = max(stats.clients_maximum, len(broker.connections))
     if username is not None:
         connection.username = username
         if broker.authorizer is not None:
@@ -189,6 +204,9 @@ def _refuse(
 ) -> None:
     """CONNACK with a refusal in the client's protocol, then close. A CONNECT of
     an unknown protocol gets the 3.1.1 form, which every version can read."""
+    refused = broker.stats.connections_refused
+    name = refusal_name(code)
+    refused[name] = refused.get(name, 0) + 1
     if packet.protocol_level == PROTOCOL_MQTT_5 and packet.protocol_name == "MQTT":
         reason = code if isinstance(code, ReasonCode) else _REASONS[code]
         connection.send(encode(ConnAck(reason), PROTOCOL_MQTT_5))
@@ -198,6 +216,13 @@ def _refuse(
     broker.close_connection(
         connection, CloseReason.CONNECT_REFUSED, detail, publish_will=False, flush=True
     )
+
+
+def refusal_name(code: ConnectReturnCode | ReasonCode) -> str:
+    """How counters and JSON logs name a CONNACK refusal: its 5.0 reason code's
+    name in lower case, for a 3.1.1 return code too ("bad_user_name_or_password")."""
+    reason = code if isinstance(code, ReasonCode) else _REASONS[code]
+    return reason.name.lower()
 
 
 def _open_session(broker: Broker, packet: Connect, client_id: str) -> tuple[Session, bool]:
@@ -283,14 +308,17 @@ def _log_connected(connection: Connection, packet: Connect, client_id: str) -> N
             if expiry is None
             else f"clean start {packet.clean_session:d}, session expiry {expiry} s"
         )
+        user = connection.username
         log.info(
-            "client %r connected from %s over %s (MQTT level %d, %s, keep-alive %d s)",
+            "client %r connected from %s over %s%s (MQTT level %d, %s, keep-alive %d s)",
             client_id,
             connection.peer,
             listener_label(connection.listener),
+            "" if user is None else f" as user {user!r}",
             packet.protocol_level,
             lifetime,
             connection.keep_alive,
+            extra=connection.log_fields(),
         )
 
 
@@ -384,4 +412,4 @@ def _attach(
         broker.schedule_timer(connection, now + 1.5 * connection.keep_alive)
 
 
-__all__ = ["SESSION_NEVER_EXPIRES", "answer_connect", "handle_connect"]
+__all__ = ["SESSION_NEVER_EXPIRES", "answer_connect", "handle_connect", "refusal_name"]

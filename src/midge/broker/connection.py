@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from midge.broker.closing import CloseReason
 from midge.broker.enhanced_auth import PendingAuth
 from midge.broker.mqtt5 import Mqtt5Link
+from midge.broker.trace import trace_out
 from midge.protocol.codec import Decoder
 from midge.protocol.errors import MQTTError, ProtocolError
 from midge.protocol.packets import (
@@ -256,6 +257,16 @@ class Connection:
         """How logs name this client: its id once known, else its address."""
         return f"{self.client_id!r} ({self.peer})" if self.client_id else self.peer
 
+    def log_fields(self, reason: str | None = None) -> dict[str, str | None]:
+        """The fields a log line about this client carries apart (`extra=`), for
+        the JSON log format: client_id, user, address, reason."""
+        return {
+            "client_id": self.client_id or None,
+            "user": self.username,
+            "address": self.peer,
+            "reason": reason,
+        }
+
     def served_session(self) -> Session:
         """The session of a connection past CONNECT (what every handler after
         CONNECT works on)."""
@@ -333,6 +344,7 @@ class Connection:
         """Handle every whole packet in `data`; any violation closes the connection."""
         if self.state is _CLOSED:
             return
+        self.broker.stats.bytes_received += len(data)
         self.last_activity = now
         self.decoder.feed(data)
         self.guarded(self.read_packets, now)
@@ -471,7 +483,14 @@ class Connection:
         if outbox is not None:
             self.outbox = None
             if outbox:
-                self.transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
+                data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+                broker = self.broker
+                stats = broker.stats
+                stats.bytes_sent += len(data)
+                stats.packets_sent += len(outbox)  # one packet per send
+                if broker.trace:
+                    trace_out(self, outbox, broker.config.log_payloads)
+                self.transport.write(data)
 
 
 def _cost(packet: Packet) -> int:

@@ -110,25 +110,32 @@ class Delivery:
         Returns the 5.0 reason code for the acknowledgement."""
         if message.topic.startswith(SYS_PREFIX):
             log.debug("ignoring message to %r from %s", message.topic, origin.name)
+            self.stats.dropped_acl += 1
             return NOT_AUTHORIZED
         authorizer = self.authorizer
         if authorizer is not None and not authorizer.can_publish(origin, message.topic):
             # 3.1.1 acknowledges it all the same, as Mosquitto does; 5.0 can say why.
+            self.stats.dropped_acl += 1
             return NOT_AUTHORIZED
+        # Counted here, not in `publish`: the broker's own $SYS messages are no traffic.
+        self.stats.messages_received += 1
         if self.publish(message, origin, now):
             return SUCCESS
+        if not message.retain:  # a retained one is kept all the same
+            self.stats.dropped_no_subscribers += 1
         return NO_MATCHING_SUBSCRIBERS
 
     def publish(self, message: Message, origin: Connection | None, now: float) -> bool:
         """Route an application message to every matching session; `origin` is
         the connection it came from (held back if a receiver is behind).
         False when no subscription matched."""
-        self.stats.messages_received += 1
         if message.retain:
             self.retained.set(message)
-            self.persistence.record(
-                RetainedSet(message) if message.payload else RetainedDeleted(message.topic)
-            )
+            # $SYS/ is the broker's own, published again after a restart: never stored.
+            if not message.topic.startswith(SYS_PREFIX):
+                self.persistence.record(
+                    RetainedSet(message) if message.payload else RetainedDeleted(message.topic)
+                )
         targets = self.subscriptions.match(message.topic)
         shares = self.shared.match(message.topic) if self.shared.groups else None
         if shares:
@@ -369,7 +376,12 @@ class Delivery:
         if data is None:
             self._write_publish(connection, message, packet_id, durable=durable)
         else:
-            self.stats.messages_sent += 1
+            stats = self.stats
+            if message.qos == 1:
+                stats.publish_sent_qos1 += 1
+            else:
+                stats.publish_sent_qos2 += 1
+            stats.publish_bytes_sent += len(message.payload)
             connection.send(data, durable)
 
     def acknowledged(
@@ -401,16 +413,26 @@ class Delivery:
         dup: bool = False,
         durable: bool = True,
     ) -> None:
+        stats = self.stats
         link = connection.mqtt5
+        data = None  # 3.1.1: encoded below (once for all receivers)
         if link is not None:
             data = link.publish_bytes(message, packet_id, dup, self.wall_clock)
             if data is None:
-                self.stats.dropped_too_large += 1
+                stats.dropped_too_large += 1
+                stats.messages_dropped += 1
                 return
-            self.stats.messages_sent += 1
+        qos = message.qos
+        if qos == 0:
+            stats.publish_sent_qos0 += 1
+        elif qos == 1:
+            stats.publish_sent_qos1 += 1
+        else:
+            stats.publish_sent_qos2 += 1
+        stats.publish_bytes_sent += len(message.payload)
+        if data is not None:
             connection.send(data, durable)
             return
-        self.stats.messages_sent += 1
         if dup:
             connection.send(
                 encode_publish(
@@ -436,6 +458,7 @@ class Delivery:
             sent = True
             if message.expires_at is not None and message.expired(self.wall_clock()):
                 # Expired while it waited: never delivered [MQTT-3.3.2-5].
+                self.stats.dropped_expired += 1
                 if session.persistent:
                     self.persistence.record(OutboundDeleted(session.client_id, seq))
                 continue
@@ -465,6 +488,7 @@ class Delivery:
 
     def _count_too_large(self, session: Session, seq: int | None) -> None:
         self.stats.dropped_too_large += 1
+        self.stats.messages_dropped += 1
         if seq is not None and session.persistent:
             self.persistence.record(OutboundDeleted(session.client_id, seq))
 

@@ -20,7 +20,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from midge.broker.connection import State
-from midge.broker.handlers import handle_publish
+from midge.broker.handlers import count_received, handle_publish
 from midge.broker.limits import check_topic_limits
 from midge.broker.mqtt5 import message_properties
 from midge.broker.views import client_info, internal_message, public_message
@@ -133,6 +133,7 @@ def _acknowledge_unrouted(
 ) -> None:
     """A message the hooks dropped (or failed on) ends its flow as one nobody
     subscribed to: acknowledged, with the reason code for a 5.0 client."""
+    count_received(broker.stats, packet.qos, len(packet.payload))  # received all the same
     packet_id = packet.packet_id or 0
     if packet.qos == 1:
         connection.send(encode_ack5(PUBACK_HEADER, packet_id, code if connection.mqtt5 else 0))

@@ -241,6 +241,7 @@ class RetainedStore:
     def __init__(self) -> None:
         self._root = _RetainedNode()
         self.count = 0
+        self.bytes = 0  # topic and payload bytes of every retained message ($SYS)
 
     def set(self, message: Message) -> None:
         """Store `message` for its topic; an empty payload deletes [MQTT-3.3.1-10]."""
@@ -257,6 +258,9 @@ class RetainedStore:
             node = child
         if node.message is None:
             self.count += 1
+        else:
+            self.bytes -= node.message.size
+        self.bytes += message.size
         node.message = message
 
     def get(self, topic: str) -> Message | None:
@@ -276,10 +280,12 @@ class RetainedStore:
             if child is None:
                 return
             path.append(child)
-        if path[-1].message is None:
+        removed = path[-1].message
+        if removed is None:
             return
         path[-1].message = None
         self.count -= 1
+        self.bytes -= removed.size
         for depth in range(len(levels), 0, -1):
             node = path[depth]
             if node.message is not None or node.children:

@@ -126,7 +126,12 @@ def _refusal(
     authorizer = broker.authorizer
     # A shared subscription reads its filter's topics: that is what the ACL decides.
     if authorizer is not None and not authorizer.can_subscribe(connection, checked):
-        log.info("%s: subscription to %r not authorized", connection.name, topic_filter)
+        log.info(
+            "%s: subscription to %r not authorized",
+            connection.name,
+            topic_filter,
+            extra=connection.log_fields("subscription not authorized"),
+        )
         # 0x80, not 0x87: what the ACL holds is not the client's business (and
         # the Paho interoperability suite expects exactly this answer).
         return ReasonCode.UNSPECIFIED_ERROR

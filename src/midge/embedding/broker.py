@@ -30,6 +30,7 @@ from midge import __version__, compiled
 from midge.broker.broker import Broker as Core
 from midge.broker.closing import CloseReason
 from midge.broker.config import BrokerConfig, ListenerConfig, load_config, prepare_data_dir
+from midge.broker.internal import API_LISTENER, INTERNAL_LISTENER
 from midge.broker.listeners import start_listener
 from midge.broker.views import (
     ClientInfo,
@@ -66,8 +67,8 @@ class ListenerAddress:
 
     host: str
     port: int
-    transport: str  # tcp, tls, ws or wss
-    label: str  # how the log names it: mqtt, mqtt+tls, mqtt+ws, mqtt+wss
+    transport: str  # tcp, tls, ws or wss; http or https (the HTTP API)
+    label: str  # how the log names it: mqtt, mqtt+tls, mqtt+ws, mqtt+wss, http, https
 
 
 def open_store(config: BrokerConfig) -> Store:
@@ -207,18 +208,23 @@ class Broker:
             self._store = None
 
     def _note_listening(self, server: asyncio.Server, listener: ListenerConfig) -> None:
-        build = "compiled with mypyc" if compiled() else "pure Python"
         for sock in server.sockets:
             host, port = sock.getsockname()[:2]
-            self._listeners.append(ListenerAddress(host, port, listener.transport, listener.label))
-            log.info(
-                "midge %s (%s) listening on %s:%d (%s)",
-                __version__,
-                build,
-                host,
-                port,
-                listener.label,
-            )
+            self._note_bound(ListenerAddress(host, port, listener.transport, listener.label))
+
+    def _note_bound(self, address: ListenerAddress) -> None:
+        """A listener is bound (an MQTT one, or a service's such as the HTTP API's):
+        it joins `listeners` and the log says so, in the line tests and tools wait for."""
+        self._listeners.append(address)
+        build = "compiled with mypyc" if compiled() else "pure Python"
+        log.info(
+            "midge %s (%s) listening on %s:%d (%s)",
+            __version__,
+            build,
+            address.host,
+            address.port,
+            address.label,
+        )
 
     @property
     def listeners(self) -> tuple[ListenerAddress, ...]:
@@ -243,16 +249,20 @@ class Broker:
 
     # ---------------------------------------------------- in-process clients
 
-    def client(self, client_id: str = "", **options: Any) -> Client:
+    def client(self, client_id: str = "", *, trusted: bool = True, **options: Any) -> Client:
         """A `midge.client.Client` connected in-process (no socket), not yet
         connected: `async with broker.client("app") as client:`. Any Client
         option applies (protocol_version, clean_session, will, ...). It logs in
-        without credentials and the ACL does not apply to it."""
+        without credentials and the ACL does not apply to it. With
+        `trusted=False` (the HTTP API's publishers) it still logs in without a
+        password, but the ACL applies to it under its `username` option, as to
+        a network client of that user."""
         self._started()
         loop = asyncio.get_running_loop()
+        listener = INTERNAL_LISTENER if trusted else API_LISTENER
 
         async def open_stream() -> Streams:
-            pipe = Pipe(self._started(), loop)
+            pipe = Pipe(self._started(), loop, listener)
             return pipe.reader, pipe.writer
 
         options.setdefault("protocol_version", PROTOCOL_MQTT_5)
@@ -338,3 +348,29 @@ class Broker:
         core.close_connection(connection, CloseReason.ADMINISTRATIVE)
         core.flush()
         return True
+
+    async def delete_session(self, client_id: str) -> bool:
+        """Discard a session, online or offline, with its subscriptions and queued
+        messages (removed from the store too). A connected client is disconnected
+        first as by `disconnect` (DISCONNECT 0x98, its will published). False if
+        there was no such session."""
+        core = self._started()
+        session = core.sessions.get(client_id)
+        if session is None:
+            return False
+        core.now = asyncio.get_running_loop().time()
+        connection = core.connections.get(client_id)
+        if connection is not None:
+            core.close_connection(connection, CloseReason.ADMINISTRATIVE)
+        if core.sessions.get(client_id) is session:  # a clean session is gone already
+            core.discard_session(session)
+        core.flush()
+        return True
+
+    def reload_services(self) -> None:
+        """SIGHUP (`midge serve`): services that read files (the HTTP API's
+        api_key_file) read them again; a broken file keeps the old contents."""
+        for service in self._services:
+            reload = getattr(service, "reload", None)
+            if reload is not None:
+                reload()

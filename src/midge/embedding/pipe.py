@@ -22,6 +22,7 @@ from midge.broker.internal import INTERNAL_LISTENER
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
+    from midge.broker.config import ListenerConfig
     from midge.broker.connection import Connection
 
 BUFFER_LIMIT = 256 * 1024  # client bytes held while the broker does not read
@@ -33,7 +34,13 @@ _numbers = itertools.count(1)
 class Pipe:
     """One in-process connection: both ends and what waits between them."""
 
-    def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        loop: asyncio.AbstractEventLoop,
+        listener: ListenerConfig = INTERNAL_LISTENER,
+    ) -> None:
+        """`listener`: INTERNAL_LISTENER (trusted) or API_LISTENER (the ACL applies)."""
         self.loop = loop
         self.name = ("in-process", next(_numbers))
         self.reader = asyncio.StreamReader(limit=READER_LIMIT, loop=loop)
@@ -46,7 +53,7 @@ class Pipe:
         self.writing_paused = False
         self.closed = False
         self.connection: Connection = broker.connection_made(
-            BrokerTransport(self), f"in-process:{self.name[1]}", loop.time(), INTERNAL_LISTENER
+            BrokerTransport(self), f"in-process:{self.name[1]}", loop.time(), listener
         )
 
     # --------------------------------------------------- client -> broker

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from midge.embedding.sys_service import SysService
+
 if TYPE_CHECKING:
     from midge.broker.config import BrokerConfig
     from midge.embedding.broker import Broker
@@ -26,4 +28,10 @@ class Service(Protocol):
 def services_for(config: BrokerConfig) -> list[Service]:
     """The services `config` turns on, in start order."""
     services: list[Service] = []
+    if config.sys_interval > 0:  # $SYS/broker/... (sys_service.py)
+        services.append(SysService(config.sys_interval))
+    if config.http_listeners():  # the HTTP API and /metrics; aiohttp is imported only then
+        from midge.http.service import HttpService  # noqa: PLC0415
+
+        services.append(HttpService(config))
     return services

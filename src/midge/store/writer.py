@@ -17,10 +17,13 @@ stored.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
+from typing import Final
 
 from midge.store.base import Operation, Store, StoreError
 
@@ -35,6 +38,22 @@ RETRY_SECONDS = 1.0
 # per message, 6% more messages per second; 1.5 ms gained nothing more). An
 # idle broker (one batch at a time) commits at once.
 LINGER_SECONDS = 0.0005
+# Upper bounds (seconds) of the commit latency histogram's buckets; a last
+# bucket, beyond them all, takes the rest (Prometheus's +Inf).
+COMMIT_LATENCY_BOUNDS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 
 _Batch = tuple[int, list[Operation]]
 
@@ -56,8 +75,19 @@ class GroupCommitWriter:
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._run, name="midge-store", daemon=True)
-        self.commits = 0
-        self.operations = 0
+        # Counters, written by the writer thread and read from anywhere (plain ints).
+        self.commits = 0  # transactions committed
+        self.operations = 0  # store operations in them
+        self.commit_seconds_total = 0.0  # time spent committing (store.apply), in all
+        # Commits per latency bucket: index i counts those up to COMMIT_LATENCY_BOUNDS[i]
+        # (and above the bound before it); the last index those above every bound.
+        # Not cumulative: /metrics adds them up.
+        self.commit_latency_buckets = [0] * (len(COMMIT_LATENCY_BOUNDS) + 1)
+
+    @property
+    def commit_count(self) -> int:
+        """Commits timed in `commit_seconds_total` (every commit: `commits`)."""
+        return self.commits
 
     def start(self, on_commit: Callable[[int], None]) -> None:
         """Begin committing; `on_commit(epoch)` hears of every committed batch."""
@@ -85,8 +115,12 @@ class GroupCommitWriter:
             loaded = len(batches) > 1
             if batches:
                 operations = [op for _, ops in batches for op in ops]
+                started = time.perf_counter()
                 if not self._commit(operations):
                     return  # gave up at shutdown: report no commit that did not happen
+                took = time.perf_counter() - started
+                self.commit_seconds_total += took
+                self.commit_latency_buckets[bisect.bisect_left(COMMIT_LATENCY_BOUNDS, took)] += 1
                 self.commits += 1
                 self.operations += len(operations)
                 if self._hand_over is None:

@@ -127,6 +127,7 @@ GLOBAL_RULES: dict[str, Rule] = {
     "max_queued_messages": _count("max_queued_messages"),
     "max_queued_bytes": _count("max_queued_bytes"),
     "max_keepalive": _keepalive,
+    "sys_interval": _count("sys_interval"),  # seconds; 0 turns $SYS off in both
     "max_packet_size": _packet_size,
     "persistent_client_expiration": _expiration,
     "queue_qos0_messages": _boolean("queue_qos0_messages"),
@@ -200,7 +201,6 @@ GLOBAL_RULES: dict[str, Rule] = {
         "Midge does not switch users: start it as the user it should run as "
         "(systemd: User= or DynamicUser=, see contrib/systemd)"
     ),
-    "sys_interval": _never("Midge has no sys_interval key"),
     "websockets_log_level": _never("Midge's WebSocket listeners log through log_level"),
     "websockets_headers_size": _never(
         "no equivalent: Midge's WebSocket listeners use the websockets library's header limits"

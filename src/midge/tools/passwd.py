@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import getpass
 import hashlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from midge.scram import format_credential, make_credential
+from midge.tools.files import replace_lines
 
 ITERATIONS = 101  # what mosquitto_passwd 2.0 uses
 SALT_BYTES = 12
@@ -139,20 +138,8 @@ def _find(lines: list[str], username: str) -> int | None:
 
 
 def _write(path: Path, lines: list[str]) -> None:
-    """Replace `path` atomically: a temporary file in the same folder, renamed over it."""
-    text = "".join(f"{line}\n" for line in lines)
+    """Replace `path` atomically, mode {FILE_MODE:o} (see tools/files.py)."""
     try:
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        replace_lines(path, lines, FILE_MODE)
     except OSError as exc:
-        raise PasswdError(f"cannot write beside {path}: {exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            os.fchmod(file.fileno(), FILE_MODE)
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise PasswdError(f"cannot write {path}: {exc}") from None
+        raise PasswdError(str(exc)) from None
