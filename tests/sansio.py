@@ -17,6 +17,11 @@ test modules import it as `from sansio import ...`, like tests/brokers.py.
 
 from __future__ import annotations
 
+import atexit
+import itertools
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -27,6 +32,7 @@ from midge.broker.broker import Broker
 from midge.broker.config import BrokerConfig
 from midge.broker.connection import Connection
 from midge.broker.persistence import Committer
+from midge.cluster.store import RedisStore
 from midge.protocol.codec import decode_all, encode
 from midge.protocol.packets import (
     PROTOCOL_MQTT_3_1_1,
@@ -49,14 +55,38 @@ from midge.protocol.properties import Properties
 from midge.store.base import Store
 from midge.store.memory import MemoryStore
 from midge.store.sqlite import SQLiteStore
+from redis_server import RedisServer
 
 START = 1000.0  # the clock of every harness starts here; tests use offsets from it
 WALL_START = 1_700_000_000.0  # and the wall clock of a harness that has its own (see Harness)
 
-STORE_KINDS = ("memory", "sqlite")
+STORE_KINDS = ("memory", "sqlite", "redis")
+REDIS_NODE = "n1"  # the cluster node name of a "redis" StoreBox
 
 
 # ------------------------------------------------------------------ stores
+
+_redis: RedisServer | None = None
+_redis_prefixes = itertools.count(1)
+
+
+def shared_redis() -> RedisServer:
+    """The redis-server of every "redis" StoreBox of this process: started by
+    the first (skipping the test where Redis is not installed, see
+    require_redis), stopped at exit. Boxes keep apart by key prefix."""
+    global _redis  # noqa: PLW0603 - one server per process, started lazily
+    if _redis is None:
+        folder = Path(tempfile.mkdtemp(prefix="sansio-redis-"))
+        server = RedisServer(folder).start()
+        atexit.register(shutil.rmtree, folder, True)
+        atexit.register(server.stop)  # runs first: the folder goes after the server
+        _redis = server
+    return _redis
+
+
+def fresh_redis_prefix() -> str:
+    """A Redis key prefix no other store of this process uses."""
+    return f"box{os.getpid()}x{next(_redis_prefixes)}"
 
 
 class StoreBox:
@@ -65,18 +95,22 @@ class StoreBox:
     def __init__(self, kind: str, path: Path) -> None:
         self.kind = kind
         self.path = path
+        self.redis_prefix = fresh_redis_prefix() if kind == "redis" else ""
         self.store: Store = self._open()
 
     def _open(self) -> Store:
         if self.kind == "memory":
             return MemoryStore()
+        if self.kind == "redis":
+            return RedisStore.open(shared_redis().url, REDIS_NODE, self.redis_prefix)
         return SQLiteStore(self.path)
 
     def reopen(self) -> Store:
-        """The memory store lives on in the process; the SQLite file is closed and reopened."""
-        if self.kind == "sqlite":
+        """The memory store lives on in the process; the SQLite file, or the
+        connection to Redis, is closed and opened again."""
+        if self.kind != "memory":
             self.store.close()
-            self.store = SQLiteStore(self.path)
+            self.store = self._open()
         return self.store
 
     def close(self) -> None:

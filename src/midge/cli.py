@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="TOML config file; flags override it")
     serve.add_argument("--data-dir", metavar="DIR", help="where the broker keeps its data")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    serve.add_argument(
+        "--cluster", metavar="URL", help="join the cluster on this Redis (redis://HOST:PORT/DB)"
+    )
+    serve.add_argument("--node-name", metavar="NAME", help="this node's name (default: host name)")
+    serve.add_argument(
+        "--cluster-prefix", metavar="PREFIX", help="Redis key prefix (default midge)"
+    )
     config = commands.add_parser("config", help="configuration tools: import a mosquitto.conf")
     add_config_arguments(config)
     bench = commands.add_parser("bench", help="load-test a broker; compare Midge with Mosquitto")
@@ -65,6 +72,9 @@ def serve_command(args: argparse.Namespace) -> int:
             port=args.port,
             data_dir=args.data_dir,
             log_level=args.log_level,
+            cluster_url=args.cluster,
+            node_name=args.node_name,
+            cluster_prefix=args.cluster_prefix,
         )
     except ConfigError as exc:
         return config_error(exc)

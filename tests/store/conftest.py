@@ -1,10 +1,12 @@
-"""Fixtures of the store tests: both stores, and the sans-IO broker over a store.
+"""Fixtures of the store tests: every kind of store, and the sans-IO broker over one.
 
-`store_kind` / `make_store` give the contract suite one store of each kind.
+`store_kind` / `make_store` give the suites one store of each kind (memory,
+SQLite, the cluster's Redis store on a redis-server of tests/sansio.py's).
 `make_node` gives a `Harness` of tests/sansio.py over a fresh store, with its
 own wall clock (`node.wall`, for session expiry) besides the monotonic `now`;
 `node.restart()` builds a new broker from what the store's `load()` returns,
-as a restarted process would (the SQLite file is closed and opened again).
+as a restarted process would (the SQLite file, or the connection to Redis,
+is closed and opened again).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The sans-IO broker over a store: what survives a restart, and when acks go out.
 
-A "restart" builds a new Broker from `store.load()` (the SQLite file closed
-and reopened), as the server does at start; by default the old broker just
-vanishes, as in a crash. Every test runs over both stores.
+A "restart" builds a new Broker from `store.load()` (the SQLite file, or the
+connection to Redis, closed and reopened), as the server does at start; by
+default the old broker just vanishes, as in a crash. Every test runs over
+every kind of store.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from midge.cluster.store import RedisStore
 from midge.message import Message
 from midge.protocol.packets import (
     ConnAck,
@@ -413,9 +415,19 @@ def test_qos1_delivery_goes_out_before_the_commit_and_an_early_ack_is_never_writ
     statements: list[str] = []
     if isinstance(store, SQLiteStore):
         store._db.set_trace_callback(statements.append)
+    commands = redis_commands(store)
     recorder.commit()
     assert pub.received() == [PubAck(5)]
     assert statements == []  # the message was never written: not even a transaction
+    if isinstance(store, RedisStore):  # nor a command, let alone a pipeline
+        assert redis_commands(store) == commands + 1  # only the INFO of the first count
+
+
+def redis_commands(store: Store) -> int:
+    """The commands the Redis under a RedisStore ran (each count is one more); 0 for others."""
+    if not isinstance(store, RedisStore):
+        return 0
+    return int(store.client.info("stats")["total_commands_processed"])
 
 
 def test_qos0_to_a_clean_subscriber_is_written_at_once(make_node: MakeNode) -> None:

@@ -1,7 +1,8 @@
-"""The Store contract, one suite over MemoryStore and SQLiteStore; then SQLite alone.
+"""The Store contract, one suite over every kind of store (MemoryStore,
+SQLiteStore, the cluster's RedisStore); then SQLite alone.
 
 Every operation type is applied and read back with `load()`; whatever one
-store returns, the other must return too (the random-sequence test checks
+store returns, the others must return too (the random-sequence tests check
 that directly).
 """
 
@@ -41,19 +42,16 @@ from midge.store.base import (
 )
 from midge.store.memory import MemoryStore
 from midge.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from sansio import STORE_KINDS, StoreBox
 
 T = 1_700_000_000.25  # a wall-clock instant
 
 
-def _open(kind: str, path: Path) -> Store:
-    return MemoryStore() if kind == "memory" else SQLiteStore(path)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened = _open(request.param, tmp_path / "m.db")
-    yield opened
-    opened.close()
+    box = StoreBox(request.param, tmp_path / "m.db")
+    yield box.store
+    box.close()
 
 
 def sessions(state: StoredState) -> dict[str, StoredSession]:
@@ -513,6 +511,33 @@ def test_memory_and_sqlite_load_the_same_after_the_same_operations(
                 )
         finally:
             disk.close()
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(batches=st.lists(st.tuples(st.lists(operations, max_size=10), st.booleans()), max_size=8))
+def test_memory_and_redis_load_the_same_after_the_same_operations(
+    batches: list[tuple[list[Operation], bool]],
+) -> None:
+    """The cluster's store too; and a batch applied twice (the writer's retry
+    after a failure, which may have written any part of it) is applied once."""
+    memory, box = MemoryStore(), StoreBox("redis", Path("unused"))
+    try:
+        fixed = as_the_broker_writes([batch for batch, _ in batches])
+        for batch, (_, again) in zip(fixed, batches, strict=True):
+            memory.apply(batch)
+            box.store.apply(batch)
+            if again:
+                box.store.apply(batch)
+            assert normalized(memory.load()) == normalized(box.store.load())
+        # What Redis has, a new connection (a restarted node) loads unchanged.
+        expected = normalized(box.store.load())
+        assert normalized(box.reopen().load()) == expected
+    finally:
+        box.close()
 
 
 # ----------------------------------------------------------- SQLite alone

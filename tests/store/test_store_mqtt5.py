@@ -1,4 +1,4 @@
-"""MQTT 5.0 in the store: every field kept, over both stores, and schema 3.
+"""MQTT 5.0 in the store: every field kept, over every kind of store, and schema 3.
 
 A message's properties and expiry wherever a message is stored (outbound rows
 queued and in flight, shared fan-out rows, pending releases, retained), a
@@ -31,8 +31,8 @@ from midge.store.base import (
     StoreError,
     SubscriptionSet,
 )
-from midge.store.memory import MemoryStore
 from midge.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from sansio import STORE_KINDS, StoreBox
 
 T = 1_700_000_000.25  # a wall-clock instant
 NEVER = 0xFFFF_FFFF  # Session Expiry Interval: the session never expires
@@ -51,15 +51,16 @@ def message5(topic: str = "t/5", qos: int = 1, retain: bool = False) -> Message:
     return Message(topic, b"\x00payload", qos, retain, PROPERTIES, T + 60.5)
 
 
-def open_store(kind: str, path: Path) -> Store:
-    return MemoryStore() if kind == "memory" else SQLiteStore(path)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(request.param, tmp_path / "m.db")
+@pytest.fixture(params=STORE_KINDS)
+def box(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreBox]:
+    opened = StoreBox(request.param, tmp_path / "m.db")
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def store(box: StoreBox) -> Store:
+    return box.store
 
 
 def session_of(store: Store, client_id: str) -> StoredSession:
@@ -67,19 +68,16 @@ def session_of(store: Store, client_id: str) -> StoredSession:
     return session
 
 
-def reopened(store: Store, tmp_path: Path) -> Store:
-    """The same SQLite file opened again (what a restart reads); memory as it is."""
-    if isinstance(store, MemoryStore):
-        return store
-    store.close()
-    return SQLiteStore(tmp_path / "m.db")
+def reopened(box: StoreBox) -> Store:
+    """The store opened again (what a restart reads); memory as it is."""
+    return box.reopen()
 
 
-# ------------------------------------------------------------ both stores
+# ------------------------------------------------------------ every store
 
 
 def test_message_properties_and_expiry_round_trip_wherever_stored(
-    store: Store, tmp_path: Path
+    store: Store, box: StoreBox
 ) -> None:
     queued, in_flight = message5("q"), message5("f", qos=2)
     held, kept = message5("held", qos=2, retain=True), message5("kept", retain=True)
@@ -93,7 +91,7 @@ def test_message_properties_and_expiry_round_trip_wherever_stored(
         ]
     )
     store.apply([OutboundSent("a", 1, 7, 2)])  # PUBREC: the row keeps its message
-    store = reopened(store, tmp_path)
+    store = reopened(box)
     try:
         session = session_of(store, "a")
         assert session.outbound == [OutboundRow(1, in_flight, 7, 2), OutboundRow(2, queued)]
@@ -108,13 +106,13 @@ def test_message_properties_and_expiry_round_trip_wherever_stored(
         store.close()
 
 
-def test_shared_fan_out_rows_keep_properties_and_expiry(store: Store, tmp_path: Path) -> None:
+def test_shared_fan_out_rows_keep_properties_and_expiry(store: Store, box: StoreBox) -> None:
     message = message5("fan/out")
     clients = ["a", "b", "c"]
     store.apply(
         [*[SessionSaved(c) for c in clients], *[OutboundAdded(c, 1, message) for c in clients]]
     )
-    store = reopened(store, tmp_path)
+    store = reopened(box)
     try:
         for client_id in clients:
             assert session_of(store, client_id).outbound == [OutboundRow(1, message)]
@@ -131,10 +129,10 @@ def test_shared_fan_out_rows_keep_properties_and_expiry(store: Store, tmp_path: 
     ],
     ids=["properties", "expiry", "one-user-property"],
 )
-def test_either_field_alone_round_trips(store: Store, tmp_path: Path, message: Message) -> None:
+def test_either_field_alone_round_trips(store: Store, box: StoreBox, message: Message) -> None:
     kept = message.with_delivery(message.qos, True)  # as the broker keeps a retained one
     store.apply([SessionSaved("a"), OutboundAdded("a", 1, message), RetainedSet(kept)])
-    store = reopened(store, tmp_path)
+    store = reopened(box)
     try:
         assert session_of(store, "a").outbound == [OutboundRow(1, message)]
         assert store.load().retained == [kept]
@@ -142,7 +140,7 @@ def test_either_field_alone_round_trips(store: Store, tmp_path: Path, message: M
         store.close()
 
 
-def test_every_property_a_publish_may_carry_round_trips(store: Store, tmp_path: Path) -> None:
+def test_every_property_a_publish_may_carry_round_trips(store: Store, box: StoreBox) -> None:
     everything = Properties(
         payload_format_indicator=0,
         message_expiry_interval=NEVER,
@@ -155,16 +153,16 @@ def test_every_property_a_publish_may_carry_round_trips(store: Store, tmp_path: 
     )
     message = Message("t", b"", 0, False, everything, None)
     store.apply([SessionSaved("a"), OutboundAdded("a", 1, message)])
-    store = reopened(store, tmp_path)
+    store = reopened(box)
     try:
         assert session_of(store, "a").outbound[0].message.properties == everything
     finally:
         store.close()
 
 
-def test_session_expiry_interval_round_trips_and_changes(store: Store, tmp_path: Path) -> None:
+def test_session_expiry_interval_round_trips_and_changes(store: Store, box: StoreBox) -> None:
     store.apply([SessionSaved("v3"), SessionSaved("v5", None, 3600), SessionSaved("w", T, NEVER)])
-    store = reopened(store, tmp_path)
+    store = reopened(box)
     try:
         loaded = {s.client_id: s.expiry_interval for s in store.load().sessions}
         assert loaded == {"v3": None, "v5": 3600, "w": NEVER}
@@ -182,9 +180,9 @@ PACKED = 2 | 4 | 8 | (2 << 4) | (268_435_455 << 8)  # QoS 2, NL, RAP, RH 2, id m
 
 
 @pytest.mark.parametrize("options", [0, 2, PACKED, 2**36])
-def test_packed_subscription_options_round_trip(store: Store, tmp_path: Path, options: int) -> None:
+def test_packed_subscription_options_round_trip(store: Store, box: StoreBox, options: int) -> None:
     store.apply([SessionSaved("a"), SubscriptionSet("a", "x/#", options)])
-    store = reopened(store, tmp_path)
+    store = reopened(box)
     try:
         assert session_of(store, "a").subscriptions == {"x/#": options}
     finally:

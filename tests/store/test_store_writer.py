@@ -26,9 +26,8 @@ from midge.store.base import (
     StoredState,
     StoreError,
 )
-from midge.store.memory import MemoryStore
-from midge.store.sqlite import SQLiteStore
 from midge.store.writer import GroupCommitWriter
+from sansio import STORE_KINDS, StoreBox
 
 WAIT = 5.0  # seconds; only ever reached when a test is about to fail
 
@@ -90,9 +89,9 @@ def op(n: int) -> Operation:
     return OutboundAdded("c", n, Message(f"t/{n}", n.to_bytes(4, "big"), 1))
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=STORE_KINDS)
 def inner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    store: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "w.db")
+    store = StoreBox(request.param, tmp_path / "w.db").store
     store.apply([SessionSaved("c")])
     yield store
     store.close()

@@ -58,6 +58,8 @@ from midge.store.base import (
 )
 
 if TYPE_CHECKING:
+    from midge.broker.clustered import Claims
+    from midge.cluster.routes import LocalRoutes
     from midge.embedding.hooks import EventHooks
 
 log = logging.getLogger("midge.broker")
@@ -65,7 +67,7 @@ log = logging.getLogger("midge.broker")
 KEEP_ALIVE_GRACE = 1.5  # a client is gone after 1.5 x keep-alive of silence [MQTT-3.1.2-24]
 EXPIRY_CHECK_SECONDS = 60.0  # how often abandoned persistent sessions are looked for
 # Where the connect timeout still runs: no CONNACK 0 yet.
-_BEFORE_CONNACK = frozenset({State.AWAITING_CONNECT, State.AUTHENTICATING})
+_BEFORE_CONNACK = frozenset({State.AWAITING_CONNECT, State.AUTHENTICATING, State.CLAIMING})
 MIN_EXPIRY_RECHECK = 0.01  # seconds: a session due right now is looked at again this soon
 
 
@@ -147,6 +149,14 @@ class Broker:
             self.events,
         )
         self.subscriptions = self.delivery.subscriptions
+        # The cluster's count of this node's subscribers per filter
+        # (cluster/routes.py); None: a lone broker.
+        self.routes: LocalRoutes | None = None
+        # Who claims client ids this node has no session for (broker/clustered.py).
+        self.claims: Claims | None = None
+        # Generated client ids start so; a cluster node makes its own unique
+        # across nodes and runs (cluster/node.py).
+        self.client_id_prefix = "midge-auto-"
         self.wills = DelayedWills(self._publish_will)
         self.retained = self.delivery.retained
         self._default_listener = config.effective_listeners()[0]
@@ -158,7 +168,7 @@ class Broker:
             session = restore_session(stored, now_wall)
             self.sessions[session.client_id] = session
             for topic_filter, qos in session.subscriptions.items():
-                self._index(topic_filter, session.client_id, qos)
+                self.index_subscription(topic_filter, session.client_id, qos)
         for message in state.retained:
             self.retained.set(message)
         self.expire_sessions(now_wall)
@@ -362,7 +372,7 @@ class Broker:
     def new_client_id(self) -> str:
         """A unique id for a client that sent an empty one [MQTT-3.1.3-6]."""
         while True:
-            client_id = f"midge-auto-{next(self._client_numbers)}"
+            client_id = f"{self.client_id_prefix}{next(self._client_numbers)}"
             if client_id not in self.sessions:
                 return client_id
 
@@ -461,7 +471,7 @@ class Broker:
         self.wills.release(session.client_id)  # the session ends: a waiting will goes out
         if session.has_subscriptions():
             for topic_filter in session.subscriptions:
-                self._unindex(topic_filter, session.client_id)
+                self.unindex_subscription(topic_filter, session.client_id)
         if self.authorizer is not None:
             self.authorizer.forget(session.client_id)
         if self.sessions.get(session.client_id) is session:
@@ -510,28 +520,32 @@ class Broker:
     def subscribe(self, session: Session, topic_filter: str, options: int) -> None:
         """Add or replace one subscription; `options` as subscribing.py packs them."""
         session.subscriptions[topic_filter] = options
-        self._index(topic_filter, session.client_id, options)
+        self.index_subscription(topic_filter, session.client_id, options)
         if session.persistent:
             self.persistence.record(SubscriptionSet(session.client_id, topic_filter, options))
 
-    def _index(self, topic_filter: str, client_id: str, options: int) -> None:
+    def index_subscription(self, topic_filter: str, client_id: str, options: int) -> None:
         """Make a subscription findable: shared ones have an index of their own."""
         if topic_filter.startswith(SHARE_PREFIX):
             self.delivery.shared.add(topic_filter, client_id, options)
         else:
             self.subscriptions.add(topic_filter, client_id, options)
+        if self.routes is not None:
+            self.routes.added(topic_filter)
 
-    def _unindex(self, topic_filter: str, client_id: str) -> None:
+    def unindex_subscription(self, topic_filter: str, client_id: str) -> None:
         if topic_filter.startswith(SHARE_PREFIX):
             self.delivery.shared.remove(topic_filter, client_id)
         else:
             self.subscriptions.remove(topic_filter, client_id)
+        if self.routes is not None:
+            self.routes.removed(topic_filter)
 
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         """Remove one subscription; False if there was none."""
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
-        self._unindex(topic_filter, session.client_id)
+        self.unindex_subscription(topic_filter, session.client_id)
         if session.persistent:
             self.persistence.record(SubscriptionDeleted(session.client_id, topic_filter))
         return True

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from midge.cluster.config import ClusterConfig, cluster_from_table
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 QOS2_DELIVERY_MODES = ("on_publish", "on_release")
@@ -254,6 +256,9 @@ class BrokerConfig:
     # Which member of a shared subscription ($share/group/filter) gets a message:
     # "round_robin", "random", "hash_client" (by publisher) or "hash_topic".
     shared_subscription_policy: str = "round_robin"
+    # Nodes clustered on Redis (`[cluster]`, docs/cluster.md); None: a lone broker
+    # with its own store. A node keeps its sessions and retained messages in Redis.
+    cluster: ClusterConfig | None = None
 
     def validate(self) -> BrokerConfig:
         """This config, or ConfigError listing every impossible value."""
@@ -271,6 +276,8 @@ class BrokerConfig:
         self._file_problems(check)
         for index, listener in enumerate(self.listeners):
             check.problems.extend(listener.problems(f"listeners[{index}]"))
+        if self.cluster is not None:
+            check.problems.extend(self.cluster.problems())
         return check.problems
 
     def _core_problems(self, check: _Checker) -> None:
@@ -343,7 +350,7 @@ class BrokerConfig:
             path = getattr(self, key)
             if path:
                 check(Path(path).is_file(), key, _not_found(path))
-        if self.store == "sqlite":
+        if self.store == "sqlite" and self.cluster is None:
             parent = Path(self.data_dir).absolute().parent
             check(parent.is_dir(), "data_dir", _missing_parent(self.data_dir))
 
@@ -357,6 +364,9 @@ class BrokerConfig:
 
     def _overridden(self, changes: Mapping[str, Any], problems: list[str]) -> BrokerConfig:
         given = {key: value for key, value in changes.items() if value is not None}
+        flags = [given.pop(key, None) for key in ("cluster_url", "node_name", "cluster_prefix")]
+        if any(flag is not None for flag in flags):
+            given["cluster"] = (self.cluster or ClusterConfig()).with_flags(*flags)
         first = next((i for i, item in enumerate(self.listeners) if not item.http), None)
         if first is not None:
             moved = {key: given.pop(key) for key in ("host", "port") if key in given}
@@ -434,7 +444,7 @@ def prepare_data_dir(config: BrokerConfig) -> None:
     ConfigError names the missing parent or what stops the folder's use. A
     memory store keeps no file, so it needs no folder.
     """
-    if config.store == "memory":
+    if config.store == "memory" or config.cluster is not None:
         return
     path = Path(config.data_dir).absolute()
     if path.is_dir():
@@ -583,6 +593,12 @@ def _typed(
                 value if isinstance(value, tuple) else _listeners(value, source, problems, folder)
             )
             values[key] = listeners
+            continue
+        if key == "cluster":
+            if isinstance(value, ClusterConfig):
+                values[key] = value
+            else:
+                values[key] = cluster_from_table(value, source, problems)
             continue
         problem = _type_problem(BrokerConfig(), key, value, source, key)
         if problem:

@@ -161,8 +161,44 @@ def _accept(
 ) -> None:
     """CONNACK 0: the session taken over or resumed, and what it held sent again.
     `auth` is the enhanced authentication's method and last data; `username`
-    who it proved the client to be."""
+    who it proved the client to be. In a cluster, a client id this node has
+    no session for is claimed first (broker/clustered.py)."""
     client_id = packet.client_id or broker.new_client_id()
+    if broker.claims is not None and client_id not in broker.sessions:
+        connection.await_claim(PendingClaim(packet, client_id, auth, username))
+        broker.claims.claim(connection, client_id)
+        return
+    accept_session(broker, connection, packet, client_id, now, auth, username)
+
+
+class PendingClaim:
+    """What a CONNECT waiting for its client id needs to go on."""
+
+    __slots__ = ("auth", "client_id", "packet", "username")
+
+    def __init__(
+        self,
+        packet: Connect,
+        client_id: str,
+        auth: tuple[str, bytes | None] | None,
+        username: str | None,
+    ) -> None:
+        self.packet = packet
+        self.client_id = client_id
+        self.auth = auth
+        self.username = username
+
+
+def accept_session(
+    broker: Broker,
+    connection: Connection,
+    packet: Connect,
+    client_id: str,
+    now: float,
+    auth: tuple[str, bytes | None] | None,
+    username: str | None,
+) -> None:
+    """The rest of `_accept`, for a client id this node may serve."""
     previous = broker.connections.get(client_id)
     if previous is not None:
         # One connection per client id: the newcomer takes over [MQTT-3.1.4-2].
@@ -412,4 +448,20 @@ def _attach(
         broker.schedule_timer(connection, now + 1.5 * connection.keep_alive)
 
 
-__all__ = ["SESSION_NEVER_EXPIRES", "answer_connect", "handle_connect", "refusal_name"]
+def refuse_claim(broker: Broker, connection: Connection, detail: str) -> None:
+    """The cluster could not give this node the client id: CONNACK 3 / 0x88
+    (Server unavailable), which a client retries."""
+    pending = connection.pending_claim
+    assert isinstance(pending, PendingClaim)
+    _refuse(broker, connection, pending.packet, ConnectReturnCode.SERVER_UNAVAILABLE, detail)
+
+
+__all__ = [
+    "SESSION_NEVER_EXPIRES",
+    "PendingClaim",
+    "accept_session",
+    "answer_connect",
+    "handle_connect",
+    "refusal_name",
+    "refuse_claim",
+]

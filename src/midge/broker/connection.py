@@ -101,6 +101,9 @@ class State(Enum):
     # A 5.0 CONNECT started enhanced authentication: only AUTH (or DISCONNECT)
     # may come until the exchange ends in CONNACK.
     AUTHENTICATING = "authenticating"
+    # In a cluster, an accepted CONNECT waits while its client id is claimed
+    # from the node that had it (cluster/claims.py); later packets wait too.
+    CLAIMING = "claiming"
     CONNECTED = "connected"
     CLOSED = "closed"
 
@@ -113,10 +116,11 @@ class State(Enum):
 # Where each state may go; anything else is a bug, raised as one.
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.AWAITING_CONNECT: frozenset(
-        {State.THROTTLED, State.AUTHENTICATING, State.CONNECTED, State.CLOSED}
+        {State.THROTTLED, State.AUTHENTICATING, State.CLAIMING, State.CONNECTED, State.CLOSED}
     ),
     State.THROTTLED: frozenset({State.AWAITING_CONNECT, State.CLOSED}),
-    State.AUTHENTICATING: frozenset({State.CONNECTED, State.CLOSED}),
+    State.AUTHENTICATING: frozenset({State.CLAIMING, State.CONNECTED, State.CLOSED}),
+    State.CLAIMING: frozenset({State.CONNECTED, State.CLOSED}),
     State.CONNECTED: frozenset({State.CLOSED}),
     State.CLOSED: frozenset(),
 }
@@ -140,6 +144,7 @@ def check_before_connack(state: State, packet: Packet) -> None:
 # to mypy: a handler may close the connection.
 _CLOSED: State = State.CLOSED
 _THROTTLED: State = State.THROTTLED
+_CLAIMING: State = State.CLAIMING
 
 
 class Connection:
@@ -161,6 +166,7 @@ class Connection:
         "mqtt5",
         "opened_at",
         "outbox",
+        "pending_claim",
         "reading",
         "session",
         "stalled",
@@ -194,6 +200,7 @@ class Connection:
         self.username: str | None = None  # who the client logged in as (ACLs check it)
         # (turn, CONNECT) while THROTTLED: the CONNECT and when it will be answered.
         self.deferred_connect: tuple[float, Connect] | None = None
+        self.pending_claim: object = None  # while CLAIMING (await_claim)
         self.opened_at = now
         self.last_activity = now
         self.state = State.AWAITING_CONNECT
@@ -293,6 +300,12 @@ class Connection:
             self.decoder.version = PROTOCOL_MQTT_5  # AUTH exists in 5.0 only
         self.auth = pending
 
+    def await_claim(self, pending: object) -> None:
+        """Cluster: the accepted CONNECT waits for its client id (`pending` is
+        what finishing it needs: cluster code's business)."""
+        self._move(State.CLAIMING)
+        self.pending_claim = pending
+
     def take_turn(self) -> tuple[float, Connect]:
         """The throttled CONNECT, back to be answered now."""
         assert self.deferred_connect is not None
@@ -351,8 +364,10 @@ class Connection:
 
     def read_packets(self, now: float) -> None:
         """Handle what the decoder holds, as far as the state allows."""
-        if self.state is _THROTTLED and self.decoder.buffered() > THROTTLED_INPUT_LIMIT:
-            self.broker.close_connection(self, CloseReason.THROTTLED_INPUT)
+        state = self.state
+        if state is _THROTTLED or state is _CLAIMING:
+            if self.decoder.buffered() > THROTTLED_INPUT_LIMIT:
+                self.broker.close_connection(self, CloseReason.THROTTLED_INPUT)
             return
         broker = self.broker
         decoder = self.decoder

@@ -48,6 +48,7 @@ from midge.store.base import (
 )
 
 if TYPE_CHECKING:
+    from midge.cluster.forwarding import Forwarder
     from midge.embedding.hooks import EventHooks
 
 log = logging.getLogger("midge.broker")
@@ -64,6 +65,7 @@ class Delivery:
         "events",
         "flow",
         "persistence",
+        "remote",
         "retained",
         "sessions",
         "shared",
@@ -102,6 +104,8 @@ class Delivery:
         self.subscriptions = SubscriptionTrie()
         self.shared = SharedSubscriptions(config.shared_subscription_policy)
         self.retained = RetainedStore()
+        # The cluster's forwarder (cluster/forwarding.py); None: a lone broker.
+        self.remote: Forwarder | None = None
 
     # ------------------------------------------------------------ routing
 
@@ -136,13 +140,34 @@ class Delivery:
                 self.persistence.record(
                     RetainedSet(message) if message.payload else RetainedDeleted(message.topic)
                 )
-        targets = self.subscriptions.match(message.topic)
         shares = self.shared.match(message.topic) if self.shared.groups else None
+        remote = self.remote
+        if remote is not None and not message.topic.startswith(SYS_PREFIX):
+            # A cluster: other nodes get it too; shared subscriptions are decided there.
+            forwarded, here = remote.forward(message, shares)
+            if here:
+                for share_name in here:
+                    self.deliver_shared(share_name, message, origin, now)
+            return self.deliver_plain(message, origin, now) or forwarded or bool(here)
         if shares:
             for share_name in shares:
                 self.deliver_shared(share_name, message, origin, now)
+        return self.deliver_plain(message, origin, now) or bool(shares)
+
+    def deliver_plain(
+        self,
+        message: Message,
+        origin: Connection | None,
+        now: float,
+        skip: frozenset[str] | None = None,
+    ) -> bool:
+        """Deliver to the sessions of this node whose plain (not shared)
+        subscriptions match, but those in `skip`; False when none did."""
+        targets = self.subscriptions.match(message.topic)
         if not targets:
-            return bool(shares)
+            return False
+        if skip:  # a cluster's message for sessions that moved here (cluster/claims.py)
+            targets = {key: value for key, value in targets.items() if key not in skip}
         if self.authorizer is not None:
             # Checked on the concrete topic, per receiver, as Mosquitto does.
             targets = self.authorizer.readers(message.topic, targets, self.connections)

@@ -46,6 +46,7 @@ class Persistence:
         "holding",
         "operations",
         "store",
+        "waiters",
     )
 
     def __init__(
@@ -65,6 +66,9 @@ class Persistence:
         self.committed = 0  # the last batch known to be durable
         self.holding: set[Connection] = set()  # connections with output awaiting a commit
         self._after_release = after_release
+        # (epoch, callback) to call once it is committed: the cluster's inbound
+        # stream acknowledges what it delivered only then. Empty but there.
+        self.waiters: list[tuple[int, Callable[[], None]]] = []
         self.committer = committer if store is not None else None
         if self.committer is not None:
             self.committer.start(self.on_commit)
@@ -122,6 +126,23 @@ class Persistence:
             if not held:
                 self.holding.discard(connection)
         self._after_release()
+        if self.waiters:
+            self._call_waiters()
+
+    def when_committed(self, epoch: int, callback: Callable[[], None]) -> None:
+        """Call `callback()` once batch `epoch` is durable (at once if it is)."""
+        if epoch <= self.committed:
+            callback()
+        else:
+            self.waiters.append((epoch, callback))
+
+    def _call_waiters(self) -> None:
+        committed = self.committed
+        due = [callback for epoch, callback in self.waiters if epoch <= committed]
+        if due:
+            self.waiters = [item for item in self.waiters if item[0] > committed]
+            for callback in due:
+                callback()
 
 
 def restore_session(stored: StoredSession, now_wall: float) -> Session:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from midge import __version__, compiled
 from midge.broker.broker import Broker as Core
@@ -54,6 +54,9 @@ from midge.store.base import Store
 from midge.store.memory import MemoryStore
 from midge.store.sqlite import SQLiteStore
 from midge.store.writer import GroupCommitWriter
+
+if TYPE_CHECKING:
+    from midge.cluster.node import ClusterNode
 
 log = logging.getLogger("midge.server")
 
@@ -102,6 +105,7 @@ class Broker:
         self._core: Core | None = None
         self._store: Store | None = None
         self._writer: GroupCommitWriter | None = None
+        self._cluster: ClusterNode | None = None
         self._timers: TimerDriver | None = None
         self._events: EventHooks | None = None
         self._servers: list[asyncio.Server] = []
@@ -135,9 +139,17 @@ class Broker:
         loop = asyncio.get_running_loop()
         config = self.config
         prepare_data_dir(config)
-        store = self._store = open_store(config)
+        store: Store
+        if config.cluster is not None:
+            # Sessions and retained messages live in Redis (cluster/node.py).
+            from midge.cluster.node import ClusterNode  # noqa: PLC0415
+
+            self._cluster = ClusterNode(config.cluster)
+            store = self._store = await self._cluster.open()
+        else:
+            store = self._store = open_store(config)
         try:
-            state = store.load()
+            state = await asyncio.to_thread(store.load) if self._cluster else store.load()
             # The broker's own state is all a memory store could hold.
             on_disk = not isinstance(store, MemoryStore)
             # A disk store commits on its own thread, so the loop never waits on it.
@@ -154,6 +166,8 @@ class Broker:
             )
             core.clock_offset = core.wall_clock() - loop.time()
             self._timers.start(core)
+            if self._cluster is not None:
+                self._cluster.attach(core)
             core.restore(state)
             log.info(
                 "store: %s; %d sessions, %d retained messages",
@@ -161,6 +175,8 @@ class Broker:
                 len(state.sessions),
                 len(state.retained),
             )
+            if self._cluster is not None:
+                await self._cluster.start()
             for listener in config.effective_listeners():
                 server = await start_listener(core, listener)
                 self._servers.append(server)
@@ -183,6 +199,8 @@ class Broker:
     async def _close(self, log_counts: bool) -> None:
         while self._services:
             await self._services.pop().stop()
+        if self._cluster is not None:
+            await self._cluster.stop_reading()
         core, self._core = self._core, None
         for server in self._servers:
             server.close()
@@ -203,6 +221,9 @@ class Broker:
             if log_counts:
                 commits, operations = writer.commits, writer.operations
                 log.info("store: %d commits of %d operations in all", commits, operations)
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            await cluster.close()
         if self._store is not None:
             self._store.close()
             self._store = None

@@ -145,6 +145,66 @@ class RetainedDeleted:
     topic: str
 
 
+# ------------------------------------------------- cluster operations
+# Only a cluster's store (cluster/store.py) is given these: they ride in the
+# same batches, so a PUBACK or SUBACK waits for them as for a stored row.
+
+
+@dataclass(slots=True, init=False)
+class Forwarded:
+    """`message` goes to cluster node `node`: to its plain subscribers when
+    `plain`, and to one member of each shared subscription in `shares`; or,
+    with a `target`, to that one session only (a relay, cluster/claims.py).
+    `position` is the sender's place in the change log when it routed it."""
+
+    node: str
+    message: Message
+    plain: bool
+    shares: tuple[str, ...]
+    position: bytes
+    target: str
+
+    def __init__(
+        self,
+        node: str,
+        message: Message,
+        plain: bool,
+        shares: tuple[str, ...],
+        position: bytes = b"",
+        target: str = "",
+    ) -> None:
+        self.node = node
+        self.message = message
+        self.plain = plain
+        self.shares = shares
+        self.position = position
+        self.target = target
+
+
+@dataclass(slots=True)
+class SessionReleased:
+    """Another node owns the session now: this one keeps no claim on it
+    (the session's data stays, for the new owner)."""
+
+    client_id: str
+
+
+@dataclass(slots=True)
+class RouteSet:
+    """This node has a subscriber for `topic_filter` (a `$share/...` one too)."""
+
+    node: str
+    topic_filter: str
+
+
+@dataclass(slots=True)
+class RouteDeleted:
+    """This node has no subscriber for `topic_filter` any more."""
+
+    node: str
+    topic_filter: str
+
+
 Operation = (
     SessionSaved
     | SessionDeleted
@@ -157,6 +217,10 @@ Operation = (
     | ReleaseDone
     | RetainedSet
     | RetainedDeleted
+    | Forwarded
+    | SessionReleased
+    | RouteSet
+    | RouteDeleted
 )
 
 

@@ -1,0 +1,255 @@
+"""One client id, one connection, cluster-wide: claims, releases and relays.
+
+Redis keeps, per client id, the node that has it (`Keys.owner`). A CONNECT
+on node B for a client id B has no session for waits (state CLAIMING) while
+B claims it (`ClaimService.claim`):
+
+1. B sets itself as the owner and learns the previous one, A. If A is gone
+   (no heartbeat) or there was none, B loads the session Redis kept and
+   answers the CONNECT (broker/clustered.py `finish_claim`).
+2. Otherwise B first routes the session's filters to itself (*pre-routes*,
+   committed like any route) and notes the change log's end after them, the
+   *cut*: a node that routed a message at or past the cut knew B wants it.
+3. B asks A to let go, on A's control stream, with the cut. A closes the
+   client's connection (its will goes out, as for any take-over), takes the
+   session out of its memory (Redis keeps it, up to date once A's batch
+   commits), waits until its own change log reader has passed the cut (from
+   then on A's own publishes reach B directly), and answers `released`.
+4. B loads the session and answers the CONNECT.
+
+Messages in flight during the hand-over reach the session exactly once:
+
+- a node that routed a message before the cut may have sent it to A only:
+  for a while (`relay_seconds`) A relays such messages of the session's
+  filters to B, marked for that session alone (`Forwarded.target`); B, for
+  its part, does not deliver a message routed before the cut to that
+  session (`cutovers`), since A relays it;
+- B's own publishes while the claim is pending cannot reach the session on
+  B yet: they go to A marked for it, and A delivers or relays them back;
+- a relay that reaches B before the claim ends waits for it (node.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+from redis.exceptions import RedisError
+
+from midge.broker.clustered import fail_claim, finish_claim, release_client
+from midge.broker.shared import SHARE_PREFIX
+from midge.message import Message
+from midge.protocol.topics import topic_matches
+from midge.store.base import Forwarded, StoredSession, StoreError
+
+if TYPE_CHECKING:
+    from midge.broker.connection import Connection
+    from midge.cluster.node import ClusterNode
+
+log = logging.getLogger("midge.cluster")
+
+T = TypeVar("T")
+Position = tuple[int, int]  # a stream entry id, comparable
+START: Position = (0, 0)
+
+
+def position_of(entry_id: bytes) -> Position:
+    """b"1712345678901-3" -> (1712345678901, 3); b"" (none) -> (0, 0)."""
+    if not entry_id:
+        return START
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+def wants(filters: list[str], topic: str) -> bool:
+    return any(topic_matches(item, topic) for item in filters)
+
+
+@dataclass(slots=True)
+class PendingClaim:
+    """B's side, while A lets go."""
+
+    client_id: str
+    previous: str
+    filters: list[str]  # plain filters of the session, pre-routed here
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(slots=True)
+class Relay:
+    """A's side, after letting go: what it passes on to the new owner."""
+
+    node: str
+    filters: list[str]
+    cut: Position
+    until: float  # monotonic
+
+
+class ClaimService:
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+        self.pending: dict[str, PendingClaim] = {}
+        self.relays: dict[str, Relay] = {}
+        self.cutovers: dict[str, tuple[Position, float]] = {}  # client id -> (cut, until)
+        self._answers: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.relay_seconds = max(10.0, 2 * node.config.node_timeout)
+
+    # ------------------------------------------------------------ B's side
+
+    def claim(self, connection: Connection, client_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._claim(connection, client_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _claim(self, connection: Connection, client_id: str) -> None:
+        core = self.node.core
+        assert core is not None
+        try:
+            stored = await self._take(client_id)
+        except (RedisError, OSError, StoreError, TimeoutError) as exc:
+            self._forget_pending(client_id)
+            fail_claim(core, connection, f"cluster: cannot claim it: {exc}", _now())
+            return
+        finish_claim(core, connection, stored, _now())
+        self._forget_pending(client_id)
+
+    async def _take(self, client_id: str) -> StoredSession | None:
+        node = self.node
+        redis = node.client()
+        keys = node.keys
+        previous_raw = await redis.set(keys.owner(client_id), node.name, get=True)
+        previous = previous_raw.decode() if previous_raw else ""
+        if previous and previous != node.name and await awaited(redis.exists(keys.alive(previous))):
+            await self._hand_over(client_id, previous)
+        store = node.store
+        assert store is not None
+        return await asyncio.to_thread(store.load_session, client_id)
+
+    async def _hand_over(self, client_id: str, previous: str) -> None:
+        node = self.node
+        redis = node.client()
+        filters = [
+            item.decode()
+            for item in await awaited(redis.hkeys(node.keys.subscriptions(client_id)))
+            if not item.startswith(SHARE_PREFIX.encode())
+        ]
+        pending = self.pending[client_id] = PendingClaim(client_id, previous, filters)
+        for topic_filter in filters:
+            node.local.added(topic_filter)
+        await node.committed()
+        last = await redis.xrevrange(node.keys.changes, count=1)
+        cut = last[0][0] if last else b"0-0"
+        request = uuid.uuid4().hex
+        answer = self._answers[request] = asyncio.get_running_loop().create_future()
+        fields = {"k": "release", "c": client_id, "n": node.name, "v": cut, "r": request}
+        await redis.xadd(node.keys.control(previous), fields)  # type: ignore[arg-type]
+        try:
+            await asyncio.wait_for(answer, node.config.node_timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"node {previous} did not let go of it within {node.config.node_timeout:g} s"
+            ) from None
+        finally:
+            self._answers.pop(request, None)
+        self.cutovers[client_id] = (position_of(cut), time.monotonic() + self.relay_seconds)
+        node.floor = max(node.floor, position_of(cut))
+        assert pending.filters is filters
+
+    def _forget_pending(self, client_id: str) -> None:
+        pending = self.pending.pop(client_id, None)
+        if pending is None:
+            return
+        for topic_filter in pending.filters:
+            self.node.local.removed(topic_filter)  # the session's own count holds it now
+        pending.done.set()
+        core = self.node.core
+        if core is not None:
+            core.flush()
+
+    def released(self, request: str) -> None:
+        answer = self._answers.get(request)
+        if answer is not None and not answer.done():
+            answer.set_result(None)
+
+    def forward_pending(self, message: Message) -> list[Forwarded]:
+        """This node's publish while claims are pending: for each claimed
+        session that wants it, to the node that had it, marked for it."""
+        return [
+            Forwarded(pending.previous, message, False, (), self.node.position_bytes, client_id)
+            for client_id, pending in self.pending.items()
+            if wants(pending.filters, message.topic)
+        ]
+
+    def skip_for(self, position: Position) -> frozenset[str]:
+        """Sessions that came here after a message routed at `position`: their
+        old node relays it to them."""
+        if not self.cutovers:
+            return frozenset()
+        now = time.monotonic()
+        for client_id, (_, until) in list(self.cutovers.items()):
+            if until < now:
+                del self.cutovers[client_id]
+        return frozenset(
+            client_id for client_id, (cut, _) in self.cutovers.items() if position < cut
+        )
+
+    # ------------------------------------------------------------ A's side
+
+    async def release(self, client_id: str, new_owner: str, cut: bytes, request: str) -> None:
+        node = self.node
+        core = node.core
+        assert core is not None
+        subscriptions = release_client(core, client_id, _now())
+        if subscriptions:
+            filters = [item for item in subscriptions if not item.startswith(SHARE_PREFIX)]
+            until = time.monotonic() + self.relay_seconds
+            self.relays[client_id] = Relay(new_owner, filters, position_of(cut), until)
+        await node.reached(position_of(cut))
+        await node.committed()
+        log.info("cluster: client %r moved to node %s", client_id, new_owner)
+        await node.client().xadd(
+            node.keys.control(new_owner),
+            {"k": "released", "c": client_id, "r": request},
+        )
+
+    def relays_for(self, message: Message, position: Position) -> list[Forwarded]:
+        """A message routed before a release's cut, for sessions that moved."""
+        now = time.monotonic()
+        found = []
+        for client_id, relay in list(self.relays.items()):
+            if relay.until < now:
+                del self.relays[client_id]
+            elif position < relay.cut and wants(relay.filters, message.topic):
+                found.append(Forwarded(relay.node, message, False, (), b"", client_id))
+        return found
+
+    def relay_target(self, client_id: str, message: Message) -> Forwarded | None:
+        """A message marked for a session that left this node: passed on."""
+        relay = self.relays.get(client_id)
+        if relay is None:
+            return None
+        return Forwarded(relay.node, message, False, (), b"", client_id)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for answer in self._answers.values():
+            answer.cancel()
+
+
+async def awaited(result: Awaitable[T] | T) -> T:
+    """redis-py types its asyncio client's commands as sync-or-async: await either."""
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()

@@ -1,0 +1,448 @@
+"""One node of a cluster: its life in Redis, beside the broker core.
+
+`ClusterNode` is what `midge.Broker` runs when `[cluster]` is configured:
+
+- `open()`: reach Redis (a clear error naming the URL if it cannot), claim
+  the node's name (refused while a live node heartbeats under it), note
+  where the change log ends, and open the cluster's store (cluster/store.py),
+  which the broker then loads and commits to as to any store;
+- `attach(core)` before the core restores its sessions: count this node's
+  routes; then `start()` once restored: announce them as a whole, read every
+  other node's, plug the forwarder into delivery, and run three tasks:
+  - the heartbeat (a key with a TTL, cluster/keys.py `alive`);
+  - the change log reader: other nodes' route and retained changes, applied
+    to this node's replicas (RemoteRoutes, the core's retained trie);
+  - the inbound reader: messages other nodes forwarded here, read through a
+    consumer group, delivered, and acknowledged (XACK) only once what their
+    delivery stored has committed, so a crash between the two delivers them
+    again rather than losing them;
+- `stop_reading()` before the broker closes its connections, `close()` after
+  its store writer has committed the last batch.
+
+Redis going away is logged once per outage; each task retries with a backoff
+and goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from midge.broker.clustered import deliver_forwarded, deliver_to_client
+from midge.cluster.claims import START, ClaimService, Position, awaited, position_of
+from midge.cluster.codec import CorruptValue, decode_message
+from midge.cluster.config import ClusterConfig, redacted
+from midge.cluster.forwarding import SHARE_SEPARATOR, Forwarder
+from midge.cluster.keys import (
+    RETAINED_DELETED,
+    RETAINED_SET,
+    ROUTE_DELETED,
+    ROUTE_SET,
+    ROUTES_RESET,
+    Keys,
+)
+from midge.cluster.routes import LocalRoutes, RemoteRoutes
+from midge.cluster.store import RedisStore
+from midge.store.base import StoreError
+
+if TYPE_CHECKING:
+    from midge.broker.broker import Broker as Core
+
+log = logging.getLogger("midge.cluster")
+
+GROUP = "midge"  # the consumer group of every inbound stream
+READ_COUNT = 1000  # entries per read of a stream
+BLOCK_MS = 1000  # how long a read waits for entries
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+T = TypeVar("T")
+
+
+class ClusterError(StoreError):
+    """The node cannot join its cluster; the message says why and what to do."""
+
+
+class ClusterNode:
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.name = config.node_name
+        self.keys = Keys(config.prefix)
+        self.url = redacted(config.url)
+        self.instance = uuid.uuid4().hex  # tells this run from an earlier one of the name
+        self.redis: aioredis.Redis | None = None
+        self.store: RedisStore | None = None
+        self.local = LocalRoutes(self.name)
+        self.remote = RemoteRoutes()
+        self.core: Core | None = None
+        self.forwarder: Forwarder | None = None
+        self._changes_from = b"0-0"
+        self._control_from = b"0-0"
+        self.floor: Position = START  # claims: routes this node knows it made itself
+        self.claims = ClaimService(self)
+        self._readers: list[asyncio.Task[None]] = []
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._failing: set[str] = set()  # tasks that have logged an outage
+        self._acks: set[asyncio.Task[None]] = set()
+        self.received = 0  # messages other nodes forwarded here
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def open(self) -> RedisStore:
+        """Reach Redis, claim the name, open the store (returned)."""
+        self.redis = aioredis.Redis.from_url(
+            self.config.url, socket_connect_timeout=5, socket_timeout=BLOCK_MS / 1000 + 10
+        )
+        try:
+            await awaited(self.redis.ping())
+            await self._claim_name()
+            last = await self.redis.xrevrange(self.keys.changes, count=1)
+            self._changes_from = last[0][0] if last else b"0-0"
+            control = await self.redis.xrevrange(self.keys.control(self.name), count=1)
+            self._control_from = control[0][0] if control else b"0-0"
+            await self.redis.xgroup_create(self.keys.inbound(self.name), GROUP, "0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                await self._give_up(exc)
+        except (RedisError, OSError) as exc:
+            await self._give_up(exc)
+        self.store = await asyncio.to_thread(
+            RedisStore.open, self.config.url, self.name, self.config.prefix
+        )
+        return self.store
+
+    async def _give_up(self, exc: BaseException) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+        raise ClusterError(f"cannot reach Redis at {self.url}: {exc}") from None
+
+    async def _claim_name(self) -> None:
+        assert self.redis is not None
+        alive = self.keys.alive(self.name)
+        ttl = int(self.config.node_timeout * 1000)
+        if not await awaited(self.redis.set(alive, self.instance, nx=True, px=ttl)):
+            raise ClusterError(
+                f"cluster node name {self.name!r} is in use by a live node on {self.url} "
+                "(its heartbeat is current): give this node another name (--node-name, "
+                f"[cluster] name), or wait {self.config.node_timeout:g} s if that node has died"
+            )
+        description = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        await awaited(self.redis.hset(self.keys.nodes, self.name, json.dumps(description)))
+
+    def attach(self, core: Core) -> None:
+        """Before `core.restore`: this node's routes are counted from then on."""
+        self.core = core
+        core.routes = self.local
+
+    async def start(self) -> None:
+        """After `core.restore`: announce routes, read the others', start the tasks."""
+        core, store, redis = self.core, self.store, self.redis
+        assert core is not None and store is not None and redis is not None
+        await asyncio.to_thread(store.replace_routes, self.local.filters())
+        self.local.record = core.persistence.record
+        nodes = [node.decode() for node in await awaited(redis.hkeys(self.keys.nodes))]
+        for node in nodes:
+            if node != self.name:
+                await self._reload_routes(node)
+        self.forwarder = Forwarder(self.name, self.remote, core.persistence.record, self.claims)
+        self.forwarder.position = self._changes_from
+        core.delivery.remote = self.forwarder
+        core.claims = self.claims
+        # Other nodes generate ids too, and this node did in earlier runs.
+        core.client_id_prefix = f"midge-{self.name}-{self.instance[:8]}-"
+        others = len(nodes) - (self.name in nodes)
+        log.info(
+            "cluster: node %s joined %s (%d other nodes known, %d remote routes)",
+            self.name,
+            self.url,
+            others,
+            self.remote.count,
+        )
+        self._heartbeat = asyncio.create_task(self._forever("heartbeat", self._beat))
+        self._readers = [
+            asyncio.create_task(self._forever("change log", self._read_changes)),
+            asyncio.create_task(self._forever("inbound stream", self._read_inbound)),
+            asyncio.create_task(self._forever("control stream", self._read_control)),
+        ]
+
+    async def stop_reading(self) -> None:
+        """Before the connections close: deliver nothing more."""
+        await _cancel(self._readers)
+        self._readers = []
+
+    async def close(self) -> None:
+        """After the last commit: wait for acknowledgements, leave, close."""
+        await self.stop_reading()
+        if self._acks:
+            await asyncio.wait(self._acks, timeout=5)
+        if self._heartbeat is not None:
+            await _cancel([self._heartbeat])
+            self._heartbeat = None
+        await self.claims.close()
+        if self.core is not None:
+            self.core.delivery.remote = None
+            self.core.claims = None
+        redis, self.redis = self.redis, None
+        if redis is not None:
+            try:  # a clean stop frees the name at once (a crash: after node_timeout)
+                if await redis.get(self.keys.alive(self.name)) == self.instance.encode():
+                    await redis.delete(self.keys.alive(self.name))
+            except (RedisError, OSError):
+                pass
+            await redis.aclose()
+
+    # ---------------------------------------------------------------- tasks
+
+    async def _forever(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run `step` again and again; a Redis failure is logged once per outage
+        and retried with a growing pause."""
+        backoff = BACKOFF_FIRST
+        while True:
+            try:
+                await step()
+            except (RedisError, OSError) as exc:
+                if what not in self._failing:
+                    self._failing.add(what)
+                    log.warning("cluster: %s: lost Redis at %s (%s); retrying", what, self.url, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            if what in self._failing:
+                self._failing.discard(what)
+                log.info("cluster: %s: Redis at %s answers again", what, self.url)
+            backoff = BACKOFF_FIRST
+
+    async def _beat(self) -> None:
+        assert self.redis is not None
+        ttl = int(self.config.node_timeout * 1000)
+        await self.redis.set(self.keys.alive(self.name), self.instance, px=ttl)
+        await asyncio.sleep(self.config.heartbeat_interval)
+
+    async def _read_changes(self) -> None:
+        assert self.redis is not None
+        replies = await self.redis.xread(
+            {self.keys.changes: self._changes_from}, count=READ_COUNT, block=BLOCK_MS
+        )
+        for _stream, entries in replies:
+            for entry_id, fields in entries:
+                await self._apply_change(fields)
+                self._changes_from = entry_id
+            self._note_position()
+
+    def _note_position(self) -> None:
+        if self.forwarder is not None:
+            position = max(position_of(self._changes_from), self.floor)
+            self.forwarder.position = b"%d-%d" % position
+
+    @property
+    def position_bytes(self) -> bytes:
+        return self.forwarder.position if self.forwarder is not None else b"0-0"
+
+    async def reached(self, position: Position) -> None:
+        """Wait (a bounded while) until the change log reader has passed `position`."""
+        deadline = time.monotonic() + self.config.node_timeout
+        while position_of(self._changes_from) < position and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+
+    async def committed(self) -> None:
+        """Wait until everything recorded so far is durable."""
+        core = self.core
+        assert core is not None
+        core.flush()
+        persistence = core.persistence
+        if persistence.epoch <= persistence.committed:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def release() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        persistence.when_committed(persistence.epoch, release)
+        await done
+
+    def client(self) -> aioredis.Redis:
+        if self.redis is None:
+            raise RedisError("the cluster node is closed")
+        return self.redis
+
+    async def _read_control(self) -> None:
+        """Requests from other nodes: let go of a client, or it was let go."""
+        assert self.redis is not None
+        replies = await self.redis.xread(
+            {self.keys.control(self.name): self._control_from}, count=READ_COUNT, block=BLOCK_MS
+        )
+        for _stream, entries in replies:
+            for entry_id, fields in entries:
+                self._control_from = entry_id
+                self._on_control(fields)
+
+    def _on_control(self, fields: dict[bytes, bytes]) -> None:
+        kind = fields.get(b"k")
+        request = fields.get(b"r", b"").decode()
+        if kind == b"released":
+            self.claims.released(request)
+        elif kind == b"release":
+            client_id = fields.get(b"c", b"").decode()
+            new_owner = fields.get(b"n", b"").decode()
+            task = asyncio.get_running_loop().create_task(
+                self.claims.release(client_id, new_owner, fields.get(b"v", b""), request)
+            )
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+
+    async def _apply_change(self, fields: dict[bytes, bytes]) -> None:
+        node = fields.get(b"n", b"").decode()
+        if node == self.name:
+            return  # applied here when it was made
+        kind = fields.get(b"k")
+        subject = fields.get(b"f", b"").decode()
+        if kind == ROUTE_SET:
+            self.remote.add(node, subject)
+        elif kind == ROUTE_DELETED:
+            self.remote.remove(node, subject)
+        elif kind == ROUTES_RESET:
+            await self._reload_routes(node)
+        elif kind in (RETAINED_SET, RETAINED_DELETED):
+            self._apply_retained(kind, subject, fields.get(b"m", b""))
+
+    def _apply_retained(self, kind: bytes | None, topic: str, data: bytes) -> None:
+        assert self.core is not None
+        if kind == RETAINED_DELETED:
+            self.core.retained.delete(topic)
+            return
+        try:
+            self.core.retained.set(decode_message(data))
+        except CorruptValue as exc:
+            log.error(
+                "cluster: a retained message for %r in the change log is corrupt: %s", topic, exc
+            )
+
+    async def _reload_routes(self, node: str) -> None:
+        assert self.redis is not None
+        filters = await awaited(self.redis.smembers(self.keys.routes(node)))
+        self.remote.replace(node, (item.decode() for item in filters))
+
+    async def _read_inbound(self) -> None:
+        """Deliver what other nodes forwarded: first what an earlier run of this
+        node read and did not acknowledge, then new entries."""
+        assert self.redis is not None
+        stream = self.keys.inbound(self.name)
+        pending = True
+        while True:
+            start = "0" if pending else ">"
+            replies = await self.redis.xreadgroup(
+                GROUP, self.name, {stream: start}, count=READ_COUNT, block=BLOCK_MS
+            )
+            entries: list[Entry] = replies[0][1] if replies else []
+            if pending and not entries:
+                pending = False
+                continue
+            if entries:
+                await self._settle_claims()
+                self._deliver(stream, entries)
+
+    async def _settle_claims(self) -> None:
+        """While this node claims sessions, what other nodes sent waits: a
+        message routed past a claim's cut is for the claimed session too,
+        which is not here until the claim ends (bounded by node_timeout)."""
+        pending = list(self.claims.pending.values())
+        for claim in pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(claim.done.wait(), self.config.node_timeout)
+
+    def _deliver(self, stream: str, entries: list[Entry]) -> None:
+        core = self.core
+        assert core is not None
+        persistence = core.persistence
+        before = persistence.epoch
+        now = asyncio.get_running_loop().time()
+        ids = []
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            if not fields:
+                continue  # acknowledged and deleted meanwhile
+            try:
+                self._deliver_entry(fields, now)
+            except (CorruptValue, KeyError, ValueError) as exc:
+                log.error("cluster: dropping a corrupt entry %s of %s: %s", entry_id, stream, exc)
+            except Exception:  # a bug in delivery: that message, not the node
+                log.exception("cluster: delivering %s of %s failed", entry_id, stream)
+        self.received += len(ids)
+        core.flush()
+        ack = self._acknowledger(stream, ids)
+        if persistence.epoch > before:
+            persistence.when_committed(persistence.epoch, ack)
+        else:
+            ack()
+
+    def _deliver_entry(self, fields: dict[bytes, bytes], now: float) -> None:
+        core = self.core
+        assert core is not None
+        message = decode_message(fields[b"m"])
+        target = fields.get(b"t")
+        claims = self.claims
+        record = core.persistence.record
+        if target is not None:  # for one session: here, or passed on
+            client_id = target.decode()
+            if client_id in core.sessions:
+                deliver_to_client(core, client_id, message, now)
+            else:
+                relay = claims.relay_target(client_id, message)
+                if relay is not None:
+                    record(relay, message.qos > 0)
+            return
+        position = position_of(fields.get(b"v", b""))
+        if claims.relays:
+            for relay in claims.relays_for(message, position):
+                record(relay, message.qos > 0)
+        shares_field = fields.get(b"s", b"")
+        shares = shares_field.decode().split(SHARE_SEPARATOR) if shares_field else []
+        skip = claims.skip_for(position)
+        deliver_forwarded(core, message, fields.get(b"p") == b"1", shares, skip, now)
+
+    def _acknowledger(self, stream: str, ids: list[bytes]) -> Callable[[], None]:
+        def ack() -> None:
+            task = asyncio.get_running_loop().create_task(self._ack(stream, ids))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+
+        return ack
+
+    async def _ack(self, stream: str, ids: list[bytes]) -> None:
+        """Delivered and stored: the stream may forget them. A failure leaves
+        them pending, to be delivered again when this node restarts."""
+        redis = self.redis
+        if redis is None:
+            return
+        try:
+            pipe = redis.pipeline(transaction=False)
+            pipe.xack(stream, GROUP, *ids)
+            pipe.xdel(stream, *ids)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("cluster: cannot acknowledge %d entries of %s: %s", len(ids), stream, exc)
+
+    def describe(self) -> dict[str, Any]:
+        return {"node": self.name, "redis": self.url, "remote_routes": self.remote.count}
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
