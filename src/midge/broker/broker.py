@@ -55,6 +55,7 @@ from midge.store.base import (
     StoredState,
     SubscriptionDeleted,
     SubscriptionSet,
+    WillDeleted,
 )
 
 if TYPE_CHECKING:
@@ -290,6 +291,9 @@ class Broker:
                 self.discard_session(session)  # [MQTT-3.1.2-6]
         if will is not None and publish_will:
             self._will(connection, will, session)
+        if connection.will_stored:  # after the will's own operations, in the batch
+            connection.will_stored = False
+            self.persistence.record(WillDeleted(connection.client_id), barrier=False)
 
     def _will(self, connection: Connection, will: Will, session: Session | None) -> None:
         """Publish a closed connection's will, or hold it for its Will Delay Interval

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Protocol
 from midge.broker.closing import CloseReason
 from midge.broker.connect import PendingClaim, accept_session, refuse_claim
 from midge.broker.connection import Connection, State
+from midge.broker.mqtt5 import will_to_message
 from midge.broker.persistence import restore_session
 from midge.broker.session import Session
 from midge.broker.variants import options_for
 from midge.message import Message
-from midge.store.base import SessionReleased, SessionSaved, StoredSession
+from midge.protocol.packets import Will
+from midge.store.base import SessionReleased, SessionSaved, StoredSession, WillStored
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
@@ -32,6 +34,9 @@ class Claims(Protocol):
     def claim(self, connection: Connection, client_id: str) -> None:
         """Make this node the client id's owner, then call `finish_claim`
         (or `fail_claim`) on the loop."""
+
+    def store_will(self, connection: Connection, will: Will) -> None:
+        """Keep the connected client's will where another node finds it."""
 
 
 def finish_claim(
@@ -135,3 +140,15 @@ def deliver_to_client(broker: Broker, client_id: str, message: Message, now: flo
     variant = options_for(session, message, None)
     if variant is not None:
         broker.delivery.deliver(session, variant, None, now)
+
+
+def will_operation(connection: Connection, will: Will) -> WillStored:
+    """The store operation that keeps `will` for the cluster (see `Claims`)."""
+    connection.will_stored = True
+    message = Message(will.topic, will.payload, will.qos, will.retain, None, None)
+    properties = will.properties
+    if properties is None:
+        return WillStored(connection.client_id, message, None)
+    full = will_to_message(will, lambda: 0.0)  # its properties as a message carries them
+    message = Message(will.topic, will.payload, will.qos, will.retain, full.properties, None)
+    return WillStored(connection.client_id, message, properties.message_expiry_interval)

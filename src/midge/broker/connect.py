@@ -222,6 +222,8 @@ def accept_session(
             properties.authentication_method, properties.authentication_data = auth
         connection.send(encode(ConnAck(0, present, properties), PROTOCOL_MQTT_5))
     _log_connected(connection, packet, client_id)
+    if broker.claims is not None and packet.will is not None:
+        broker.claims.store_will(connection, packet.will)
     events = broker.events
     if events is not None and events.connect:
         events.notify(events.connect, broker.client_info(connection))

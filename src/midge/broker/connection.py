@@ -178,6 +178,7 @@ class Connection:
         "version",
         "waiting_since",
         "will",
+        "will_stored",
         "write_blocked",
     )
 
@@ -209,6 +210,7 @@ class Connection:
         self.version = 0
         self.keep_alive = 0
         self.will: Will | None = None
+        self.will_stored = False  # a cluster keeps this will in Redis (broker/clustered.py)
         self.session: Session | None = None
         self.mqtt5: Mqtt5Link | None = None  # what a 5.0 client negotiated; None below 5.0
         self.auth: PendingAuth | None = None  # an enhanced authentication under way
@@ -371,7 +373,9 @@ class Connection:
             return
         broker = self.broker
         decoder = self.decoder
-        while self.state is not _CLOSED and self.state is not _THROTTLED:
+        while (state := self.state) is not _CLOSED and state is not _THROTTLED:
+            if state is _CLAIMING:
+                return  # the CONNECT just read waits for its client id: so does the rest
             if self.holders:
                 self._read_held_back(now)
                 return

@@ -311,7 +311,9 @@ class Delivery:
         if not flow.is_stalled(receiver, now):
             # Behind but acknowledging: never dropped; whoever feeds the queue waits.
             self._enqueue(session, message)
-            if origin is not None and origin.state is State.CONNECTED:
+            if origin is None:
+                flow.hold_back(receiver, None)  # a cluster's inbound stream waits for it
+            elif origin.state is State.CONNECTED:
                 flow.hold_back(receiver, origin)
             return
         config = self.config

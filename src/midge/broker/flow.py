@@ -43,6 +43,7 @@ class FlowControl:
     __slots__ = (
         "_schedule",
         "_wake",
+        "behind",
         "high_bytes",
         "high_messages",
         "low_bytes",
@@ -70,6 +71,10 @@ class FlowControl:
         self.stats = stats
         self._schedule = schedule
         self._wake = wake
+        # Receivers behind right now. A cluster's inbound stream waits while
+        # there is one (cluster/inbound.py): its messages have no publisher
+        # here to hold back.
+        self.behind = 0
 
     def has_room(self, session: Session, message: Message) -> bool:
         """Whether `message` fits below the high-water mark."""
@@ -90,16 +95,18 @@ class FlowControl:
             return True
         return False
 
-    def hold_back(self, receiver: Connection, publisher: Connection) -> None:
-        """`publisher`'s message went into `receiver`'s queue past the mark."""
+    def hold_back(self, receiver: Connection, publisher: Connection | None) -> None:
+        """`publisher`'s message went into `receiver`'s queue past the mark
+        (None: a message with no publisher here, the broker's or another node's)."""
         feeders = receiver.feeders
         if feeders is None:
             feeders = receiver.feeders = set()
+            self.behind += 1
             self.stats.backpressure_episodes += 1
             log.debug("%s is behind: holding back its publishers", receiver.name)
             if receiver.waiting_since is not None:
                 self._schedule(receiver, receiver.waiting_since + self.stall_timeout)
-        if publisher not in feeders:
+        if publisher is not None and publisher not in feeders:
             feeders.add(publisher)
             publisher.holders += 1
             self.stats.publishers_held += 1
@@ -137,6 +144,9 @@ class FlowControl:
     def release(self, receiver: Connection) -> None:
         """Let every publisher the receiver holds back go on."""
         feeders, receiver.feeders = receiver.feeders, None
+        if feeders is None:
+            return
+        self.behind -= 1
         if not feeders:
             return
         for publisher in feeders:

@@ -231,9 +231,11 @@ class WebSocketProtocol(asyncio.Protocol):
 
 
 async def start_listener(
-    broker: Broker, listener: ListenerConfig, **server_options: Any
+    broker: Broker, listener: ListenerConfig, reuse_port: bool = False, **server_options: Any
 ) -> asyncio.Server:
-    """Open one listener; raises OSError if its address cannot be bound."""
+    """Open one listener; raises OSError if its address cannot be bound.
+    `reuse_port`: SO_REUSEPORT, so that the workers of `midge serve --workers`
+    listen on one port and the kernel spreads connections over them."""
     loop = asyncio.get_running_loop()
     websocket = listener.websocket
 
@@ -253,6 +255,7 @@ async def start_listener(
         listener.port,
         ssl=context,
         reuse_address=True,
+        reuse_port=reuse_port,
         backlog=1024,
         **server_options,
     )

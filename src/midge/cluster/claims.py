@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from redis.exceptions import RedisError
 
-from midge.broker.clustered import fail_claim, finish_claim, release_client
+from midge.broker.clustered import fail_claim, finish_claim, release_client, will_operation
 from midge.broker.shared import SHARE_PREFIX
 from midge.message import Message
 from midge.protocol.topics import topic_matches
@@ -51,10 +51,20 @@ from midge.store.base import Forwarded, StoredSession, StoreError
 if TYPE_CHECKING:
     from midge.broker.connection import Connection
     from midge.cluster.node import ClusterNode
+    from midge.protocol.packets import Will
 
 log = logging.getLogger("midge.cluster")
 
 T = TypeVar("T")
+# The owner becomes ARGV[2] if it is still ARGV[1] ("": none): 1 if it did.
+_TAKE = """
+local owner = redis.call('get', KEYS[1])
+if (owner == false and ARGV[1] == '') or owner == ARGV[1] then
+    redis.call('set', KEYS[1], ARGV[2])
+    return 1
+end
+return 0
+"""
 Position = tuple[int, int]  # a stream entry id, comparable
 START: Position = (0, 0)
 
@@ -124,13 +134,46 @@ class ClaimService:
         node = self.node
         redis = node.client()
         keys = node.keys
-        previous_raw = await redis.set(keys.owner(client_id), node.name, get=True)
-        previous = previous_raw.decode() if previous_raw else ""
-        if previous and previous != node.name and await awaited(redis.exists(keys.alive(previous))):
-            await self._hand_over(client_id, previous)
+        deadline = time.monotonic() + 3 * node.config.node_timeout
+        while True:
+            await self._wait_for_reaper(client_id, deadline)
+            raw = await awaited(redis.get(keys.owner(client_id)))
+            previous = raw.decode() if raw else ""
+            moving = previous and previous != node.name
+            if moving and await awaited(redis.exists(keys.alive(previous))):
+                try:
+                    await self._hand_over(client_id, previous)
+                except TimeoutError:
+                    still_alive = await awaited(redis.exists(keys.alive(previous)))
+                    if still_alive or time.monotonic() >= deadline:
+                        raise
+                    continue  # it died meanwhile: another node takes its place first
+            # Only if no other claim got there first (then: claim from that one).
+            if await awaited(redis.eval(_TAKE, 1, keys.owner(client_id), previous, node.name)):
+                break
         store = node.store
         assert store is not None
         return await asyncio.to_thread(store.load_session, client_id)
+
+    async def _wait_for_reaper(self, client_id: str, deadline: float) -> None:
+        """A session whose node died is taken over by another node first
+        (cluster/reaper.py): what the dead node owed it is delivered there,
+        and then this claim takes it from that node like from any other."""
+        node = self.node
+        redis = node.client()
+        keys = node.keys
+        owner = ""
+        while time.monotonic() < deadline:
+            raw = await awaited(redis.get(keys.owner(client_id)))
+            owner = raw.decode() if raw else ""
+            if not owner or owner == node.name:
+                return
+            if await awaited(redis.exists(keys.alive(owner))):
+                return
+            if not await awaited(redis.exists(keys.session(client_id))):
+                return  # nothing kept for it: nothing to wait for
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"node {owner} died and no node has taken its sessions yet")
 
     async def _hand_over(self, client_id: str, previous: str) -> None:
         node = self.node
@@ -140,6 +183,11 @@ class ClaimService:
             for item in await awaited(redis.hkeys(node.keys.subscriptions(client_id)))
             if not item.startswith(SHARE_PREFIX.encode())
         ]
+        earlier = self.pending.pop(client_id, None)  # a claim that went round again
+        if earlier is not None:
+            for topic_filter in earlier.filters:
+                node.local.removed(topic_filter)
+            earlier.done.set()
         pending = self.pending[client_id] = PendingClaim(client_id, previous, filters)
         for topic_filter in filters:
             node.local.added(topic_filter)
@@ -172,6 +220,11 @@ class ClaimService:
         core = self.node.core
         if core is not None:
             core.flush()
+
+    def store_will(self, connection: Connection, will: Will) -> None:
+        core = self.node.core
+        assert core is not None
+        core.persistence.record(will_operation(connection, will))
 
     def released(self, request: str) -> None:
         answer = self._answers.get(request)

@@ -78,3 +78,20 @@ def decode_message(data: bytes) -> Message:
         except MQTTError as exc:
             raise CorruptValue(f"bad properties: {exc}") from None
     return Message(topic, data[pos:], qos, bool(flags & _RETAIN), properties, expires_at)
+
+
+_INTERVAL = struct.Struct(">q")  # -1: no Message Expiry Interval
+
+
+def encode_will(message: Message, expiry_interval: int | None) -> bytes:
+    """A stored will: its expiry interval (counted from when it is published),
+    then the message without an expiry time."""
+    interval = -1 if expiry_interval is None else expiry_interval
+    return _INTERVAL.pack(interval) + encode_message(message)
+
+
+def decode_will(data: bytes) -> tuple[Message, int | None]:
+    if len(data) < _INTERVAL.size:
+        raise CorruptValue(f"{len(data)} bytes: too short for a will")
+    (interval,) = _INTERVAL.unpack_from(data)
+    return decode_message(data[_INTERVAL.size :]), None if interval < 0 else interval

@@ -69,6 +69,19 @@ class Keys:
         """Stream: requests to this node from the others (cluster/claims.py)."""
         return f"{self.prefix}:{{n:{node}}}:control"
 
+    def wills(self, node: str) -> str:
+        """Hash: client id -> its will (cluster/codec.py `encode_will`), per
+        connected client of this node with one."""
+        return f"{self.prefix}:{{n:{node}}}:wills"
+
+    def cursor(self, node: str) -> str:
+        """String: the last inbound entry this node delivered and stored."""
+        return f"{self.prefix}:{{n:{node}}}:cursor"
+
+    def reaper(self, node: str) -> str:
+        """String with a TTL: the node taking a dead node's place, while it does."""
+        return f"{self.prefix}:{{n:{node}}}:reaper"
+
     def alive(self, node: str) -> str:
         """String with a TTL: the node's instance id while it heartbeats."""
         return f"{self.prefix}:{{n:{node}}}:alive"

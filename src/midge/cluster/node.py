@@ -39,11 +39,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from midge.broker.clustered import deliver_forwarded, deliver_to_client
 from midge.cluster.claims import START, ClaimService, Position, awaited, position_of
-from midge.cluster.codec import CorruptValue, decode_message
+from midge.cluster.codec import CorruptValue, decode_message, decode_will
 from midge.cluster.config import ClusterConfig, redacted
-from midge.cluster.forwarding import SHARE_SEPARATOR, Forwarder
+from midge.cluster.forwarding import Forwarder
+from midge.cluster.inbound import BLOCK_MS, GROUP, READ_COUNT, Inbound
 from midge.cluster.keys import (
     RETAINED_DELETED,
     RETAINED_SET,
@@ -52,8 +52,10 @@ from midge.cluster.keys import (
     ROUTES_RESET,
     Keys,
 )
+from midge.cluster.reaper import Reaper
 from midge.cluster.routes import LocalRoutes, RemoteRoutes
 from midge.cluster.store import RedisStore
+from midge.message import Message
 from midge.store.base import StoreError
 
 if TYPE_CHECKING:
@@ -61,9 +63,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("midge.cluster")
 
-GROUP = "midge"  # the consumer group of every inbound stream
-READ_COUNT = 1000  # entries per read of a stream
-BLOCK_MS = 1000  # how long a read waits for entries
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 5.0
 
@@ -92,6 +91,8 @@ class ClusterNode:
         self._control_from = b"0-0"
         self.floor: Position = START  # claims: routes this node knows it made itself
         self.claims = ClaimService(self)
+        self.inbound = Inbound(self, self.name)
+        self.reaper = Reaper(self)
         self._readers: list[asyncio.Task[None]] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self._failing: set[str] = set()  # tasks that have logged an outage
@@ -130,17 +131,74 @@ class ClusterNode:
         raise ClusterError(f"cannot reach Redis at {self.url}: {exc}") from None
 
     async def _claim_name(self) -> None:
+        """This node's name is its identity: refused while a live node uses it."""
         assert self.redis is not None
         alive = self.keys.alive(self.name)
         ttl = int(self.config.node_timeout * 1000)
-        if not await awaited(self.redis.set(alive, self.instance, nx=True, px=ttl)):
-            raise ClusterError(
-                f"cluster node name {self.name!r} is in use by a live node on {self.url} "
-                "(its heartbeat is current): give this node another name (--node-name, "
-                f"[cluster] name), or wait {self.config.node_timeout:g} s if that node has died"
-            )
+        if not await awaited(self.redis.set(alive, self.heartbeat_value, nx=True, px=ttl)):
+            holder = await awaited(self.redis.get(alive))
+            if holder is None or not _earlier_run_here(holder):
+                raise ClusterError(
+                    f"cluster node name {self.name!r} is in use by a live node on {self.url} "
+                    "(its heartbeat is current): give this node another name (--node-name, "
+                    f"[cluster] name), or wait {self.config.node_timeout:g} s if it has died"
+                )
+            log.info("cluster: node %s: the previous run on this host is gone", self.name)
+            await awaited(self.redis.set(alive, self.heartbeat_value, px=ttl))
+        await self._wait_for_reaper()
         description = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
         await awaited(self.redis.hset(self.keys.nodes, self.name, json.dumps(description)))
+
+    async def _wait_for_reaper(self) -> None:
+        """A node taking this one's place (it was found dead) finishes first."""
+        assert self.redis is not None
+        lock = self.keys.reaper(self.name)
+        logged = False
+        while await awaited(self.redis.exists(lock)):
+            if not logged:
+                logged = True
+                log.warning("cluster: node %s: another node takes its place; waiting", self.name)
+            await asyncio.sleep(0.2)
+
+    @property
+    def heartbeat_value(self) -> str:
+        """What the heartbeat key holds: this run, and where it runs (so that a
+        restart after a crash on the same host need not wait for the TTL)."""
+        return f"{self.instance} {socket.gethostname()} {os.getpid()}"
+
+    async def publish_wills(self, owner: str) -> int:
+        """Publish the wills `owner` kept for its clients (a dead node's, or an
+        earlier run of this one's) and forget them once published."""
+        core = self.core
+        assert core is not None
+        redis = self.client()
+        key = self.keys.wills(owner)
+        stored = await awaited(redis.hgetall(key))
+        if not stored:
+            return 0
+        now = asyncio.get_running_loop().time()
+        wall = core.wall_clock()
+        core.now = now
+        for client_id, data in stored.items():
+            try:
+                message, interval = decode_will(data)
+            except CorruptValue as exc:
+                log.error("cluster: the will of %r in %s is corrupt: %s", client_id, key, exc)
+                continue
+            if interval is not None:
+                message = Message(
+                    message.topic,
+                    message.payload,
+                    message.qos,
+                    message.retain,
+                    message.properties,
+                    wall + interval,
+                )
+            core.delivery.publish(message, None, now)
+        await self.committed()
+        await awaited(redis.hdel(key, *stored))
+        log.info("cluster: published %d wills of node %s's clients", len(stored), owner)
+        return len(stored)
 
     def attach(self, core: Core) -> None:
         """Before `core.restore`: this node's routes are counted from then on."""
@@ -171,8 +229,10 @@ class ClusterNode:
             others,
             self.remote.count,
         )
+        await self.publish_wills(self.name)  # an earlier run's, after a crash
         self._heartbeat = asyncio.create_task(self._forever("heartbeat", self._beat))
         self._readers = [
+            asyncio.create_task(self._forever("watch", self.reaper.watch)),
             asyncio.create_task(self._forever("change log", self._read_changes)),
             asyncio.create_task(self._forever("inbound stream", self._read_inbound)),
             asyncio.create_task(self._forever("control stream", self._read_control)),
@@ -198,7 +258,7 @@ class ClusterNode:
         redis, self.redis = self.redis, None
         if redis is not None:
             try:  # a clean stop frees the name at once (a crash: after node_timeout)
-                if await redis.get(self.keys.alive(self.name)) == self.instance.encode():
+                if await redis.get(self.keys.alive(self.name)) == self.heartbeat_value.encode():
                     await redis.delete(self.keys.alive(self.name))
             except (RedisError, OSError):
                 pass
@@ -228,7 +288,7 @@ class ClusterNode:
     async def _beat(self) -> None:
         assert self.redis is not None
         ttl = int(self.config.node_timeout * 1000)
-        await self.redis.set(self.keys.alive(self.name), self.instance, px=ttl)
+        await self.redis.set(self.keys.alive(self.name), self.heartbeat_value, px=ttl)
         await asyncio.sleep(self.config.heartbeat_interval)
 
     async def _read_changes(self) -> None:
@@ -298,11 +358,11 @@ class ClusterNode:
         elif kind == b"release":
             client_id = fields.get(b"c", b"").decode()
             new_owner = fields.get(b"n", b"").decode()
-            task = asyncio.get_running_loop().create_task(
-                self.claims.release(client_id, new_owner, fields.get(b"v", b""), request)
+            self.track(
+                asyncio.get_running_loop().create_task(
+                    self.claims.release(client_id, new_owner, fields.get(b"v", b""), request)
+                )
             )
-            self._acks.add(task)
-            task.add_done_callback(self._acks.discard)
 
     async def _apply_change(self, fields: dict[bytes, bytes]) -> None:
         node = fields.get(b"n", b"").decode()
@@ -337,107 +397,38 @@ class ClusterNode:
         self.remote.replace(node, (item.decode() for item in filters))
 
     async def _read_inbound(self) -> None:
-        """Deliver what other nodes forwarded: first what an earlier run of this
-        node read and did not acknowledge, then new entries."""
-        assert self.redis is not None
-        stream = self.keys.inbound(self.name)
-        pending = True
-        while True:
-            start = "0" if pending else ">"
-            replies = await self.redis.xreadgroup(
-                GROUP, self.name, {stream: start}, count=READ_COUNT, block=BLOCK_MS
-            )
-            entries: list[Entry] = replies[0][1] if replies else []
-            if pending and not entries:
-                pending = False
-                continue
-            if entries:
-                await self._settle_claims()
-                self._deliver(stream, entries)
+        await self.inbound.step()
 
-    async def _settle_claims(self) -> None:
-        """While this node claims sessions, what other nodes sent waits: a
-        message routed past a claim's cut is for the claimed session too,
-        which is not here until the claim ends (bounded by node_timeout)."""
-        pending = list(self.claims.pending.values())
-        for claim in pending:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(claim.done.wait(), self.config.node_timeout)
+    async def settle(self) -> None:
+        """Wait for the acknowledgements and releases under way."""
+        if self._acks:
+            await asyncio.wait(list(self._acks), timeout=5)
 
-    def _deliver(self, stream: str, entries: list[Entry]) -> None:
-        core = self.core
-        assert core is not None
-        persistence = core.persistence
-        before = persistence.epoch
-        now = asyncio.get_running_loop().time()
-        ids = []
-        for entry_id, fields in entries:
-            ids.append(entry_id)
-            if not fields:
-                continue  # acknowledged and deleted meanwhile
-            try:
-                self._deliver_entry(fields, now)
-            except (CorruptValue, KeyError, ValueError) as exc:
-                log.error("cluster: dropping a corrupt entry %s of %s: %s", entry_id, stream, exc)
-            except Exception:  # a bug in delivery: that message, not the node
-                log.exception("cluster: delivering %s of %s failed", entry_id, stream)
-        self.received += len(ids)
-        core.flush()
-        ack = self._acknowledger(stream, ids)
-        if persistence.epoch > before:
-            persistence.when_committed(persistence.epoch, ack)
-        else:
-            ack()
-
-    def _deliver_entry(self, fields: dict[bytes, bytes], now: float) -> None:
-        core = self.core
-        assert core is not None
-        message = decode_message(fields[b"m"])
-        target = fields.get(b"t")
-        claims = self.claims
-        record = core.persistence.record
-        if target is not None:  # for one session: here, or passed on
-            client_id = target.decode()
-            if client_id in core.sessions:
-                deliver_to_client(core, client_id, message, now)
-            else:
-                relay = claims.relay_target(client_id, message)
-                if relay is not None:
-                    record(relay, message.qos > 0)
-            return
-        position = position_of(fields.get(b"v", b""))
-        if claims.relays:
-            for relay in claims.relays_for(message, position):
-                record(relay, message.qos > 0)
-        shares_field = fields.get(b"s", b"")
-        shares = shares_field.decode().split(SHARE_SEPARATOR) if shares_field else []
-        skip = claims.skip_for(position)
-        deliver_forwarded(core, message, fields.get(b"p") == b"1", shares, skip, now)
-
-    def _acknowledger(self, stream: str, ids: list[bytes]) -> Callable[[], None]:
-        def ack() -> None:
-            task = asyncio.get_running_loop().create_task(self._ack(stream, ids))
-            self._acks.add(task)
-            task.add_done_callback(self._acks.discard)
-
-        return ack
-
-    async def _ack(self, stream: str, ids: list[bytes]) -> None:
-        """Delivered and stored: the stream may forget them. A failure leaves
-        them pending, to be delivered again when this node restarts."""
-        redis = self.redis
-        if redis is None:
-            return
-        try:
-            pipe = redis.pipeline(transaction=False)
-            pipe.xack(stream, GROUP, *ids)
-            pipe.xdel(stream, *ids)
-            await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.warning("cluster: cannot acknowledge %d entries of %s: %s", len(ids), stream, exc)
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep a background task (an acknowledgement, a release) until done:
+        `close` waits for them."""
+        self._acks.add(task)
+        task.add_done_callback(self._acks.discard)
 
     def describe(self) -> dict[str, Any]:
         return {"node": self.name, "redis": self.url, "remote_routes": self.remote.count}
+
+
+async def _earlier_run_here(holder: bytes) -> bool:
+    """Whether a heartbeat value names a process of this host that is gone."""
+    parts = holder.decode(errors="replace").split()
+    if len(parts) != 3 or parts[1] != socket.gethostname() or not parts[2].isdigit():
+        return False
+    pid = int(parts[2])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

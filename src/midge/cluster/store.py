@@ -42,7 +42,7 @@ from redis.client import Pipeline
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
-from midge.cluster.codec import decode_message, encode_message
+from midge.cluster.codec import decode_message, encode_message, encode_will
 from midge.cluster.keys import (
     RETAINED_DELETED,
     RETAINED_SET,
@@ -54,6 +54,7 @@ from midge.cluster.keys import (
 from midge.message import Message
 from midge.store.base import (
     Forwarded,
+    InboundCursor,
     Operation,
     OutboundRow,
     RouteDeleted,
@@ -62,6 +63,8 @@ from midge.store.base import (
     StoredSession,
     StoredState,
     StoreError,
+    WillDeleted,
+    WillStored,
 )
 from midge.store.changes import Changes, segments
 
@@ -73,7 +76,9 @@ LOAD_CHUNK = 256  # sessions read per pipeline (five HGETALLs each) at load
 SCAN_COUNT = 1000  # members per SSCAN / HSCAN: big sets never block Redis long
 SADD_CHUNK = 10_000  # filters per SADD in replace_routes
 
-_CLUSTER_OPERATIONS = frozenset((Forwarded, RouteSet, RouteDeleted, SessionReleased))
+_CLUSTER_OPERATIONS = frozenset(
+    (Forwarded, RouteSet, RouteDeleted, SessionReleased, WillStored, WillDeleted, InboundCursor)
+)
 _OWNER, _DISCONNECTED_AT, _EXPIRY_INTERVAL = b"owner", b"disconnected_at", b"expiry_interval"
 
 Fields = dict[FieldT, EncodableT]
@@ -305,6 +310,13 @@ class RedisStore:
             elif isinstance(op, RouteDeleted):
                 pipe.srem(keys.routes(op.node), op.topic_filter)
                 self._log(pipe, {"k": ROUTE_DELETED, "n": op.node, "f": op.topic_filter})
+            elif isinstance(op, WillStored):
+                blob = encode_will(op.message, op.expiry_interval)
+                pipe.hset(keys.wills(self.node), mapping={op.client_id: blob})
+            elif isinstance(op, WillDeleted):
+                pipe.hdel(keys.wills(self.node), op.client_id)
+            elif isinstance(op, InboundCursor):
+                pipe.set(keys.cursor(op.node), op.entry_id)
             elif isinstance(op, SessionReleased):
                 # Another node owns it now: off this node's list; its rows stay.
                 pipe.srem(keys.node_sessions(self.node), op.client_id)

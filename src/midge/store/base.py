@@ -190,6 +190,32 @@ class SessionReleased:
 
 
 @dataclass(slots=True)
+class WillStored:
+    """A connected client's will, kept so that another node can publish it
+    if this one dies; `expiry_interval` its Message Expiry Interval."""
+
+    client_id: str
+    message: Message
+    expiry_interval: int | None
+
+
+@dataclass(slots=True)
+class WillDeleted:
+    """The connection ended: its will was published or discarded."""
+
+    client_id: str
+
+
+@dataclass(slots=True)
+class InboundCursor:
+    """This node's inbound stream was delivered up to entry `entry_id`
+    (stored with what the delivery stored: a restart skips what it had)."""
+
+    node: str
+    entry_id: bytes
+
+
+@dataclass(slots=True)
 class RouteSet:
     """This node has a subscriber for `topic_filter` (a `$share/...` one too)."""
 
@@ -219,6 +245,9 @@ Operation = (
     | RetainedDeleted
     | Forwarded
     | SessionReleased
+    | WillStored
+    | WillDeleted
+    | InboundCursor
     | RouteSet
     | RouteDeleted
 )

@@ -1,0 +1,195 @@
+"""A node's inbound stream: messages other nodes forwarded to it, delivered here.
+
+`Inbound.step` reads a batch through the stream's consumer group, delivers
+each entry (cluster/forwarding.py says what its fields mean), and records,
+in the same batch as the delivery's own store operations, the last entry
+delivered (`InboundCursor`). Entries are acknowledged to the stream (XACK,
+and deleted) only once that batch has committed: a crash before then reads
+them again at the next start, and the cursor, committed with what their
+delivery stored, tells which of them were delivered already, so none is
+delivered twice and none is lost.
+
+Before reading, a step waits while local receivers are behind (flow
+control: the stream is the queue, in Redis, and its senders see its length)
+and while this node claims client ids (cluster/claims.py).
+
+The same reader drains a dead node's stream for the node that took its
+place (cluster/reaper.py): then each entry goes only to the sessions taken
+over from it (`adopted`), which are this node's now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+
+from midge.broker.clustered import deliver_forwarded, deliver_to_client
+from midge.broker.router import SubscriptionTrie
+from midge.cluster.claims import START, Position, awaited, position_of
+from midge.cluster.codec import CorruptValue, decode_message
+from midge.cluster.forwarding import SHARE_SEPARATOR
+from midge.message import Message
+from midge.store.base import InboundCursor
+
+if TYPE_CHECKING:
+    from midge.cluster.node import ClusterNode
+
+log = logging.getLogger("midge.cluster")
+
+GROUP = "midge"  # the consumer group of every inbound stream
+READ_COUNT = 1000  # entries per read
+BLOCK_MS = 1000  # how long a read waits for entries
+BEHIND_POLL = 0.005  # seconds between looks at receivers that are behind
+
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+
+class Inbound:
+    def __init__(
+        self, node: ClusterNode, owner: str, adopted: SubscriptionTrie | None = None
+    ) -> None:
+        """`owner`: whose stream (this node's, or a dead one's with `adopted`,
+        the sessions taken over from it, client id -> options)."""
+        self.node = node
+        self.owner = owner
+        self.stream = node.keys.inbound(owner)
+        self.adopted = adopted
+        self.cursor: Position | None = None  # read at the first step
+        self.pending = True  # first the entries an earlier run read and did not acknowledge
+        self._unacked: list[bytes] = []
+        self.delivered = 0
+
+    async def step(self) -> int:
+        """Read and deliver one batch; the number of entries read."""
+        redis = self.node.client()
+        if self.cursor is None:
+            raw = await awaited(redis.get(self.node.keys.cursor(self.owner)))
+            self.cursor = position_of(raw) if raw else START
+        if self._unacked:
+            await self._ack(self._unacked)
+        await self._wait_for_receivers()
+        start = "0" if self.pending else ">"
+        replies = await redis.xreadgroup(
+            GROUP, self.owner, {self.stream: start}, count=READ_COUNT, block=BLOCK_MS
+        )
+        entries: list[Entry] = replies[0][1] if replies else []
+        if self.pending and not entries:
+            self.pending = False
+        if entries:
+            await self._settle_claims()
+            self._deliver(entries)
+        return len(entries)
+
+    async def _wait_for_receivers(self) -> None:
+        """Local receivers that are behind hold the stream back, as they hold
+        back local publishers (broker/flow.py); a stalled one is let go."""
+        core = self.node.core
+        assert core is not None
+        flow = core.flow
+        while flow.behind:
+            await asyncio.sleep(BEHIND_POLL)
+
+    async def _settle_claims(self) -> None:
+        """While this node claims sessions, what other nodes sent waits: a
+        message routed past a claim's cut is for the claimed session too,
+        which is not here until the claim ends (bounded by node_timeout)."""
+        for claim in list(self.node.claims.pending.values()):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(claim.done.wait(), self.node.config.node_timeout)
+
+    def _deliver(self, entries: list[Entry]) -> None:
+        core = self.node.core
+        assert core is not None
+        persistence = core.persistence
+        before = persistence.epoch
+        now = asyncio.get_running_loop().time()
+        cursor = self.cursor or START
+        ids = []
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            if not fields or position_of(entry_id) <= cursor:
+                continue  # deleted meanwhile, or delivered before a restart
+            try:
+                self._deliver_entry(fields, now)
+            except (CorruptValue, KeyError, ValueError) as exc:
+                log.error("cluster: corrupt entry %s of %s: %s", entry_id, self.stream, exc)
+            except Exception:  # a bug in delivery: that message, not the node
+                log.exception("cluster: delivering %s of %s failed", entry_id, self.stream)
+        last = ids[-1]
+        if position_of(last) > cursor:
+            self.cursor = position_of(last)
+            persistence.record(InboundCursor(self.owner, last), barrier=False)
+        self.delivered += len(ids)
+        core.flush()
+        if persistence.epoch > before:
+            persistence.when_committed(persistence.epoch, lambda: self._acknowledge(ids))
+        else:
+            self._acknowledge(ids)
+
+    def _deliver_entry(self, fields: dict[bytes, bytes], now: float) -> None:
+        core = self.node.core
+        assert core is not None
+        message = decode_message(fields[b"m"])
+        target = fields.get(b"t")
+        claims = self.node.claims
+        record = core.persistence.record
+        if target is not None:  # for one session: here, or passed on
+            client_id = target.decode()
+            if client_id in core.sessions:
+                deliver_to_client(core, client_id, message, now)
+            else:
+                relay = claims.relay_target(client_id, message)
+                if relay is not None:
+                    record(relay, message.qos > 0)
+            return
+        if self.adopted is not None:
+            self._deliver_adopted(message, now)
+            return
+        position = position_of(fields.get(b"v", b""))
+        if claims.relays:
+            for relay in claims.relays_for(message, position):
+                record(relay, message.qos > 0)
+        shares_field = fields.get(b"s", b"")
+        shares = shares_field.decode().split(SHARE_SEPARATOR) if shares_field else []
+        skip = claims.skip_for(position)
+        deliver_forwarded(core, message, fields.get(b"p") == b"1", shares, skip, now)
+
+    def _deliver_adopted(self, message: Message, now: float) -> None:
+        """A dead node's entry: to the sessions taken over from it that want it."""
+        core = self.node.core
+        assert core is not None and self.adopted is not None
+        claims = self.node.claims
+        for client_id in self.adopted.match(message.topic):
+            if client_id in core.sessions:
+                deliver_to_client(core, client_id, message, now)
+                continue
+            relay = claims.relay_target(client_id, message)  # it moved on meanwhile
+            if relay is not None:
+                core.persistence.record(relay, message.qos > 0)
+
+    def _acknowledge(self, ids: list[bytes]) -> None:
+        task = asyncio.get_running_loop().create_task(self._ack(ids))
+        self.node.track(task)
+
+    async def _ack(self, ids: list[bytes]) -> None:
+        """Delivered and stored: the stream may forget them. A failure keeps
+        them for the next step."""
+        redis = self.node.redis
+        if redis is None:
+            return
+        try:
+            pipe = redis.pipeline(transaction=False)
+            pipe.xack(self.stream, GROUP, *ids)
+            pipe.xdel(self.stream, *ids)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            if ids is not self._unacked:
+                self._unacked.extend(ids)
+            log.warning("cluster: cannot acknowledge entries of %s yet: %s", self.stream, exc)
+            return
+        if ids is self._unacked:
+            self._unacked = []
