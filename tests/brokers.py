@@ -6,7 +6,10 @@ mosquitto with a temporary configuration on a port found by binding port 0.
 Both are context managers yielding `(host, port, process)`; leaving the
 context sends SIGTERM, waits, and kills the process only if it does not exit.
 `start_midge_with_log` is `start_midge` that also yields the broker's log so
-far (`RunningMidge.log`), for tests that check what the broker logged.
+far (`RunningMidge.log`), for tests that check what the broker logged; its
+`workdir` puts the config and data in the test's own folder (pytest's
+tmp_path), and `data_dir=False` passes no --data-dir (a cluster node keeps its
+state in Redis).
 `pbkdf2_line` / `sha512_line` / `password_text` write password files without
 the mosquitto_passwd binary.
 """
@@ -168,21 +171,46 @@ def start_midge(config_toml: str | None = None, extra_args: Sequence[str] = ()) 
 
 @contextmanager
 def start_midge_with_log(
-    config_toml: str | None = None, extra_args: Sequence[str] = ()
+    config_toml: str | None = None,
+    extra_args: Sequence[str] = (),
+    *,
+    workdir: Path | None = None,
+    data_dir: bool = True,
 ) -> Iterator[RunningMidge]:
-    """`start_midge` that also keeps the broker's whole log for the test to read."""
-    with _run_midge(config_toml, extra_args, keep=None) as (host, port, process, pump):
+    """`start_midge` that also keeps the broker's whole log for the test to read.
+
+    `workdir`: the folder for the config file and the data dir, left in place
+    (default: a temporary folder, removed after); `data_dir=False`: no
+    --data-dir argument.
+    """
+    run = _run_midge(config_toml, extra_args, None, workdir, data_dir)
+    with run as (host, port, process, pump):
         yield RunningMidge(host, port, process, BrokerLog(pump))
 
 
 @contextmanager
+def _folder(workdir: Path | None) -> Iterator[Path]:
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        yield workdir
+    else:
+        with tempfile.TemporaryDirectory(prefix="midge-test-") as tmp:
+            yield Path(tmp)
+
+
+@contextmanager
 def _run_midge(
-    config_toml: str | None, extra_args: Sequence[str], keep: int | None
+    config_toml: str | None,
+    extra_args: Sequence[str],
+    keep: int | None,
+    workdir: Path | None = None,
+    data_dir: bool = True,
 ) -> Iterator[tuple[str, int, subprocess.Popen[str], OutputPump]]:
-    with tempfile.TemporaryDirectory(prefix="midge-test-") as tmp:
+    with _folder(workdir) as tmp:
         args = [sys.executable, "-m", "midge", "serve", "--host", HOST, "--port", "0"]
-        # Each broker gets its own store, so no state leaks between tests.
-        args += ["--log-level", "info", "--data-dir", str(Path(tmp) / "data")]
+        args += ["--log-level", "info"]
+        if data_dir:  # each broker gets its own store, so no state leaks between tests
+            args += ["--data-dir", str(tmp / "data")]
         if config_toml is not None:
             config = Path(tmp) / "midge.toml"
             config.write_text(config_toml, encoding="utf-8")

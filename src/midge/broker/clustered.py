@@ -86,15 +86,17 @@ def adopt_session(broker: Broker, stored: StoredSession) -> Session:
     return session
 
 
-def release_client(broker: Broker, client_id: str, now: float) -> dict[str, int] | None:
+def release_client(
+    broker: Broker, client_id: str, now: float, publish_will: bool = True
+) -> dict[str, int] | None:
     """Another node took `client_id` over: its connection here closes (its
-    will is published, as for any take-over) and its session leaves this
-    node's memory, not the store. Returns the session's subscriptions (None:
-    this node had no session for it)."""
+    will is published, as for any take-over, unless the other node did) and
+    its session leaves this node's memory, not the store. Returns the
+    session's subscriptions (None: this node had no session for it)."""
     broker.now = now
     connection = broker.connections.get(client_id)
     if connection is not None:
-        broker.close_connection(connection, CloseReason.TAKEN_OVER)
+        broker.close_connection(connection, CloseReason.TAKEN_OVER, publish_will=publish_will)
     session = broker.sessions.pop(client_id, None)
     if session is None:
         broker.flush()

@@ -35,7 +35,19 @@ SHARE_SEPARATOR = "\x00"
 
 
 class Forwarder:
-    __slots__ = ("_turns", "claims", "forwarded", "node", "position", "record", "routes")
+    __slots__ = (
+        "_turns",
+        "claims",
+        "dropped",
+        "forwarded",
+        "node",
+        "offline",
+        "origin",
+        "position",
+        "record",
+        "routes",
+        "sequence",
+    )
 
     def __init__(
         self,
@@ -52,6 +64,12 @@ class Forwarder:
         # This node's place in the change log (node.py keeps it): each entry
         # says what its sender knew of the routes (cluster/claims.py).
         self.position = b"0-0"
+        self.origin = ""  # this run of the node (node.py sets it)
+        self.sequence = 0  # numbers each forward of this run
+        # Redis does not answer (node.py): QoS 0 is not forwarded, as it would
+        # only pile up, unacknowledged, until Redis is back; counted.
+        self.offline = False
+        self.dropped = 0
         self._turns: dict[str, int] = {}  # share name -> round-robin counter
         self.forwarded = 0  # messages handed to other nodes (one per node)
 
@@ -102,12 +120,24 @@ class Forwarder:
     def _send(
         self, message: Message, nodes: dict[str, int], shares: dict[str, list[str]] | None
     ) -> None:
+        count = len(nodes) + (len(shares) if shares else 0)
+        if self.offline and not message.qos:
+            self.dropped += count
+            return
         barrier = message.qos > 0
-        record = self.record
         for node in nodes:
             served = shares.pop(node, None) if shares else None
-            record(Forwarded(node, message, True, tuple(served or ()), self.position), barrier)
+            self._record(node, message, True, tuple(served or ()), barrier)
         if shares:
             for node, names in shares.items():
-                record(Forwarded(node, message, False, tuple(names), self.position), barrier)
-        self.forwarded += len(nodes) + (len(shares) if shares else 0)
+                self._record(node, message, False, tuple(names), barrier)
+        self.forwarded += count
+
+    def _record(
+        self, node: str, message: Message, plain: bool, shares: tuple[str, ...], barrier: bool
+    ) -> None:
+        self.sequence += 1
+        operation = Forwarded(
+            node, message, plain, shares, self.position, "", self.origin, self.sequence
+        )
+        self.record(operation, barrier)

@@ -25,7 +25,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from midge.broker.clustered import deliver_forwarded, deliver_to_client
 from midge.broker.router import SubscriptionTrie
@@ -61,6 +61,7 @@ class Inbound:
         self.cursor: Position | None = None  # read at the first step
         self.pending = True  # first the entries an earlier run read and did not acknowledge
         self._unacked: list[bytes] = []
+        self._seen: dict[bytes, int] = {}  # sender's run -> its highest forward number here
         self.delivered = 0
 
     async def step(self) -> int:
@@ -73,9 +74,17 @@ class Inbound:
             await self._ack(self._unacked)
         await self._wait_for_receivers()
         start = "0" if self.pending else ">"
-        replies = await redis.xreadgroup(
-            GROUP, self.owner, {self.stream: start}, count=READ_COUNT, block=BLOCK_MS
-        )
+        try:
+            replies = await redis.xreadgroup(
+                GROUP, self.owner, {self.stream: start}, count=READ_COUNT, block=BLOCK_MS
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost its data (restarted without persistence): start again.
+            log.warning("cluster: %s is gone from Redis: making it again", self.stream)
+            await redis.xgroup_create(self.stream, GROUP, "0", mkstream=True)
+            return 0
         entries: list[Entry] = replies[0][1] if replies else []
         if self.pending and not entries:
             self.pending = False
@@ -111,8 +120,8 @@ class Inbound:
         ids = []
         for entry_id, fields in entries:
             ids.append(entry_id)
-            if not fields or position_of(entry_id) <= cursor:
-                continue  # deleted meanwhile, or delivered before a restart
+            if not fields or position_of(entry_id) <= cursor or self._repeated(fields):
+                continue  # deleted meanwhile, delivered before a restart, or written twice
             try:
                 self._deliver_entry(fields, now)
             except (CorruptValue, KeyError, ValueError) as exc:
@@ -129,6 +138,19 @@ class Inbound:
             persistence.when_committed(persistence.epoch, lambda: self._acknowledge(ids))
         else:
             self._acknowledge(ids)
+
+    def _repeated(self, fields: dict[bytes, bytes]) -> bool:
+        """An entry its sender wrote again (its batch failed half-way and was
+        retried): its number is not above the last one seen from that run."""
+        number = fields.get(b"q")
+        if number is None:
+            return False
+        origin = fields.get(b"o", b"")
+        sequence = int(number)
+        if sequence <= self._seen.get(origin, 0):
+            return True
+        self._seen[origin] = sequence
+        return False
 
     def _deliver_entry(self, fields: dict[bytes, bytes], now: float) -> None:
         core = self.node.core

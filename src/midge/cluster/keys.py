@@ -82,6 +82,11 @@ class Keys:
         """String with a TTL: the node taking a dead node's place, while it does."""
         return f"{self.prefix}:{{n:{node}}}:reaper"
 
+    def reaped(self, node: str) -> str:
+        """String with a TTL: which node took this one's place (it may still
+        run, cut off from Redis: it must start afresh when it is back)."""
+        return f"{self.prefix}:{{n:{node}}}:reaped"
+
     def alive(self, node: str) -> str:
         """String with a TTL: the node's instance id while it heartbeats."""
         return f"{self.prefix}:{{n:{node}}}:alive"
@@ -95,6 +100,11 @@ class Keys:
     def routes(self, node: str) -> str:
         """Set: the topic filters this node has subscribers for."""
         return f"{self.prefix}:{{m}}:routes:{node}"
+
+    @property
+    def positions(self) -> str:
+        """Hash: node name -> the last change log entry it has read (visibility.py)."""
+        return f"{self.prefix}:{{m}}:positions"
 
     @property
     def retained(self) -> str:

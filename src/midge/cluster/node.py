@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from midge.broker.clustered import release_client
 from midge.cluster.claims import START, ClaimService, Position, awaited, position_of
 from midge.cluster.codec import CorruptValue, decode_message, decode_will
 from midge.cluster.config import ClusterConfig, redacted
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("midge.cluster")
 
 BACKOFF_FIRST = 0.2
-BACKOFF_MAX = 5.0
+BACKOFF_MAX = 2.0
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 T = TypeVar("T")
@@ -96,6 +97,8 @@ class ClusterNode:
         self._readers: list[asyncio.Task[None]] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self._failing: set[str] = set()  # tasks that have logged an outage
+        self.recovered_at = 0.0  # monotonic: when Redis last answered again
+        self._outage_since = 0.0
         self._acks: set[asyncio.Task[None]] = set()
         self.received = 0  # messages other nodes forwarded here
 
@@ -111,6 +114,10 @@ class ClusterNode:
             await self._claim_name()
             last = await self.redis.xrevrange(self.keys.changes, count=1)
             self._changes_from = last[0][0] if last else b"0-0"
+            # From now on, changes wait until this node has read them too.
+            await awaited(
+                self.redis.hset(self.keys.positions, mapping={self.name: self._changes_from})
+            )
             control = await self.redis.xrevrange(self.keys.control(self.name), count=1)
             self._control_from = control[0][0] if control else b"0-0"
             await self.redis.xgroup_create(self.keys.inbound(self.name), GROUP, "0", mkstream=True)
@@ -122,6 +129,7 @@ class ClusterNode:
         self.store = await asyncio.to_thread(
             RedisStore.open, self.config.url, self.name, self.config.prefix
         )
+        self.store.readers_timeout = self.config.node_timeout
         return self.store
 
     async def _give_up(self, exc: BaseException) -> None:
@@ -217,6 +225,7 @@ class ClusterNode:
                 await self._reload_routes(node)
         self.forwarder = Forwarder(self.name, self.remote, core.persistence.record, self.claims)
         self.forwarder.position = self._changes_from
+        self.forwarder.origin = self.instance
         core.delivery.remote = self.forwarder
         core.claims = self.claims
         # Other nodes generate ids too, and this node did in earlier runs.
@@ -274,16 +283,79 @@ class ClusterNode:
             try:
                 await step()
             except (RedisError, OSError) as exc:
-                if what not in self._failing:
-                    self._failing.add(what)
-                    log.warning("cluster: %s: lost Redis at %s (%s); retrying", what, self.url, exc)
+                self._failed(what, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             if what in self._failing:
                 self._failing.discard(what)
-                log.info("cluster: %s: Redis at %s answers again", what, self.url)
+                log.debug("cluster: %s: Redis answers again", what)
+                if not self._failing:
+                    log.info(
+                        "cluster: Redis at %s answers again after %.1f s",
+                        self.url,
+                        time.monotonic() - self._outage_since,
+                    )
+                    await self._rejoin()
             backoff = BACKOFF_FIRST
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        """A task lost Redis: the first of an outage says so, once."""
+        if not self._failing:
+            self._outage_since = time.monotonic()
+            log.warning(
+                "cluster: lost Redis at %s (%s): serving this node's clients, "
+                "QoS 0 to other nodes dropped, QoS 1/2 acknowledgements held; retrying",
+                self.url,
+                exc,
+            )
+            if self.forwarder is not None:
+                self.forwarder.offline = True
+        if what not in self._failing:
+            self._failing.add(what)
+            log.debug("cluster: %s: lost Redis (%s)", what, exc)
+
+    async def _rejoin(self) -> None:
+        """Redis answers again after an outage: say again who this node is and
+        what it wants, read the others' routes again; and if the cluster took
+        this node's place meanwhile (its heartbeat had stopped), start afresh."""
+        redis = self.client()
+        core = self.core
+        store = self.store
+        assert core is not None and store is not None
+        self.recovered_at = time.monotonic()
+        reaped_by = await awaited(redis.get(self.keys.reaped(self.name)))
+        if reaped_by is not None:
+            self._fence(reaped_by.decode(errors="replace"))
+            await awaited(redis.delete(self.keys.reaped(self.name)))
+        description = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        await awaited(redis.hset(self.keys.nodes, self.name, json.dumps(description)))
+        await asyncio.to_thread(store.replace_routes, self.local.filters())
+        for node in [name.decode() for name in await awaited(redis.hkeys(self.keys.nodes))]:
+            if node != self.name:
+                await self._reload_routes(node)
+        if self.forwarder is not None:
+            self.forwarder.offline = False
+        log.info("cluster: node %s rejoined after the outage", self.name)
+
+    def _fence(self, reaper: str) -> None:
+        """Another node took this one's place while it could not reach Redis:
+        its sessions and clients are that node's now. Every connection here
+        closes (no will: the other node published them) and every session
+        leaves memory; clients reconnect, and claim their sessions anew."""
+        core = self.core
+        assert core is not None
+        log.error(
+            "cluster: node %s was taken for dead (by %s) while Redis was out of reach: "
+            "closing its %d connections, its sessions are %s's now",
+            self.name,
+            reaper,
+            len(core.connections),
+            reaper,
+        )
+        now = asyncio.get_running_loop().time()
+        for client_id in list(core.sessions):
+            release_client(core, client_id, now, publish_will=False)
 
     async def _beat(self) -> None:
         assert self.redis is not None
@@ -301,6 +373,9 @@ class ClusterNode:
                 await self._apply_change(fields)
                 self._changes_from = entry_id
             self._note_position()
+            await awaited(
+                self.redis.hset(self.keys.positions, mapping={self.name: self._changes_from})
+            )
 
     def _note_position(self) -> None:
         if self.forwarder is not None:

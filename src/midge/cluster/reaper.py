@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("midge.cluster")
 
 ADOPT_CHUNK = 200  # sessions taken over per batch
+TOMBSTONE_SECONDS = 86_400  # how long a node found dead learns so when it is back
 
 
 class Reaper:
@@ -52,6 +53,8 @@ class Reaper:
         """One look at the others' heartbeats; reap the dead, one at a time."""
         node = self.node
         await asyncio.sleep(node.config.heartbeat_interval)
+        if time.monotonic() - node.recovered_at < 2 * node.config.node_timeout:
+            return  # after an outage, the others need a moment to heartbeat again
         redis = node.client()
         keys = node.keys
         names = [name.decode() for name in await awaited(redis.hkeys(keys.nodes))]
@@ -76,6 +79,7 @@ class Reaper:
             dead,
             node.config.node_timeout,
         )
+        await awaited(node.client().set(node.keys.reaped(dead), node.name, ex=TOMBSTONE_SECONDS))
         wills = await node.publish_wills(dead)
         sessions, adopted = await self._adopt_sessions(dead)
         await self._withdraw_routes(dead)
@@ -137,6 +141,7 @@ class Reaper:
         pipe.delete(keys.routes(dead))
         pipe.xadd(keys.changes, {"k": ROUTES_RESET, "n": dead}, maxlen=100_000, approximate=True)
         pipe.hdel(keys.nodes, dead)
+        pipe.hdel(keys.positions, dead)
         await pipe.execute()
         node.remote.forget(dead)
 

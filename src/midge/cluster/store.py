@@ -51,6 +51,7 @@ from midge.cluster.keys import (
     ROUTES_RESET,
     Keys,
 )
+from midge.cluster.visibility import wait_until_read
 from midge.message import Message
 from midge.store.base import (
     Forwarded,
@@ -110,6 +111,10 @@ class RedisStore:
         # client has a higher one. Only ever raised, except by SessionDeleted.
         self._written: dict[str, int] = {}
         self._knows_written = False  # load() (or a first apply) read it from Redis
+        self._last_log = -1  # the pipeline's last change log entry (see `_log`)
+        # Seconds to wait for every live node to read a batch's change log
+        # entries before its acknowledgements go (visibility.py); 0: no wait.
+        self.readers_timeout = 0.0
 
     @classmethod
     def open(cls, url: str, node: str, prefix: str = "midge") -> RedisStore:
@@ -256,8 +261,13 @@ class RedisStore:
             if not self._knows_written:
                 self._learn_written()
             pipe = self.client.pipeline(transaction=False)
+            self._last_log = -1
             self._queue(pipe, operations, popped)
-            pipe.execute()  # sends nothing when the fold left nothing to write
+            replies = pipe.execute()  # sends nothing when the fold left nothing to write
+            if self._last_log >= 0 and self.readers_timeout:
+                wait_until_read(
+                    self.client, self.keys, self.node, replies[self._last_log], self.readers_timeout
+                )
         except redis.RedisError as exc:
             # Some of the batch may be in Redis, rows of the deleted sessions too:
             # `written` must not stay below them for the retry (or any later batch).
@@ -297,9 +307,11 @@ class RedisStore:
                     "m": _encoded(op.message, encoded),
                     "p": b"1" if op.plain else b"0",
                     "s": "\x00".join(op.shares),
-                    "o": self.node,
+                    "o": op.origin or self.node,
                     "v": op.position,
                 }
+                if op.sequence:
+                    fields["q"] = op.sequence
                 if op.target:
                     fields["t"] = op.target
                 # No MAXLEN: an entry is a message acknowledged to its publisher.
@@ -325,6 +337,7 @@ class RedisStore:
     def _log(self, pipe: Pipeline, fields: Fields) -> None:
         """An entry of the change log, which keeps its last entries only: a node
         that fell further behind reads the tables whole again."""
+        self._last_log = len(pipe)  # where its reply will be: apply waits for readers
         pipe.xadd(self.keys.changes, fields, maxlen=self.change_log_max, approximate=True)
 
     def _queue_changes(self, pipe: Pipeline, changes: Changes, encoded: dict[int, bytes]) -> None:

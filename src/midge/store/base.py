@@ -163,6 +163,10 @@ class Forwarded:
     shares: tuple[str, ...]
     position: bytes
     target: str
+    # The sender's run and a number it increases per forward: a batch written
+    # again after a failed write adds entries the receiver has seen (dropped).
+    origin: str
+    sequence: int
 
     def __init__(
         self,
@@ -172,6 +176,8 @@ class Forwarded:
         shares: tuple[str, ...],
         position: bytes = b"",
         target: str = "",
+        origin: str = "",
+        sequence: int = 0,
     ) -> None:
         self.node = node
         self.message = message
@@ -179,6 +185,8 @@ class Forwarded:
         self.shares = shares
         self.position = position
         self.target = target
+        self.origin = origin
+        self.sequence = sequence
 
 
 @dataclass(slots=True)
