@@ -79,3 +79,15 @@ def test_no_import_cycles():
 
 def test_the_core_names_the_embedding_layer_in_annotations_only():
     assert not {m for m in imports_of("midge.broker") if m.startswith("midge.embedding")}
+
+
+def test_the_core_knows_of_the_cluster_only_its_config():
+    # The cluster plugs into the core (broker/clustered.py names it in
+    # annotations only); the core reads no more of it than the [cluster] table.
+    assert {m for m in imports_of("midge.broker") if m.startswith("midge.cluster")} <= {
+        "midge.cluster.config"
+    }
+
+
+def test_a_lone_broker_imports_no_cluster_code_but_its_config():
+    assert {m for m in imports_of("midge.embedding") if m.startswith("midge.cluster")} == set()

@@ -49,6 +49,7 @@ from midge.message import Message
 from midge.protocol.errors import ProtocolError
 from midge.protocol.packets import Connect, ConnectReturnCode, Packet, Publish, Will
 from midge.store.base import (
+    OwnerReleased,
     SessionDeleted,
     SessionSaved,
     Store,
@@ -482,6 +483,8 @@ class Broker:
             del self.sessions[session.client_id]
         if session.persistent:
             self.persistence.record(SessionDeleted(session.client_id))
+        if self.claims is not None:  # a cluster: the client id is free again
+            self.persistence.record(OwnerReleased(session.client_id), barrier=False)
 
     def expire_sessions(self, now_wall: float) -> float:
         """Delete offline sessions whose time is up: a 5.0 session after its own

@@ -136,11 +136,8 @@ class ClaimService:
         keys = node.keys
         deadline = time.monotonic() + 3 * node.config.node_timeout
         while True:
-            await self._wait_for_reaper(client_id, deadline)
-            raw = await awaited(redis.get(keys.owner(client_id)))
-            previous = raw.decode() if raw else ""
-            moving = previous and previous != node.name
-            if moving and await awaited(redis.exists(keys.alive(previous))):
+            previous, alive = await self._current_owner(client_id, deadline)
+            if previous and previous != node.name and alive:
                 try:
                     await self._hand_over(client_id, previous)
                 except TimeoutError:
@@ -155,10 +152,11 @@ class ClaimService:
         assert store is not None
         return await asyncio.to_thread(store.load_session, client_id)
 
-    async def _wait_for_reaper(self, client_id: str, deadline: float) -> None:
-        """A session whose node died is taken over by another node first
-        (cluster/reaper.py): what the dead node owed it is delivered there,
-        and then this claim takes it from that node like from any other."""
+    async def _current_owner(self, client_id: str, deadline: float) -> tuple[str, bool]:
+        """The client id's owner ("": none) and whether it is alive. A session
+        whose node died is taken over by another node first (reaper.py): what
+        the dead node owed it is delivered there; this waits for that, then
+        the claim takes it from that node like from any other."""
         node = self.node
         redis = node.client()
         keys = node.keys
@@ -167,11 +165,11 @@ class ClaimService:
             raw = await awaited(redis.get(keys.owner(client_id)))
             owner = raw.decode() if raw else ""
             if not owner or owner == node.name:
-                return
+                return owner, True
             if await awaited(redis.exists(keys.alive(owner))):
-                return
+                return owner, True
             if not await awaited(redis.exists(keys.session(client_id))):
-                return  # nothing kept for it: nothing to wait for
+                return owner, False  # nothing kept for it: nothing to wait for
             await asyncio.sleep(0.1)
         raise TimeoutError(f"node {owner} died and no node has taken its sessions yet")
 

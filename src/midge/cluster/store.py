@@ -58,6 +58,7 @@ from midge.store.base import (
     InboundCursor,
     Operation,
     OutboundRow,
+    OwnerReleased,
     RouteDeleted,
     RouteSet,
     SessionReleased,
@@ -77,8 +78,22 @@ LOAD_CHUNK = 256  # sessions read per pipeline (five HGETALLs each) at load
 SCAN_COUNT = 1000  # members per SSCAN / HSCAN: big sets never block Redis long
 SADD_CHUNK = 10_000  # filters per SADD in replace_routes
 
+# Delete the owner key if it still names this node (ARGV[1]).
+_RELEASE_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
+return 0
+"""
 _CLUSTER_OPERATIONS = frozenset(
-    (Forwarded, RouteSet, RouteDeleted, SessionReleased, WillStored, WillDeleted, InboundCursor)
+    (
+        Forwarded,
+        RouteSet,
+        RouteDeleted,
+        SessionReleased,
+        OwnerReleased,
+        WillStored,
+        WillDeleted,
+        InboundCursor,
+    )
 )
 _OWNER, _DISCONNECTED_AT, _EXPIRY_INTERVAL = b"owner", b"disconnected_at", b"expiry_interval"
 
@@ -178,15 +193,17 @@ class RedisStore:
     def load_session(self, client_id: str) -> StoredSession | None:
         """One session, whichever node owned it (this one claims it next):
         None if Redis has none. Raises StoreError."""
+        keys = self.keys.client_keys(client_id)
         try:
+            head = self.client.hgetall(keys[0])  # most clients have none: one command
+            if not head:
+                return None
             pipe = self.client.pipeline(transaction=False)
-            for key in self.keys.client_keys(client_id):
+            for key in keys[1:]:
                 pipe.hgetall(key)
-            replies = pipe.execute()
+            replies = [head, *pipe.execute()]
         except redis.RedisError as exc:
             raise StoreError(f"cannot read from Redis at {self._failure(exc)}") from None
-        if not replies[0]:
-            return None
         return self._session(client_id, replies, {}, any_owner=True)
 
     def _session(
@@ -329,6 +346,8 @@ class RedisStore:
                 pipe.hdel(keys.wills(self.node), op.client_id)
             elif isinstance(op, InboundCursor):
                 pipe.set(keys.cursor(op.node), op.entry_id)
+            elif isinstance(op, OwnerReleased):
+                pipe.eval(_RELEASE_OWNER, 1, keys.owner(op.client_id), self.node)
             elif isinstance(op, SessionReleased):
                 # Another node owns it now: off this node's list; its rows stay.
                 pipe.srem(keys.node_sessions(self.node), op.client_id)

@@ -198,6 +198,14 @@ class SessionReleased:
 
 
 @dataclass(slots=True)
+class OwnerReleased:
+    """This node's session of the client ended: it no longer owns the client id
+    (unless another node does by now)."""
+
+    client_id: str
+
+
+@dataclass(slots=True)
 class WillStored:
     """A connected client's will, kept so that another node can publish it
     if this one dies; `expiry_interval` its Message Expiry Interval."""
@@ -253,6 +261,7 @@ Operation = (
     | RetainedDeleted
     | Forwarded
     | SessionReleased
+    | OwnerReleased
     | WillStored
     | WillDeleted
     | InboundCursor
