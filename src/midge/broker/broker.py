@@ -23,19 +23,19 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from midge.broker.auth import Authenticator
-from midge.broker.authorizer import Authorizer, build_authorizer, load_acl
+from midge.broker.authorizer import Authorizer, build_authorizer
 from midge.broker.bugs import BugLog
 from midge.broker.closing import CloseReason
 from midge.broker.config import BrokerConfig, ListenerConfig
-from midge.broker.connect import answer_connect, refusal_name
+from midge.broker.connect import answer_connect
 from midge.broker.connection import CONNECTED, Connection, State, Transport, check_before_connack
 from midge.broker.delivery import Delivery
 from midge.broker.enhanced_auth import EnhancedAuth
 from midge.broker.flow import FlowControl
 from midge.broker.handlers import HANDLERS
 from midge.broker.hooked import handle_publish_hooked, publish_will
-from midge.broker.hooks import AuthHook, ask_authenticate, load_hook
-from midge.broker.internal import API_LISTENER, INTERNAL_LISTENER
+from midge.broker.hooks import AuthHook, load_hook
+from midge.broker.login import reload_auth
 from midge.broker.mqtt5 import SESSION_NEVER_EXPIRES, disconnect_bytes, will_to_message
 from midge.broker.persistence import Committer, Persistence, restore_session
 from midge.broker.session import Session
@@ -47,7 +47,7 @@ from midge.broker.views import ClientInfo, client_info
 from midge.broker.wills import DelayedWills
 from midge.message import Message
 from midge.protocol.errors import ProtocolError
-from midge.protocol.packets import Connect, ConnectReturnCode, Packet, Publish, Will
+from midge.protocol.packets import Connect, Packet, Publish, Will
 from midge.store.base import (
     OwnerReleased,
     SessionDeleted,
@@ -383,75 +383,9 @@ class Broker:
 
     # ---------------------------------------------------------- authentication
 
-    def authenticate(
-        self, connection: Connection, packet: Connect, allow_anonymous: bool
-    ) -> ConnectReturnCode:
-        """The CONNACK code for a CONNECT's credentials: the hook, then the password file.
-
-        Every refusal is logged as a warning (never with the password).
-        """
-        code = self._login(connection, packet, allow_anonymous)
-        if code is not ConnectReturnCode.ACCEPTED:
-            log.warning(
-                "login refused (%s): client %r, user %r, from %s",
-                code.name,
-                packet.client_id,
-                packet.username,
-                connection.peer,
-                extra={
-                    "client_id": packet.client_id,
-                    "user": packet.username,
-                    "address": connection.peer,
-                    "reason": refusal_name(code),
-                },
-            )
-        return code
-
-    def _login(
-        self, connection: Connection, packet: Connect, allow_anonymous: bool
-    ) -> ConnectReturnCode:
-        listener = connection.listener
-        if listener is INTERNAL_LISTENER:
-            return ConnectReturnCode.ACCEPTED  # the embedding program's own client
-        if listener is API_LISTENER:
-            return ConnectReturnCode.ACCEPTED  # the HTTP API checked its API key (the ACL applies)
-        hook = self.auth_hook
-        if hook is not None:
-            verdict = ask_authenticate(
-                hook, packet.client_id, packet.username, packet.password, connection.peer
-            )
-            if verdict:
-                return ConnectReturnCode.ACCEPTED
-            if verdict is not None:
-                if packet.username is None:
-                    return ConnectReturnCode.NOT_AUTHORIZED
-                return ConnectReturnCode.BAD_USERNAME_OR_PASSWORD
-        return self.authenticator.check(packet.username, packet.password, allow_anonymous)
-
     def reload_auth(self) -> bool:
-        """Re-read the password file and the ACL file (the SIGHUP handler calls this).
-
-        Connected clients stay connected; the new rules apply to every later
-        packet and delivery (cached decisions are dropped). If either file is
-        unreadable or broken, both old ones stay, the error is logged, and the
-        answer is False.
-        """
-        config = self.config
-        try:
-            authenticator = (
-                Authenticator.from_settings(config.password_file) if config.password_file else None
-            )
-            acl = load_acl(config.acl_file)
-            self.enhanced_auth.reload()
-        except (OSError, ValueError) as exc:  # PasswordFileError and AclFileError are ValueErrors
-            log.error("reload of authentication failed, keeping the previous rules: %s", exc)
-            return False
-        if authenticator is not None:
-            self.authenticator = authenticator
-        if self.authorizer is not None:
-            self.authorizer.replace_acl(acl)
-        log.info("reloaded password file %r and ACL file %r", config.password_file, config.acl_file)
-        return True
+        """Re-read the password file and the ACL file (SIGHUP): login.py."""
+        return reload_auth(self)
 
     # --------------------------------------------------------------- sessions
 

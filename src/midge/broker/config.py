@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from midge.broker.config_hints import MOSQUITTO_NAMES, mosquitto_hint
 from midge.cluster.config import ClusterConfig, cluster_from_table
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -509,49 +510,8 @@ def _read_toml(file: Path) -> dict[str, Any]:
         return tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         text = raw.decode("utf-8", errors="replace")
-        hint = _mosquitto_hint(file, text)
+        hint = mosquitto_hint(file, text)
         raise ConfigError(f"config file {file} is not valid TOML: {exc}{hint}") from None
-
-
-# Directives that open most mosquitto.conf files: a file whose first
-# directives are these (or named *.conf) gets a pointer to the importer.
-_MOSQUITTO_WORDS = frozenset(
-    """listener port bind_address protocol socket_domain allow_anonymous password_file
-    acl_file per_listener_settings persistence persistence_location persistence_file
-    autosave_interval log_dest log_type log_timestamp connection_messages include_dir
-    user pid_file cafile capath certfile keyfile require_certificate tls_version
-    max_connections max_inflight_messages max_queued_messages max_keepalive
-    max_packet_size message_size_limit persistent_client_expiration sys_interval
-    retain_available set_tcp_nodelay connection plugin auth_plugin""".split()  # noqa: SIM905
-)
-
-
-def _mosquitto_hint(file: Path, text: str) -> str:
-    """A pointer to `midge config import` when `text` looks like a mosquitto.conf."""
-    first = _first_mosquitto_directive(text)
-    if first is None and file.suffix != ".conf":
-        return ""
-    seen = f" (line {first[0]}: {first[1]!r})" if first else ""
-    return (
-        f"\nit looks like a Mosquitto config{seen}; Midge reads TOML: translate it once "
-        f"with `midge config import {file} > midge.toml` and start with "
-        '`midge serve --config midge.toml` (docs/configuration.md, "Coming from Mosquitto")'
-    )
-
-
-def _first_mosquitto_directive(text: str) -> tuple[int, str] | None:
-    meaningful = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        words = line.split()
-        if words[0] in _MOSQUITTO_WORDS and "=" not in line:
-            return number, line
-        meaningful += 1
-        if meaningful == 3:  # a TOML file with one odd line is still a TOML file
-            return None
-    return None
 
 
 _OPTIONAL_BOOLS = frozenset({"allow_anonymous"})
@@ -560,19 +520,6 @@ _OPTIONAL_BOOLS = frozenset({"allow_anonymous"})
 _PATH_KEYS = frozenset({"password_file", "scram_file", "acl_file", "data_dir", "api_key_file"})
 _LISTENER_PATH_KEYS = frozenset({"certfile", "keyfile", "cafile"})
 """Keys whose relative values in a file are taken from the file's folder."""
-
-# What a Mosquitto user may write out of habit, and Midge's name for it.
-_MOSQUITTO_NAMES = {
-    "listener": "listeners",
-    "bind_address": "host",
-    "protocol": "transport",
-    "persistence": "store",
-    "persistence_location": "data_dir",
-    "persistent_client_expiration": "persistent_session_expiry",
-    "log_type": "log_level",
-    "per_listener_settings": "[[listeners]] with their own allow_anonymous",
-    "message_size_limit": "max_packet_size",
-}
 
 
 def _typed(
@@ -635,8 +582,8 @@ def _type_problem(defaults: object, key: str, value: Any, source: str, name: str
 
 
 def _suggestion(key: str, known: Iterable[str]) -> str:
-    if key in _MOSQUITTO_NAMES:
-        return f" (Mosquitto's {key!r}; Midge's is {_MOSQUITTO_NAMES[key]!r})"
+    if key in MOSQUITTO_NAMES:
+        return f" (Mosquitto's {key!r}; Midge's is {MOSQUITTO_NAMES[key]!r})"
     close = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

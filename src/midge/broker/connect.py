@@ -16,6 +16,7 @@ from midge.broker.closing import CloseReason
 from midge.broker.enhanced_auth import CONTINUE, SUCCESS, PendingAuth
 from midge.broker.internal import listener_label
 from midge.broker.limits import check_topic_limits
+from midge.broker.login import REASONS, authenticate, refusal_name
 from midge.broker.mqtt5 import SESSION_NEVER_EXPIRES
 from midge.broker.session import Session
 from midge.protocol.codec import encode, encode_connack
@@ -40,15 +41,6 @@ log = logging.getLogger("midge.broker")
 
 MAX_PACKET_SIZE_LIMIT = 268_435_460  # the protocol's own: not announced
 MAX_RECEIVE_MAXIMUM = 65535  # the protocol's own: not announced
-
-# The 5.0 reason code for each 3.1.1 refusal (section 3.2.2.2).
-_REASONS = {
-    ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION: ReasonCode.UNSUPPORTED_PROTOCOL_VERSION,
-    ConnectReturnCode.IDENTIFIER_REJECTED: ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
-    ConnectReturnCode.SERVER_UNAVAILABLE: ReasonCode.SERVER_UNAVAILABLE,
-    ConnectReturnCode.BAD_USERNAME_OR_PASSWORD: ReasonCode.BAD_USER_NAME_OR_PASSWORD,
-    ConnectReturnCode.NOT_AUTHORIZED: ReasonCode.NOT_AUTHORIZED,
-}
 
 
 def handle_connect(broker: Broker, connection: Connection, packet: Connect, now: float) -> None:
@@ -246,7 +238,7 @@ def _refuse(
     name = refusal_name(code)
     refused[name] = refused.get(name, 0) + 1
     if packet.protocol_level == PROTOCOL_MQTT_5 and packet.protocol_name == "MQTT":
-        reason = code if isinstance(code, ReasonCode) else _REASONS[code]
+        reason = code if isinstance(code, ReasonCode) else REASONS[code]
         connection.send(encode(ConnAck(reason), PROTOCOL_MQTT_5))
     else:
         # A refusal reads the same in 3.1 and 3.1.1.
@@ -254,13 +246,6 @@ def _refuse(
     broker.close_connection(
         connection, CloseReason.CONNECT_REFUSED, detail, publish_will=False, flush=True
     )
-
-
-def refusal_name(code: ConnectReturnCode | ReasonCode) -> str:
-    """How counters and JSON logs name a CONNACK refusal: its 5.0 reason code's
-    name in lower case, for a 3.1.1 return code too ("bad_user_name_or_password")."""
-    reason = code if isinstance(code, ReasonCode) else _REASONS[code]
-    return reason.name.lower()
 
 
 def _open_session(broker: Broker, packet: Connect, client_id: str) -> tuple[Session, bool]:
@@ -408,7 +393,7 @@ def _refusal(
             return ConnectReturnCode.NOT_AUTHORIZED
         return None
     allow_anonymous = config.anonymous_allowed(listener)
-    code = broker.authenticate(connection, packet, allow_anonymous)
+    code = authenticate(broker, connection, packet, allow_anonymous)
     return None if code is ConnectReturnCode.ACCEPTED else code
 
 
