@@ -92,6 +92,8 @@ MIDGE_VALUES: tuple[tuple[str, str], ...] = (
 )
 # Readings "refused/<reason>", published as $SYS/broker/midge/connections/refused/<reason>.
 REFUSED_PREFIX = "refused/"
+# Readings "cluster/<name>" (cluster/node.py figures), as $SYS/broker/midge/cluster/<name>.
+CLUSTER_PREFIX = "cluster/"
 COMMIT_LATENCY_TOPIC = SYS_ROOT + "midge/store/commit_latency/average"  # ms, over the last round
 
 # What `read_broker` copies from Stats as it is.
@@ -206,6 +208,8 @@ class SysTree:
             if name.startswith(REFUSED_PREFIX):
                 topic = SYS_ROOT + "midge/connections/" + name
                 values.append((topic, b"%d" % count))
+            elif name.startswith(CLUSTER_PREFIX):
+                values.append((SYS_ROOT + "midge/" + name, b"%d" % count))
         latency = self._commit_latency(readings)
         if latency is not None:
             values.append((COMMIT_LATENCY_TOPIC, b"%.3f" % latency))

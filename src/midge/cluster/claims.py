@@ -110,6 +110,9 @@ class ClaimService:
         self._answers: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.relay_seconds = max(10.0, 2 * node.config.node_timeout)
+        self.claimed = 0  # client ids this node claimed (counters, node.figures)
+        self.failed = 0
+        self.released_count = 0  # client ids this node let go to another
 
     # ------------------------------------------------------------ B's side
 
@@ -125,8 +128,10 @@ class ClaimService:
             stored = await self._take(client_id)
         except (RedisError, OSError, StoreError, TimeoutError) as exc:
             self._forget_pending(client_id)
+            self.failed += 1
             fail_claim(core, connection, f"cluster: cannot claim it: {exc}", _now())
             return
+        self.claimed += 1
         finish_claim(core, connection, stored, _now())
         self._forget_pending(client_id)
 
@@ -258,6 +263,7 @@ class ClaimService:
         core = node.core
         assert core is not None
         subscriptions = release_client(core, client_id, _now())
+        self.released_count += 1
         if subscriptions:
             filters = [item for item in subscriptions if not item.startswith(SHARE_PREFIX)]
             until = time.monotonic() + self.relay_seconds

@@ -34,7 +34,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -485,8 +485,23 @@ class ClusterNode:
         self._acks.add(task)
         task.add_done_callback(self._acks.discard)
 
-    def describe(self) -> dict[str, Any]:
-        return {"node": self.name, "redis": self.url, "remote_routes": self.remote.count}
+    def figures(self) -> dict[str, int]:
+        """The cluster's counters and gauges, for $SYS (under
+        $SYS/broker/midge/cluster/) and /metrics (midge_cluster_*)."""
+        forwarder = self.forwarder
+        claims = self.claims
+        return {
+            "forwarded": forwarder.forwarded if forwarder is not None else 0,
+            "dropped_offline": forwarder.dropped if forwarder is not None else 0,
+            "received": self.inbound.delivered,
+            "claims": claims.claimed,
+            "claims_failed": claims.failed,
+            "released": claims.released_count,
+            "nodes_taken_over": self.reaper.reaped,
+            "remote_routes": self.remote.count,
+            "local_routes": len(self.local.counts),
+            "redis_up": 0 if self._failing else 1,
+        }
 
 
 async def _earlier_run_here(holder: bytes) -> bool:

@@ -5,6 +5,7 @@
     midge check broker.lan --only 05,06-03 -u u -P p  some areas / ids, with credentials
     midge check [::1]:1883 --broker-profile mosquitto mosquitto's documented deviations allowed
     midge check HOST --list | --json                  the scenarios only | JSON lines
+    midge check HOST:1883 HOST:1884 HOST:1885         a cluster's nodes: clients go to each in turn
 
 The scenarios and the runner are the ones the test suite runs (`runner.run_one`);
 this module only parses the arguments, selects, probes and runs; `report.py`
@@ -93,9 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "target",
-        nargs="?",
+        nargs="*",
         metavar="HOST[:PORT]",
-        help="broker address; port 1883 by default; [IPv6]:PORT (not needed with --list)",
+        help="broker address; port 1883 by default; [IPv6]:PORT (not needed with --list); "
+        "several: the nodes of one cluster, each new client of a scenario connecting to the "
+        "next in turn",
     )
     parser.add_argument(
         "--protocol",
@@ -234,9 +237,7 @@ def make_target(args: argparse.Namespace) -> Target:
     from midge.conformance.harness import DEFAULT_TIMEOUT  # noqa: PLC0415
     from midge.conformance.target import Target  # noqa: PLC0415
 
-    if args.target is None:
-        raise UsageError("which broker? give HOST[:PORT] (e.g. 127.0.0.1:1883)")
-    host, port = parse_target(args.target)
+    nodes = _addresses(args.target)
     if args.password is not None and args.username is None:
         raise UsageError(
             "-P/--password needs -u/--username: MQTT 3.1.1 allows no password "
@@ -244,7 +245,19 @@ def make_target(args: argparse.Namespace) -> Target:
         )
     password = None if args.password is None else args.password.encode()
     timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
-    return Target(host, port, timeout=timeout, username=args.username, password=password)
+    return Target.spread(nodes, timeout=timeout, username=args.username, password=password)
+
+
+def _addresses(targets: list[str] | str | None) -> list[tuple[str, int]]:
+    """The (host, port) of each HOST[:PORT] given, in order; at least one, none twice."""
+    if not targets:
+        raise UsageError("which broker? give HOST[:PORT] (e.g. 127.0.0.1:1883)")
+    texts = [targets] if isinstance(targets, str) else targets
+    nodes = [parse_target(text) for text in texts]
+    twice = sorted({label(*node) for node in nodes if nodes.count(node) > 1})
+    if twice:
+        raise UsageError(f"{', '.join(twice)} given twice: give each node of a cluster once")
+    return nodes
 
 
 # -------------------------------------------------------------------- probing
@@ -254,8 +267,14 @@ def probe(target: Target, versions: list[int] | None = None) -> None:
     """Raise `UsageError` unless the broker accepts a TCP connection and a CONNECT.
 
     One CONNECT per protocol level in `versions` (default: 3.1.1 only), so a
-    broker that does not speak 5.0 stops a 5.0 run before its first row.
+    broker that does not speak 5.0 stops a 5.0 run before its first row; on
+    every node of a cluster.
     """
+    for address in target.addresses:
+        _probe_node(target.on(address), versions)
+
+
+def _probe_node(target: Target, versions: list[int] | None) -> None:
     where = label(target.host, target.port)
     try:
         socket.create_connection((target.host, target.port), timeout=target.timeout).close()
@@ -324,7 +343,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_plan(target: Target, plan: Plan, report: Report) -> Summary:
     """Run (or skip) each scenario in order, reporting each row as it finishes."""
-    where = label(target.host, target.port)
+    where = ", ".join(label(host, port) for host, port in target.addresses)
     summary = Summary(where, plan.profiles)
     report.start(_heading(where, target, plan), plan.scenarios)
     started = time.monotonic()
@@ -352,6 +371,8 @@ def _outcome(target: Target, item: Scenario, plan: Plan) -> Outcome:
 def _heading(where: str, target: Target, plan: Plan) -> str:
     count = len(plan.scenarios)
     parts = [f"midge check {where}: {count} scenario{'s' if count != 1 else ''}"]
+    if target.nodes:
+        parts.append(f"clients spread over {len(target.nodes)} nodes")
     versions = sorted({s.version for s in plan.scenarios})
     if versions != [4]:  # the 3.1.1 heading stays as it always was
         parts.append(" + ".join(_version_name(version) for version in versions))

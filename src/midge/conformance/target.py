@@ -8,6 +8,13 @@ broker that requires them) go into every CONNECT its clients send through
 `RawClient.connect` / `connect_packet`; hand-built CONNECT bytes carry none.
 Its `version` is the protocol its clients speak: 5.0 scenarios run on a 5.0
 target, so `target.client(...)` connects at level 5.
+
+A target may name several `nodes` of one cluster (the first is `host:port`):
+each new connection its scenario makes (`raw`, `client`, `untracked`, so the
+cleanup's too) goes to the next node in turn, starting again at the first for
+every scenario, and its client's name says where it went ("sub@node2").
+`scoped(..., one_node=True)` keeps a scenario that needs one broker on the
+first node.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from dataclasses import dataclass, field
 from midge.conformance.harness import DEFAULT_TIMEOUT, RawClient, check
 from midge.protocol.packets import PROTOCOL_MQTT_3_1_1, Will
 from midge.protocol.properties import Properties
+
+Address = tuple[str, int]
 
 MAX_STRICT_CLIENT_ID = 23
 MAX_PREFIX = 12
@@ -40,18 +49,49 @@ class Target:
     username: str | None = None
     password: bytes | None = field(default=None, repr=False)
     version: int = PROTOCOL_MQTT_3_1_1
+    nodes: tuple[Address, ...] = ()
+    """Every node of a cluster, `(host, port)` first; empty (or one): that broker alone."""
     clients: list[RawClient] = field(default_factory=list, repr=False, compare=False)
+    turns: int = field(default=0, repr=False, compare=False)
+    """How many connections this target has made: the next goes to node `turns % len`."""
 
     def __post_init__(self) -> None:
         if not (self.prefix.isascii() and self.prefix.isalnum()) or len(self.prefix) > MAX_PREFIX:
             raise ValueError(
                 f"prefix {self.prefix!r} must be 1-{MAX_PREFIX} ASCII letters and digits"
             )
+        if self.nodes and self.nodes[0] != (self.host, self.port):
+            raise ValueError(f"the first of the nodes {self.nodes} must be {self.host}:{self.port}")
 
-    def scoped(self, suffix: str, version: int | None = None) -> Target:
+    @classmethod
+    def spread(
+        cls,
+        nodes: list[Address],
+        timeout: float = DEFAULT_TIMEOUT,
+        username: str | None = None,
+        password: bytes | None = None,
+    ) -> Target:
+        """A target whose clients go to each of `nodes` (one cluster's) in turn."""
+        (host, port), many = nodes[0], len(nodes) > 1
+        return cls(
+            host,
+            port,
+            timeout=timeout,
+            username=username,
+            password=password,
+            nodes=tuple(nodes) if many else (),
+        )
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        """The nodes clients connect to, in turn (one address for a lone broker)."""
+        return self.nodes or ((self.host, self.port),)
+
+    def scoped(self, suffix: str, version: int | None = None, one_node: bool = False) -> Target:
         """A fresh target for one scenario: same broker, prefix extended by `suffix`.
 
-        `version`: the protocol its clients speak (default: this target's).
+        `version`: the protocol its clients speak (default: this target's);
+        `one_node`: every client on the first node, even when there are more.
         """
         return Target(
             self.host,
@@ -61,7 +101,22 @@ class Target:
             self.username,
             self.password,
             self.version if version is None else version,
+            () if one_node else self.nodes,
         )
+
+    def on(self, address: Address) -> Target:
+        """This target (same prefix, credentials, protocol) on one of its nodes alone."""
+        host, port = address
+        return Target(
+            host, port, self.prefix, self.timeout, self.username, self.password, self.version
+        )
+
+    def _next_address(self, name: str) -> tuple[Address, str]:
+        """The node the next connection goes to, and its client's name there."""
+        addresses = self.addresses
+        index = self.turns % len(addresses)
+        self.turns += 1
+        return addresses[index], f"{name}@node{index + 1}" if self.nodes else name
 
     def topic(self, name: str = "t") -> str:
         """A topic (or filter, when `name` has wildcards) under this target's prefix."""
@@ -86,9 +141,10 @@ class Target:
 
     def untracked(self, name: str, version: int | None = None) -> RawClient:
         """A new TCP connection with this target's credentials that `cleanup` ignores."""
+        (host, port), name = self._next_address(name)
         return RawClient(
-            self.host,
-            self.port,
+            host,
+            port,
             name,
             self.timeout,
             self.username,

@@ -89,7 +89,9 @@ class Broker:
     the defaults; keyword `settings` override single keys of it, as
     `midge serve`'s flags do (`Broker(port=0, store="memory")`). `hooks` are
     event hook objects (see `midge.Hooks`), called after those the config's
-    `hooks` key names.
+    `hooks` key names. `reuse_port` binds the MQTT listeners with
+    SO_REUSEPORT, so that other processes may listen on the same ports
+    (`midge serve --workers`).
     """
 
     def __init__(
@@ -97,11 +99,13 @@ class Broker:
         config: BrokerConfig | str | Path | None = None,
         *,
         hooks: Sequence[object] = (),
+        reuse_port: bool = False,
         **settings: Any,
     ) -> None:
         base = config if isinstance(config, BrokerConfig) else load_config(config)
         self.config = base.override(**settings) if settings else base.validate()
         self._hook_objects = [*load_hooks(self.config.hooks), *hooks]
+        self._reuse_port = reuse_port  # SO_REUSEPORT: a worker of `midge serve --workers`
         self._core: Core | None = None
         self._store: Store | None = None
         self._writer: GroupCommitWriter | None = None
@@ -178,7 +182,7 @@ class Broker:
             if self._cluster is not None:
                 await self._cluster.start()
             for listener in config.effective_listeners():
-                server = await start_listener(core, listener)
+                server = await start_listener(core, listener, reuse_port=self._reuse_port)
                 self._servers.append(server)
                 self._note_listening(server, listener)
             for service in services_for(config):
@@ -259,6 +263,11 @@ class Broker:
         return self._listeners[0].port
 
     @property
+    def cluster(self) -> ClusterNode | None:
+        """This node's part in a cluster (`[cluster]`); None for a lone broker."""
+        return self._cluster
+
+    @property
     def core(self) -> Core:
         """The sans-IO broker underneath (its tables, `stats`); not a stable API."""
         return self._started()
@@ -288,8 +297,16 @@ class Broker:
 
         options.setdefault("protocol_version", PROTOCOL_MQTT_5)
         options.setdefault("keepalive", 0)  # no network in between to fail silently
-        name = client_id or f"{INTERNAL_CLIENT_PREFIX}{next(self._client_numbers)}"
+        name = client_id or f"{self._internal_prefix()}{next(self._client_numbers)}"
         return Client("in-process", 0, client_id=name, open_stream=open_stream, **options)
+
+    def _internal_prefix(self) -> str:
+        """In-process clients' ids: in a cluster, each node's are its own
+        (one client id has one connection cluster-wide)."""
+        cluster = self.config.cluster
+        if cluster is None:
+            return INTERNAL_CLIENT_PREFIX
+        return INTERNAL_CLIENT_PREFIX + "".join(c for c in cluster.node_name if c.isalnum()) + "x"
 
     async def publish(
         self,

@@ -20,7 +20,7 @@ import os
 from typing import TYPE_CHECKING
 
 from midge import __version__
-from midge.broker.sys_topics import SysTree, WriterCounters, read_broker
+from midge.broker.sys_topics import CLUSTER_PREFIX, SysTree, WriterCounters, read_broker
 from midge.message import Message
 from midge.store.writer import GroupCommitWriter
 
@@ -71,7 +71,11 @@ class SysService:
             writer: WriterCounters | None = (
                 committer if isinstance(committer, GroupCommitWriter) else None
             )
-            changed = tree.update(read_broker(core, writer, process_memory()), now)
+            readings = read_broker(core, writer, process_memory())
+            cluster = broker.cluster
+            if cluster is not None:
+                readings.update({CLUSTER_PREFIX + k: v for k, v in cluster.figures().items()})
+            changed = tree.update(readings, now)
             core.now = now
             delivery = core.delivery
             for topic, payload in changed:

@@ -139,11 +139,24 @@ class BrokerCollector(Collector):
             dropped.add_metric([cause], _get(stats, field))
         yield dropped
         yield from self._store()
+        yield from self._cluster()
         yield CounterMetricFamily(
             "midge_http_auth_failures",
             "HTTP API requests refused for a missing or unknown API key",
             value=getattr(self.http, "auth_failures", 0),
         )
+
+    def _cluster(self) -> Iterator[Metric]:
+        """midge_cluster_*: this node's part in a cluster, when there is one."""
+        cluster = self.broker.cluster
+        if cluster is None:
+            return
+        for name, value in cluster.figures().items():
+            if name in CLUSTER_GAUGES:
+                yield _gauge(f"midge_cluster_{name}", CLUSTER_GAUGES[name], value)
+            else:
+                text = CLUSTER_COUNTERS.get(name, name.replace("_", " "))
+                yield CounterMetricFamily(f"midge_cluster_{name}", text, value=value)
 
     def _store(self) -> Iterator[Metric]:
         writer = self.broker.core.persistence.committer
@@ -211,6 +224,22 @@ def _latency_bounds(writer: object) -> Sequence[float] | None:
 
 def _bound(value: float) -> str:
     return repr(float(value))
+
+
+CLUSTER_GAUGES = {
+    "remote_routes": "filters other nodes have subscribers for (this node's replica)",
+    "local_routes": "filters this node has subscribers for",
+    "redis_up": "1 while Redis answers this node, 0 during an outage",
+}
+CLUSTER_COUNTERS = {
+    "forwarded": "messages forwarded to other nodes (one per node)",
+    "dropped_offline": "QoS 0 messages for other nodes dropped while Redis was out of reach",
+    "received": "entries of this node's inbound stream delivered",
+    "claims": "client ids this node took from another node or from none",
+    "claims_failed": "claims that failed (the CONNECT was refused, retryable)",
+    "released": "client ids this node let go to another node",
+    "nodes_taken_over": "dead nodes whose place this node took",
+}
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
