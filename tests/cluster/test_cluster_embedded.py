@@ -22,10 +22,10 @@ def node_config(redis: RedisServer, prefix: str, name: str, **settings: object) 
 
 
 async def metrics(port: int) -> dict[str, float]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
-            assert response.status == 200
-            text = await response.text()
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        text = await response.text()
     return {
         sample.name: sample.value
         for family in text_string_to_metric_families(text)
