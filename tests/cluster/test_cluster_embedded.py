@@ -4,6 +4,7 @@ messages cross between them, and each shows its part in $SYS and /metrics."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -70,3 +71,18 @@ async def test_two_embedded_nodes_exchange_messages_and_count_them(
 async def test_a_lone_broker_has_no_cluster() -> None:
     async with midge.Broker(port=0, store="memory") as broker:
         assert broker.cluster is None
+
+
+async def test_a_reload_on_one_node_reloads_every_node(
+    redis_server: RedisServer, unique_prefix: str, tmp_path: Path
+) -> None:
+    passwords = tmp_path / "passwords"
+    passwords.write_text("")
+    first = node_config(redis_server, unique_prefix, "r1", sys_interval=0)
+    second = node_config(
+        redis_server, unique_prefix, "r2", sys_interval=0, password_file=str(passwords)
+    )
+    async with midge.Broker(first) as one, midge.Broker(second) as two:
+        before = two.core.authenticator
+        await one.reload()
+        await until(lambda: two.core.authenticator is not before, "the second node did not reload")

@@ -124,3 +124,4 @@ ROUTE_DELETED = b"-"
 ROUTES_RESET = b"R"  # a (re)started node replaced its whole route set: read it again
 RETAINED_SET = b"r"
 RETAINED_DELETED = b"d"
+RELOAD = b"H"  # a node was told to read its password and ACL files again: so are all

@@ -46,6 +46,7 @@ from midge.cluster.config import ClusterConfig, redacted
 from midge.cluster.forwarding import Forwarder
 from midge.cluster.inbound import BLOCK_MS, GROUP, READ_COUNT, Inbound
 from midge.cluster.keys import (
+    RELOAD,
     RETAINED_DELETED,
     RETAINED_SET,
     ROUTE_DELETED,
@@ -98,6 +99,9 @@ class ClusterNode:
         self._heartbeat: asyncio.Task[None] | None = None
         self._failing: set[str] = set()  # tasks that have logged an outage
         self.recovered_at = 0.0  # monotonic: when Redis last answered again
+        # What SIGHUP does here (midge.Broker sets it): every node does it when
+        # one is told to (the password, ACL and API key files are each node's).
+        self.on_reload: Callable[[], object] | None = None
         self._outage_since = 0.0
         self._acks: set[asyncio.Task[None]] = set()
         self.received = 0  # messages other nodes forwarded here
@@ -453,6 +457,9 @@ class ClusterNode:
             await self._reload_routes(node)
         elif kind in (RETAINED_SET, RETAINED_DELETED):
             self._apply_retained(kind, subject, fields.get(b"m", b""))
+        elif kind == RELOAD and self.on_reload is not None:
+            log.info("cluster: node %s reloaded its files: so does this one", node)
+            self.on_reload()
 
     def _apply_retained(self, kind: bytes | None, topic: str, data: bytes) -> None:
         assert self.core is not None
@@ -484,6 +491,11 @@ class ClusterNode:
         `close` waits for them."""
         self._acks.add(task)
         task.add_done_callback(self._acks.discard)
+
+    async def announce_reload(self) -> None:
+        """This node reloaded its files (SIGHUP): every other node does too."""
+        fields = {"k": RELOAD, "n": self.name}
+        await self.client().xadd(self.keys.changes, fields, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
 
     def figures(self) -> dict[str, int]:
         """The cluster's counters and gauges, for $SYS (under

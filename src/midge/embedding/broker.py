@@ -172,6 +172,7 @@ class Broker:
             self._timers.start(core)
             if self._cluster is not None:
                 self._cluster.attach(core)
+                self._cluster.on_reload = self._reload_files
             core.restore(state)
             log.info(
                 "store: %s; %d sessions, %d retained messages",
@@ -404,6 +405,18 @@ class Broker:
             core.discard_session(session)
         core.flush()
         return True
+
+    async def reload(self) -> None:
+        """What SIGHUP does (`midge serve`): read the password, ACL and API key
+        files again; a broken file keeps the old rules. In a cluster every
+        node does it."""
+        self._reload_files()
+        if self._cluster is not None:
+            await self._cluster.announce_reload()
+
+    def _reload_files(self) -> None:
+        self._started().reload_auth()
+        self.reload_services()
 
     def reload_services(self) -> None:
         """SIGHUP (`midge serve`): services that read files (the HTTP API's
