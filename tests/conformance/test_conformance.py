@@ -8,18 +8,29 @@ that reports itself not applicable (the broker's CONNACK rules it out) is
 skipped with its reason.
 
 The MQTT 5.0 set (`--protocol 5`) runs against the brokers in `BROKERS_5`.
+
+Run one after the other, the scenarios of one broker take minutes, most of
+it quiet periods and keep-alive waits; so, as `midge check` against a
+cluster does (tests/cluster/test_cluster_check.py), the module-scoped
+`outcomes` runs every scenario of a broker at once, `PARALLEL` at a time,
+each under a client id and topic prefix of its own (`runner.run_one`), and
+each test reads its scenario's result.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
-from midge.conformance.registry import MQTT_3_1_1, MQTT_5, all_scenarios
-from midge.conformance.runner import DEVIATIONS, INTERMITTENT, run
+from midge.conformance.registry import ALL_PROTOCOLS, MQTT_3_1_1, MQTT_5, all_scenarios
+from midge.conformance.runner import DEVIATIONS, INTERMITTENT, Result, run_one
 from midge.conformance.target import Target
 
 BROKERS = ("midge", "mosquitto")
 BROKERS_5 = ("midge", "mosquitto")
+PARALLEL = 12
+"""Scenarios running at once against one broker: they mostly wait."""
 
 
 def _params(protocol: str, brokers: tuple[str, ...]) -> list[object]:
@@ -43,13 +54,32 @@ def _params(protocol: str, brokers: tuple[str, ...]) -> list[object]:
     _params(MQTT_3_1_1, BROKERS) + _params(MQTT_5, BROKERS_5),
 )
 def test_scenario(
-    broker: str, protocol: str, scenario_id: str, request: pytest.FixtureRequest
+    broker: str,
+    protocol: str,
+    scenario_id: str,
+    request: pytest.FixtureRequest,
+    outcomes: dict[str, dict[str, Result]],
 ) -> None:
-    host, port, _process = request.getfixturevalue(f"{broker}_broker")
-    [result] = run(Target(host, port), only=[scenario_id], protocol=protocol)
+    if broker not in outcomes:
+        host, port, _process = request.getfixturevalue(f"{broker}_broker")
+        outcomes[broker] = run_all(Target(host, port))
+    result = outcomes[broker][scenario_id]
     assert result.passed, f"{result.id} {result.title} [{result.rule}]: {result.detail}"
     if not result.applicable:
         pytest.skip(f"{broker}: {result.detail}")
+
+
+@pytest.fixture(scope="module")
+def outcomes() -> dict[str, dict[str, Result]]:
+    """Broker name -> scenario id -> result, filled on first use per broker."""
+    return {}
+
+
+def run_all(target: Target) -> dict[str, Result]:
+    scenarios = all_scenarios(ALL_PROTOCOLS)
+    with ThreadPoolExecutor(PARALLEL, thread_name_prefix="scenario") as pool:
+        results = pool.map(lambda item: run_one(target, item), scenarios)
+        return {result.id: result for result in results}
 
 
 def test_deviations_name_real_scenarios() -> None:
