@@ -129,6 +129,7 @@ def test_the_metadata_is_complete_and_dependencies_are_ranges(sdist: Path) -> No
         "aiohttp",
         "prometheus-client",
         "redis",
+        "hiredis",
     }
     for requirement in requires:
         assert "==" not in requirement.split(";")[0], f"pinned: {requirement}"

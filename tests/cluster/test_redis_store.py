@@ -22,7 +22,14 @@ import redis
 
 import midge.cluster.store as store_module
 from brokers import HOST, free_port
-from midge.cluster.codec import decode_message, encode_message
+from midge.cluster.codec import (
+    CorruptValue,
+    Record,
+    decode_bundle,
+    decode_message,
+    encode_message,
+    encode_record,
+)
 from midge.cluster.keys import (
     RETAINED_DELETED,
     RETAINED_SET,
@@ -48,6 +55,7 @@ from midge.store.base import (
     StoredSession,
     StoreError,
     SubscriptionSet,
+    WillDeleted,
 )
 from midge.store.writer import GroupCommitWriter
 from redis_server import RedisServer
@@ -87,6 +95,11 @@ def members(store: RedisStore, key: str) -> set[bytes]:
 # ------------------------------------------------------- forwarded messages
 
 
+def records(store: RedisStore, key: str) -> list[list[Record]]:
+    """Each entry's bundle of records."""
+    return [decode_bundle(fields[b"b"]) for fields in entries(store, key)]
+
+
 def test_forwarded_messages_land_in_each_nodes_stream_in_order(
     make_store: MakeStore,
 ) -> None:
@@ -94,28 +107,48 @@ def test_forwarded_messages_land_in_each_nodes_stream_in_order(
     first, second = msg("x/1", b"one", 1), msg("x/2", b"\x00two", 2, retain=True)
     store.apply(
         [
-            Forwarded("b", first, True, (), b"5-1"),
-            Forwarded("c", first, False, ("g1", "g/2"), b"5-1"),
-            Forwarded("b", second, False, ("g",), b"", "someone"),
+            Forwarded("b", first, True, (), b"5-1", "", 7),
+            Forwarded("c", first, False, ("g1", "g/2"), b"5-1", "", 8),
+            Forwarded("b", second, False, ("g",), b"", "someone", 9),
         ]
     )
     keys = store.keys
-    assert entries(store, keys.inbound("b")) == [
-        {b"m": encode_message(first), b"p": b"1", b"s": b"", b"o": b"a", b"v": b"5-1"},
-        {
-            b"m": encode_message(second),
-            b"p": b"0",
-            b"s": b"g",
-            b"o": b"a",
-            b"v": b"",
-            b"t": b"someone",
-        },
+    # One batch, one entry per node: the node's records in order.
+    (to_b,) = records(store, keys.inbound("b"))
+    assert [decode_message(item.message) for item in to_b] == [first, second]
+    assert [(item.plain, item.shares, item.target) for item in to_b] == [
+        (True, (), ""),
+        (False, ("g",), "someone"),
     ]
-    assert entries(store, keys.inbound("c")) == [
-        {b"m": encode_message(first), b"p": b"0", b"s": b"g1\x00g/2", b"o": b"a", b"v": b"5-1"},
-    ]
-    assert decode_message(entries(store, keys.inbound("b"))[1][b"m"]) == second
+    assert [(item.position, item.sequence) for item in to_b] == [(b"5-1", 7), (b"", 9)]
+    (to_c,) = records(store, keys.inbound("c"))
+    assert [(item.shares, item.sequence) for item in to_c] == [(("g1", "g/2"), 8)]
+    assert entries(store, keys.inbound("b"))[0][b"o"] == b"a"
     assert not store.client.exists(keys.inbound("a"))  # nothing to itself
+
+
+def test_a_bundle_ends_where_another_kind_of_operation_comes(make_store: MakeStore) -> None:
+    """Order across kinds is kept: forwards before a will's deletion are written before it."""
+    store = make_store("a")
+    store.apply(
+        [
+            Forwarded("b", msg("w/1"), True, ()),
+            WillDeleted("gone"),
+            Forwarded("b", msg("w/2"), True, ()),
+        ]
+    )
+    assert [len(bundle) for bundle in records(store, store.keys.inbound("b"))] == [1, 1]
+
+
+def test_a_bundle_that_is_not_one_is_refused() -> None:
+    with pytest.raises(CorruptValue):
+        decode_bundle(b"\x01\x00")
+    record = Record(encode_message(msg()), True, ("s",), "t", b"1-1", 3)
+    data = encode_record(record)
+    with pytest.raises(CorruptValue):
+        decode_bundle(data[:-1])
+    (back,) = decode_bundle(data + b"")
+    assert (back.shares, back.target, back.sequence) == (("s",), "t", 3)
 
 
 def test_each_message_is_encoded_once_per_apply(

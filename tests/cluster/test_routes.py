@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from midge.cluster.codec import CorruptValue, decode_message, encode_message
-from midge.cluster.forwarding import Forwarder
+from midge.cluster.forwarding import MAX_BACKLOG, Forwarder
 from midge.cluster.routes import LocalRoutes, RemoteRoutes
 from midge.message import Message
 from midge.protocol.properties import Properties
@@ -60,9 +60,48 @@ def test_remote_routes_ignore_an_invalid_share_name():
     assert routes.shares_for("x") == {}
 
 
+class Batches:
+    """What a Forwarder uses of Persistence: record into a batch; epochs."""
+
+    def __init__(self) -> None:
+        self.recorded: list[tuple[Operation, bool]] = []
+        self.epoch = 0
+        self.committed = 0
+
+    def record(self, operation: Operation, barrier: bool = True) -> None:
+        self.recorded.append((operation, barrier))
+
+
 def _forwarder(routes: RemoteRoutes) -> tuple[Forwarder, list[tuple[Operation, bool]]]:
-    recorded: list[tuple[Operation, bool]] = []
-    return Forwarder("a", routes, lambda op, barrier: recorded.append((op, barrier))), recorded
+    batches = Batches()
+    return Forwarder("a", routes, batches), batches.recorded  # type: ignore[arg-type]
+
+
+def test_qos0_is_dropped_and_counted_while_too_many_forwards_wait_for_redis():
+    routes = RemoteRoutes()
+    routes.add("b", "t")
+    batches = Batches()
+    forwarder = Forwarder("a", routes, batches)  # type: ignore[arg-type]
+    for _ in range(MAX_BACKLOG):
+        forwarder.forward(Message("t", b"", 1), None)
+    assert forwarder.backlog() == MAX_BACKLOG
+    forwarder.forward(Message("t", b"", 0), None)
+    forwarder.forward(Message("t", b"", 1), None)  # QoS 1 waits instead: never dropped
+    assert forwarder.dropped == 1 and forwarder.backlog() == MAX_BACKLOG + 1
+    batches.epoch = batches.committed = 1  # the batch reached Redis
+    assert forwarder.backlog() == 0
+    forwarder.forward(Message("t", b"", 0), None)
+    assert forwarder.dropped == 1
+
+
+def test_qos0_is_dropped_and_counted_while_redis_is_out_of_reach():
+    routes = RemoteRoutes()
+    routes.add("b", "t")
+    forwarder, recorded = _forwarder(routes)
+    forwarder.offline = True
+    assert forwarder.forward(Message("t", b"", 0), None) == (True, None)
+    forwarder.forward(Message("t", b"", 2), None)
+    assert forwarder.dropped == 1 and len(recorded) == 1
 
 
 def test_a_message_goes_once_to_each_node_that_wants_it():

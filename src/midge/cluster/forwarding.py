@@ -13,36 +13,42 @@ Shared subscriptions are decided here, for the whole cluster: each share
 name matching the topic gets one node, in turn among this node (when it has
 a member) and the nodes with members; the chosen node picks the member.
 
-An entry of a node's inbound stream has the fields
-`m` (codec.encode_message), `p` (b"1": deliver to its plain subscribers),
-`s` (the share names it is to serve, joined by NUL, which no MQTT string
-may contain) and `o` (the node it came from).
+What one batch forwards to one node is one entry of that node's inbound
+stream: a bundle (field `b`, codec.py) of records, each a message, whether
+it goes to the node's plain subscribers, the share names the node is to
+serve, the one session it is for (a relay: claims.py), the sender's place in
+the change log and its forward number; and `o`, the sender's run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections import deque
+from typing import TYPE_CHECKING, Final
 
 from midge.cluster.routes import RemoteRoutes
 from midge.message import Message
-from midge.store.base import Forwarded, Operation
+from midge.store.base import Forwarded
 
 if TYPE_CHECKING:
+    from midge.broker.persistence import Persistence
     from midge.cluster.claims import ClaimService
 
-SHARE_SEPARATOR = "\x00"
+# Forwards waiting for their batch to reach Redis beyond which QoS 0 ones are
+# dropped: about a second of a busy node's cross-node traffic.
+MAX_BACKLOG: Final = 50_000
 
 
 class Forwarder:
     __slots__ = (
+        "_backlog",
+        "_pending",
         "_turns",
         "claims",
         "dropped",
         "forwarded",
         "node",
         "offline",
-        "origin",
+        "persistence",
         "position",
         "record",
         "routes",
@@ -53,23 +59,27 @@ class Forwarder:
         self,
         node: str,
         routes: RemoteRoutes,
-        record: Callable[[Operation, bool], None],
+        persistence: Persistence,
         claims: ClaimService | None = None,
     ) -> None:
-        """`record(operation, barrier)` adds to the broker's current batch."""
+        """Forwards go into `persistence`'s current batch."""
         self.node = node
         self.routes = routes
-        self.record = record
+        self.persistence = persistence
+        self.record = persistence.record
         self.claims = claims
         # This node's place in the change log (node.py keeps it): each entry
         # says what its sender knew of the routes (cluster/claims.py).
         self.position = b"0-0"
-        self.origin = ""  # this run of the node (node.py sets it)
         self.sequence = 0  # numbers each forward of this run
-        # Redis does not answer (node.py): QoS 0 is not forwarded, as it would
-        # only pile up, unacknowledged, until Redis is back; counted.
+        # Redis does not answer (node.py), or more forwards wait for their
+        # batch to reach Redis than MAX_BACKLOG: QoS 0 is not forwarded (it
+        # would only pile up, in memory and late); counted. QoS 1/2 wait:
+        # their acknowledgements hold their publishers back.
         self.offline = False
         self.dropped = 0
+        self._pending: deque[list[int]] = deque()  # [epoch, forwards] not yet committed
+        self._backlog = 0
         self._turns: dict[str, int] = {}  # share name -> round-robin counter
         self.forwarded = 0  # messages handed to other nodes (one per node)
 
@@ -121,9 +131,10 @@ class Forwarder:
         self, message: Message, nodes: dict[str, int], shares: dict[str, list[str]] | None
     ) -> None:
         count = len(nodes) + (len(shares) if shares else 0)
-        if self.offline and not message.qos:
+        if not message.qos and (self.offline or self.backlog() >= MAX_BACKLOG):
             self.dropped += count
             return
+        self._count(count)
         barrier = message.qos > 0
         for node in nodes:
             served = shares.pop(node, None) if shares else None
@@ -133,11 +144,26 @@ class Forwarder:
                 self._record(node, message, False, tuple(names), barrier)
         self.forwarded += count
 
+    def backlog(self) -> int:
+        """Forwards recorded whose batch has not reached Redis yet."""
+        pending = self._pending
+        committed = self.persistence.committed
+        while pending and pending[0][0] <= committed:
+            self._backlog -= pending.popleft()[1]
+        return self._backlog
+
+    def _count(self, count: int) -> None:
+        epoch = self.persistence.epoch + 1  # the batch being recorded
+        pending = self._pending
+        if pending and pending[-1][0] == epoch:
+            pending[-1][1] += count
+        else:
+            pending.append([epoch, count])
+        self._backlog += count
+
     def _record(
         self, node: str, message: Message, plain: bool, shares: tuple[str, ...], barrier: bool
     ) -> None:
         self.sequence += 1
-        operation = Forwarded(
-            node, message, plain, shares, self.position, "", self.origin, self.sequence
-        )
+        operation = Forwarded(node, message, plain, shares, self.position, "", self.sequence)
         self.record(operation, barrier)

@@ -30,8 +30,7 @@ from redis.exceptions import RedisError, ResponseError
 from midge.broker.clustered import deliver_forwarded, deliver_to_client
 from midge.broker.router import SubscriptionTrie
 from midge.cluster.claims import START, Position, awaited, position_of
-from midge.cluster.codec import CorruptValue, decode_message
-from midge.cluster.forwarding import SHARE_SEPARATOR
+from midge.cluster.codec import CorruptValue, Record, decode_bundle, decode_message
 from midge.message import Message
 from midge.store.base import InboundCursor
 
@@ -62,7 +61,7 @@ class Inbound:
         self.pending = True  # first the entries an earlier run read and did not acknowledge
         self._unacked: list[bytes] = []
         self._seen: dict[bytes, int] = {}  # sender's run -> its highest forward number here
-        self.delivered = 0
+        self.delivered = 0  # forwarded messages read (records of the bundles)
 
     async def step(self) -> int:
         """Read and deliver one batch; the number of entries read."""
@@ -120,65 +119,68 @@ class Inbound:
         ids = []
         for entry_id, fields in entries:
             ids.append(entry_id)
-            if not fields or position_of(entry_id) <= cursor or self._repeated(fields):
-                continue  # deleted meanwhile, delivered before a restart, or written twice
+            if not fields or position_of(entry_id) <= cursor:
+                continue  # deleted meanwhile, or delivered before a restart
             try:
-                self._deliver_entry(fields, now)
-            except (CorruptValue, KeyError, ValueError) as exc:
+                records = decode_bundle(fields[b"b"])
+            except (CorruptValue, KeyError) as exc:
                 log.error("cluster: corrupt entry %s of %s: %s", entry_id, self.stream, exc)
-            except Exception:  # a bug in delivery: that message, not the node
-                log.exception("cluster: delivering %s of %s failed", entry_id, self.stream)
+                continue
+            origin = fields.get(b"o", b"")
+            self.delivered += len(records)
+            for record in records:
+                if self._repeated(origin, record.sequence):
+                    continue  # written twice (its batch was retried)
+                try:
+                    self._deliver_record(record, now)
+                except (CorruptValue, ValueError) as exc:
+                    log.error("cluster: corrupt record in %s of %s: %s", entry_id, self.stream, exc)
+                except Exception:  # a bug in delivery: that message, not the node
+                    log.exception("cluster: delivering %s of %s failed", entry_id, self.stream)
         last = ids[-1]
         if position_of(last) > cursor:
             self.cursor = position_of(last)
             persistence.record(InboundCursor(self.owner, last), barrier=False)
-        self.delivered += len(ids)
         core.flush()
         if persistence.epoch > before:
             persistence.when_committed(persistence.epoch, lambda: self._acknowledge(ids))
         else:
             self._acknowledge(ids)
 
-    def _repeated(self, fields: dict[bytes, bytes]) -> bool:
-        """An entry its sender wrote again (its batch failed half-way and was
+    def _repeated(self, origin: bytes, sequence: int) -> bool:
+        """A record its sender wrote again (its batch failed half-way and was
         retried): its number is not above the last one seen from that run."""
-        number = fields.get(b"q")
-        if number is None:
+        if not sequence:
             return False
-        origin = fields.get(b"o", b"")
-        sequence = int(number)
         if sequence <= self._seen.get(origin, 0):
             return True
         self._seen[origin] = sequence
         return False
 
-    def _deliver_entry(self, fields: dict[bytes, bytes], now: float) -> None:
+    def _deliver_record(self, record: Record, now: float) -> None:
         core = self.node.core
         assert core is not None
-        message = decode_message(fields[b"m"])
-        target = fields.get(b"t")
+        message = decode_message(record.message)
         claims = self.node.claims
-        record = core.persistence.record
-        if target is not None:  # for one session: here, or passed on
-            client_id = target.decode()
+        persist = core.persistence.record
+        if record.target:  # for one session: here, or passed on
+            client_id = record.target
             if client_id in core.sessions:
                 deliver_to_client(core, client_id, message, now)
             else:
                 relay = claims.relay_target(client_id, message)
                 if relay is not None:
-                    record(relay, message.qos > 0)
+                    persist(relay, message.qos > 0)
             return
         if self.adopted is not None:
             self._deliver_adopted(message, now)
             return
-        position = position_of(fields.get(b"v", b""))
+        position = position_of(record.position)
         if claims.relays:
             for relay in claims.relays_for(message, position):
-                record(relay, message.qos > 0)
-        shares_field = fields.get(b"s", b"")
-        shares = shares_field.decode().split(SHARE_SEPARATOR) if shares_field else []
+                persist(relay, message.qos > 0)
         skip = claims.skip_for(position)
-        deliver_forwarded(core, message, fields.get(b"p") == b"1", shares, skip, now)
+        deliver_forwarded(core, message, record.plain, list(record.shares), skip, now)
 
     def _deliver_adopted(self, message: Message, now: float) -> None:
         """A dead node's entry: to the sessions taken over from it that want it."""

@@ -44,6 +44,7 @@ from midge.cluster.claims import START, ClaimService, Position, awaited, positio
 from midge.cluster.codec import CorruptValue, decode_message, decode_will
 from midge.cluster.config import ClusterConfig, redacted
 from midge.cluster.forwarding import Forwarder
+from midge.cluster.heartbeat import Heartbeat
 from midge.cluster.inbound import BLOCK_MS, GROUP, READ_COUNT, Inbound
 from midge.cluster.keys import (
     RELOAD,
@@ -67,6 +68,7 @@ log = logging.getLogger("midge.cluster")
 
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 2.0
+CANCEL_SECONDS = 1.0  # how long stopping waits for a task, then for acknowledgements
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 T = TypeVar("T")
@@ -96,7 +98,7 @@ class ClusterNode:
         self.inbound = Inbound(self, self.name)
         self.reaper = Reaper(self)
         self._readers: list[asyncio.Task[None]] = []
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat: Heartbeat | None = None
         self._failing: set[str] = set()  # tasks that have logged an outage
         self.recovered_at = 0.0  # monotonic: when Redis last answered again
         # What SIGHUP does here (midge.Broker sets it): every node does it when
@@ -134,6 +136,7 @@ class ClusterNode:
             RedisStore.open, self.config.url, self.name, self.config.prefix
         )
         self.store.readers_timeout = self.config.node_timeout
+        self.store.origin = self.instance
         return self.store
 
     async def _give_up(self, exc: BaseException) -> None:
@@ -158,6 +161,8 @@ class ClusterNode:
             log.info("cluster: node %s: the previous run on this host is gone", self.name)
             await awaited(self.redis.set(alive, self.heartbeat_value, px=ttl))
         await self._wait_for_reaper()
+        # Found dead before, its place taken: this run starts afresh anyway.
+        await awaited(self.redis.delete(self.keys.reaped(self.name)))
         description = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
         await awaited(self.redis.hset(self.keys.nodes, self.name, json.dumps(description)))
 
@@ -227,9 +232,8 @@ class ClusterNode:
         for node in nodes:
             if node != self.name:
                 await self._reload_routes(node)
-        self.forwarder = Forwarder(self.name, self.remote, core.persistence.record, self.claims)
+        self.forwarder = Forwarder(self.name, self.remote, core.persistence, self.claims)
         self.forwarder.position = self._changes_from
-        self.forwarder.origin = self.instance
         core.delivery.remote = self.forwarder
         core.claims = self.claims
         # Other nodes generate ids too, and this node did in earlier runs.
@@ -243,7 +247,14 @@ class ClusterNode:
             self.remote.count,
         )
         await self.publish_wills(self.name)  # an earlier run's, after a crash
-        self._heartbeat = asyncio.create_task(self._forever("heartbeat", self._beat))
+        self._heartbeat = Heartbeat(
+            self.config.url,
+            self.keys.alive(self.name),
+            self.heartbeat_value,
+            self.config.heartbeat_interval,
+            self.config.node_timeout,
+        )
+        self._heartbeat.start()
         self._readers = [
             asyncio.create_task(self._forever("watch", self.reaper.watch)),
             asyncio.create_task(self._forever("change log", self._read_changes)),
@@ -260,9 +271,9 @@ class ClusterNode:
         """After the last commit: wait for acknowledgements, leave, close."""
         await self.stop_reading()
         if self._acks:
-            await asyncio.wait(self._acks, timeout=5)
+            await asyncio.wait(self._acks, timeout=CANCEL_SECONDS)
         if self._heartbeat is not None:
-            await _cancel([self._heartbeat])
+            await asyncio.to_thread(self._heartbeat.stop)
             self._heartbeat = None
         await self.claims.close()
         if self.core is not None:
@@ -270,11 +281,9 @@ class ClusterNode:
             self.core.claims = None
         redis, self.redis = self.redis, None
         if redis is not None:
-            try:  # a clean stop frees the name at once (a crash: after node_timeout)
-                if await redis.get(self.keys.alive(self.name)) == self.heartbeat_value.encode():
-                    await redis.delete(self.keys.alive(self.name))
-            except (RedisError, OSError):
-                pass
+            # A clean stop frees the name at once (a crash: after node_timeout).
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self._free_name(redis), CANCEL_SECONDS)
             await redis.aclose()
 
     # ---------------------------------------------------------------- tasks
@@ -342,6 +351,11 @@ class ClusterNode:
             self.forwarder.offline = False
         log.info("cluster: node %s rejoined after the outage", self.name)
 
+    async def _free_name(self, redis: aioredis.Redis) -> None:
+        alive = self.keys.alive(self.name)
+        if await awaited(redis.get(alive)) == self.heartbeat_value.encode():
+            await awaited(redis.delete(alive))
+
     def _fence(self, reaper: str) -> None:
         """Another node took this one's place while it could not reach Redis:
         its sessions and clients are that node's now. Every connection here
@@ -360,12 +374,6 @@ class ClusterNode:
         now = asyncio.get_running_loop().time()
         for client_id in list(core.sessions):
             release_client(core, client_id, now, publish_will=False)
-
-    async def _beat(self) -> None:
-        assert self.redis is not None
-        ttl = int(self.config.node_timeout * 1000)
-        await self.redis.set(self.keys.alive(self.name), self.heartbeat_value, px=ttl)
-        await asyncio.sleep(self.config.heartbeat_interval)
 
     async def _read_changes(self) -> None:
         assert self.redis is not None
@@ -516,7 +524,7 @@ class ClusterNode:
         }
 
 
-async def _earlier_run_here(holder: bytes) -> bool:
+def _earlier_run_here(holder: bytes) -> bool:
     """Whether a heartbeat value names a process of this host that is gone."""
     parts = holder.decode(errors="replace").split()
     if len(parts) != 3 or parts[1] != socket.gethostname() or not parts[2].isdigit():
@@ -534,8 +542,9 @@ async def _earlier_run_here(holder: bytes) -> bool:
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel and wait, a bounded while: a read stuck in redis-py's socket
+    code may not end at once (closing the client ends it)."""
     for task in tasks:
         task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    if tasks:
+        await asyncio.wait(tasks, timeout=CANCEL_SECONDS)

@@ -42,7 +42,7 @@ from redis.client import Pipeline
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
-from midge.cluster.codec import decode_message, encode_message, encode_will
+from midge.cluster.codec import Record, decode_message, encode_message, encode_record, encode_will
 from midge.cluster.keys import (
     RETAINED_DELETED,
     RETAINED_SET,
@@ -127,6 +127,7 @@ class RedisStore:
         self._written: dict[str, int] = {}
         self._knows_written = False  # load() (or a first apply) read it from Redis
         self._last_log = -1  # the pipeline's last change log entry (see `_log`)
+        self.origin = ""  # this run of the node, on the bundles it sends (cluster/node.py)
         # Seconds to wait for every live node to read a batch's change log
         # entries before its acknowledgements go (visibility.py); 0: no wait.
         self.readers_timeout = 0.0
@@ -317,41 +318,57 @@ class RedisStore:
     def _queue_cluster(
         self, pipe: Pipeline, operations: list[Operation], encoded: dict[int, bytes]
     ) -> None:
+        """The cluster's operations, in order; consecutive forwards become one
+        bundle per target node (codec.py), written where the run of forwards ends."""
         keys = self.keys
+        bundles: dict[str, list[bytes]] = {}
         for op in operations:
             if isinstance(op, Forwarded):
-                fields: Fields = {
-                    "m": _encoded(op.message, encoded),
-                    "p": b"1" if op.plain else b"0",
-                    "s": "\x00".join(op.shares),
-                    "o": op.origin or self.node,
-                    "v": op.position,
-                }
-                if op.sequence:
-                    fields["q"] = op.sequence
-                if op.target:
-                    fields["t"] = op.target
-                # No MAXLEN: an entry is a message acknowledged to its publisher.
-                pipe.xadd(keys.inbound(op.node), fields)
-            elif isinstance(op, RouteSet):
+                record = Record(
+                    _encoded(op.message, encoded),
+                    op.plain,
+                    op.shares,
+                    op.target,
+                    op.position,
+                    op.sequence,
+                )
+                bundles.setdefault(op.node, []).append(encode_record(record))
+                continue
+            if bundles:
+                self._queue_bundles(pipe, bundles)
+                bundles = {}
+            if isinstance(op, RouteSet):
                 pipe.sadd(keys.routes(op.node), op.topic_filter)
                 self._log(pipe, {"k": ROUTE_SET, "n": op.node, "f": op.topic_filter})
             elif isinstance(op, RouteDeleted):
                 pipe.srem(keys.routes(op.node), op.topic_filter)
                 self._log(pipe, {"k": ROUTE_DELETED, "n": op.node, "f": op.topic_filter})
-            elif isinstance(op, WillStored):
-                blob = encode_will(op.message, op.expiry_interval)
-                pipe.hset(keys.wills(self.node), mapping={op.client_id: blob})
-            elif isinstance(op, WillDeleted):
-                pipe.hdel(keys.wills(self.node), op.client_id)
-            elif isinstance(op, InboundCursor):
-                pipe.set(keys.cursor(op.node), op.entry_id)
-            elif isinstance(op, OwnerReleased):
-                pipe.eval(_RELEASE_OWNER, 1, keys.owner(op.client_id), self.node)
-            elif isinstance(op, SessionReleased):
-                # Another node owns it now: off this node's list; its rows stay.
-                pipe.srem(keys.node_sessions(self.node), op.client_id)
-                self._written.pop(op.client_id, None)
+            else:
+                self._queue_node_state(pipe, op)
+        if bundles:
+            self._queue_bundles(pipe, bundles)
+
+    def _queue_bundles(self, pipe: Pipeline, bundles: dict[str, list[bytes]]) -> None:
+        # No MAXLEN: an entry holds messages acknowledged to their publishers.
+        origin = self.origin or self.node
+        for node, records in bundles.items():
+            pipe.xadd(self.keys.inbound(node), {"b": b"".join(records), "o": origin})
+
+    def _queue_node_state(self, pipe: Pipeline, op: Operation) -> None:
+        keys = self.keys
+        if isinstance(op, WillStored):
+            blob = encode_will(op.message, op.expiry_interval)
+            pipe.hset(keys.wills(self.node), mapping={op.client_id: blob})
+        elif isinstance(op, WillDeleted):
+            pipe.hdel(keys.wills(self.node), op.client_id)
+        elif isinstance(op, InboundCursor):
+            pipe.set(keys.cursor(op.node), op.entry_id)
+        elif isinstance(op, OwnerReleased):
+            pipe.eval(_RELEASE_OWNER, 1, keys.owner(op.client_id), self.node)
+        elif isinstance(op, SessionReleased):
+            # Another node owns it now: off this node's list; its rows stay.
+            pipe.srem(keys.node_sessions(self.node), op.client_id)
+            self._written.pop(op.client_id, None)
 
     def _log(self, pipe: Pipeline, fields: Fields) -> None:
         """An entry of the change log, which keeps its last entries only: a node

@@ -163,9 +163,8 @@ class Forwarded:
     shares: tuple[str, ...]
     position: bytes
     target: str
-    # The sender's run and a number it increases per forward: a batch written
-    # again after a failed write adds entries the receiver has seen (dropped).
-    origin: str
+    # A number the sender's run increases per forward: a batch written again
+    # after a failed write adds records the receiver has seen (dropped).
     sequence: int
 
     def __init__(
@@ -176,7 +175,6 @@ class Forwarded:
         shares: tuple[str, ...],
         position: bytes = b"",
         target: str = "",
-        origin: str = "",
         sequence: int = 0,
     ) -> None:
         self.node = node
@@ -185,7 +183,6 @@ class Forwarded:
         self.shares = shares
         self.position = position
         self.target = target
-        self.origin = origin
         self.sequence = sequence
 
 
