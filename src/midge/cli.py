@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Sequence
 
 from midge import __version__, logs
 from midge.bench.cli import add_arguments as add_bench_arguments
@@ -40,6 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--cluster-prefix", metavar="PREFIX", help="Redis key prefix (default midge)"
     )
+    serve.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        metavar="N",
+        help="N processes on the same ports, one cluster node each; 'auto': one per core "
+        "(default 1); without --cluster, a private redis-server (docs/cluster.md)",
+    )
+    # Set by the --workers supervisor on the processes it starts (midge/workers/worker.py).
+    serve.add_argument("--worker-ports", help=argparse.SUPPRESS)
+    serve.add_argument("--worker-no-http", action="store_true", help=argparse.SUPPRESS)
     config = commands.add_parser("config", help="configuration tools: import a mosquitto.conf")
     add_config_arguments(config)
     bench = commands.add_parser("bench", help="load-test a broker; compare Midge with Mosquitto")
@@ -57,30 +70,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def worker_count(text: str) -> int:
+    """`--workers`: a number of processes, or "auto" for one per core."""
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return count
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
     """Log lines to standard error, as text or JSON lines (midge/logs.py)."""
     logs.configure_logging(level, log_format)
 
 
-def serve_command(args: argparse.Namespace) -> int:
+def serve_config(args: argparse.Namespace, cluster_url: str | None = None) -> BrokerConfig:
+    """The config file (if any) with the flags over it; `cluster_url` wins over --cluster."""
+    return load_config(
+        args.config,
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        log_level=args.log_level,
+        cluster_url=cluster_url or args.cluster,
+        node_name=args.node_name,
+        cluster_prefix=args.cluster_prefix,
+    )
+
+
+def serve_command(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+    """`midge serve`; `argv` (from "serve" on) is what a --workers supervisor
+    gives its workers."""
+    if args.workers > 1:
+        return supervise_command(args, argv)
     from midge.server import run  # noqa: PLC0415 - keeps `midge --help` fast
 
     try:
-        config: BrokerConfig = load_config(
-            args.config,
-            host=args.host,
-            port=args.port,
-            data_dir=args.data_dir,
-            log_level=args.log_level,
-            cluster_url=args.cluster,
-            node_name=args.node_name,
-            cluster_prefix=args.cluster_prefix,
-        )
+        config = serve_config(args)
+        configure_logging(config.log_level, config.log_format)
+        worker = args.worker_ports is not None
+        if worker:  # started by a --workers supervisor
+            from midge.workers.worker import become_worker  # noqa: PLC0415
+
+            config = become_worker(config, args.worker_ports, http=not args.worker_no_http)
     except ConfigError as exc:
         return config_error(exc)
-    configure_logging(config.log_level, config.log_format)
     try:
-        run(config)
+        run(config, reuse_port=worker)
     except ConfigError as exc:  # found only when used: a data dir, a TLS file, a hook
         return config_error(exc)
     except PasswordFileError as exc:
@@ -95,6 +135,17 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def supervise_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from midge.workers.supervisor import supervise  # noqa: PLC0415
+
+    try:
+        return supervise(
+            args.workers, argv, lambda url: serve_config(args, url), args.cluster, args.config
+        )
+    except ConfigError as exc:
+        return config_error(exc)
+
+
 def config_error(exc: ConfigError) -> int:
     """Every problem on its own line (all of a file's at once); exit status 2."""
     for problem in exc.problems or (str(exc),):
@@ -104,9 +155,10 @@ def config_error(exc: ConfigError) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(given)
     if args.command == "serve":
-        return serve_command(args)
+        return serve_command(args, given)
     if args.command == "config":
         from midge.tools.config_command import run as config_command  # noqa: PLC0415
 

@@ -31,8 +31,10 @@ log = logging.getLogger("midge.server")
 GC_THRESHOLDS: Final = (50_000, 20, 20)
 
 
-async def serve(config: BrokerConfig) -> None:
+async def serve(config: BrokerConfig, reuse_port: bool = False) -> None:
     """Serve until a stop signal; returns after every connection is closed.
+    `reuse_port`: listen with SO_REUSEPORT, beside the other workers of
+    `midge serve --workers` (midge/workers/).
 
     Whatever ends it (a stop signal, a store it cannot read, an address it
     cannot bind), what was submitted is committed and the store is closed,
@@ -43,7 +45,7 @@ async def serve(config: BrokerConfig) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    broker = Broker(config)
+    broker = Broker(config, reuse_port=reuse_port)
     try:
         async with broker:
             loop.add_signal_handler(signal.SIGHUP, _reload, broker)
@@ -70,17 +72,22 @@ def settle_collector() -> None:
 
 
 def _reload(broker: Broker) -> None:
-    """SIGHUP: read the password and ACL files again; a broken file keeps the old rules."""
-    log.info("SIGHUP: reloading the password and ACL files")
-    broker.core.reload_auth()
-    broker.reload_services()  # the HTTP API's api_key_file
+    """SIGHUP: read the password, ACL and API key files again (in a cluster,
+    every node does); a broken file keeps the old rules."""
+    log.info("SIGHUP: reloading the password, ACL and API key files")
+    task = asyncio.get_running_loop().create_task(broker.reload())
+    _reloads.add(task)
+    task.add_done_callback(_reloads.discard)
 
 
-def run(config: BrokerConfig) -> None:
+_reloads: set[asyncio.Task[None]] = set()  # kept until done (the loop holds tasks weakly)
+
+
+def run(config: BrokerConfig, reuse_port: bool = False) -> None:
     """Serve on uvloop when it is installed, else on the default asyncio loop."""
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up
     except ImportError:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, reuse_port))
     else:
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, reuse_port))
