@@ -143,7 +143,7 @@ def connects(port: int, count: int) -> None:
     for i in range(count):
         connected = threading.Event()
         made = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"cost-conn-{i}")
-        made.on_connect = lambda *_args: connected.set()
+        made.on_connect = lambda *_args, done=connected: done.set()
         made.connect(HOST, port)
         made.loop_start()
         if not connected.wait(10):

@@ -11,7 +11,11 @@
   connections, wildcard and retained scenarios, `overload` the QoS 1/2
   overload scenarios (acknowledged, then lost?).
 - `brokers`: start Midge, Mosquitto (and amqtt when installed) as subprocesses.
+- `cluster`: clusters instead (`--cluster N`): Midge nodes, or Aedes nodes
+  (benchmarks/aedes/server.js), on a fresh redis-server (`redisserver`),
+  publishers on node 1 and subscribers on node N.
 - `runner`: every scenario against every broker, alternating, several rounds;
-  the table, the JSON file and the ratio chart.
+  the table, the JSON file and the ratio chart (`chart`); `lineup` says how
+  it starts each broker (one process, or a cluster).
 - `cli`: the `midge bench` command line.
 """

@@ -70,12 +70,12 @@ def _raise_nofile() -> None:  # runs in the child between fork and exec
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait, SIGKILL as the last resort; only this PID."""
+def stop(process: subprocess.Popen[bytes], grace: float = STOP_TIMEOUT) -> None:
+    """SIGTERM, wait `grace` seconds, SIGKILL as the last resort; only this PID."""
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=STOP_TIMEOUT)
+            process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=STOP_TIMEOUT)
@@ -149,10 +149,15 @@ def _wait_ready(
 
 
 @contextmanager
-def _launch(
-    name: str, args: list[str], tmp: Path, find_port: Callable[[int], int | None]
+def launch(
+    name: str,
+    args: list[str],
+    tmp: Path,
+    find_port: Callable[[int], int | None],
+    grace: float = STOP_TIMEOUT,
 ) -> Iterator[RunningBroker]:
-    """Run `args` in `tmp` with output to a log file; yields once it accepts connections."""
+    """Run `args` in `tmp` with output to a log file; yields once it accepts connections.
+    Stopped with `grace` seconds between SIGTERM and SIGKILL."""
     log = tmp / "broker.log"
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
@@ -167,7 +172,7 @@ def _launch(
         port = _wait_ready(name, process, log, lambda: find_port(process.pid))
         yield RunningBroker(name, HOST, port, process.pid, log)
     finally:
-        stop(process)
+        stop(process, grace)
 
 
 def midge_config(settings: BrokerSettings) -> str:
@@ -192,7 +197,7 @@ def start_midge(settings: BrokerSettings) -> Iterator[RunningBroker]:
         args = [sys.executable, "-m", "midge", "serve", "--host", HOST, "--port", "0"]
         args += ["--data-dir", str(tmp / "data"), "--config", str(config)]
         args += ["--log-level", "warning"]
-        with _launch("midge", args, tmp, listening_port) as broker:
+        with launch("midge", args, tmp, listening_port) as broker:
             yield broker
 
 
@@ -247,7 +252,7 @@ def start_mosquitto(settings: BrokerSettings) -> Iterator[RunningBroker]:
         port = free_port()
         config = tmp / "mosquitto.conf"
         config.write_text(mosquitto_config(settings, port, tmp), encoding="utf-8")
-        with _launch("mosquitto", [binary, "-c", str(config)], tmp, lambda _pid: port) as broker:
+        with launch("mosquitto", [binary, "-c", str(config)], tmp, lambda _pid: port) as broker:
             yield broker
 
 
@@ -280,7 +285,7 @@ def start_amqtt(settings: BrokerSettings) -> Iterator[RunningBroker]:
             "  enabled: false\n",
             encoding="utf-8",
         )
-        with _launch("amqtt", [binary, "-c", str(config)], tmp, lambda _pid: port) as broker:
+        with launch("amqtt", [binary, "-c", str(config)], tmp, lambda _pid: port) as broker:
             yield broker
 
 

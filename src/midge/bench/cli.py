@@ -2,6 +2,7 @@
 
     midge bench --host H --port P --scenario NAME [--duration S] ...   one broker, any broker
     midge bench --against mosquitto [--rounds 3] ...                   the side-by-side runner
+    midge bench --cluster 2 [--against aedes] ...        clusters of 2 nodes on Redis, cross-node
     midge bench --sink [--scenario qos0-fan-in]                       the generator's ceiling
     midge bench ... --protocol 5          (or 3.1.1,5: both)         clients speak MQTT 5.0
 
@@ -28,6 +29,7 @@ SCENARIO_NAMES = (
     "qos1",
     "qos2",
     "latency",
+    "latency-qos1",
     "connections",
     "wildcard",
     "retained",
@@ -38,6 +40,9 @@ SCENARIO_NAMES = (
     "qos2-overload-1",
     "qos2-overload-4",
 )
+# What `--cluster N` runs by default (bench/cluster.py DEFAULT_SCENARIOS, kept here
+# so that `midge --help` does not import it): issue 14's cross-node figures.
+CLUSTER_DEFAULT = ("qos0-fan-in", "qos0-fan-out", "qos1", "latency-qos1")
 DEFAULT_OUTPUT = Path("benchmarks/results/latest.json")
 # --protocol values: the protocol level each means.
 PROTOCOLS = {"3.1.1": 4, "4": 4, "5": 5, "5.0": 5}
@@ -66,7 +71,10 @@ _SIZE_FLAGS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = "Load-test an MQTT broker, or compare Midge with Mosquitto."
+    parser.description = (
+        "Load-test an MQTT broker, or compare Midge with Mosquitto (or, clustered on "
+        "Redis, with Aedes)."
+    )
     target = parser.add_argument_group("one broker")
     target.add_argument("--host", default="127.0.0.1", help="broker address (default 127.0.0.1)")
     target.add_argument("--port", type=int, default=1883, help="broker port (default 1883)")
@@ -90,6 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--against",
         metavar="BROKERS",
         help="start Midge and these brokers (mosquitto, amqtt; comma-separated) and compare",
+    )
+    modes.add_argument(
+        "--cluster",
+        type=int,
+        metavar="N",
+        help="runner: clusters of N nodes on a fresh redis-server, publishers on node 1 and "
+        "subscribers on node N; with --against aedes, Aedes on Redis beside Midge",
     )
     modes.add_argument(
         "--rounds", type=int, default=3, help="runs per scenario and broker (default 3)"
@@ -117,7 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from midge.bench import runner, scenarios  # noqa: PLC0415 - keeps `midge --help` fast
 
-    names = _scenarios(args.scenario)
+    names = _scenarios(args.scenario, args.cluster is not None)
     if names is None:
         print(
             f"midge bench: unknown scenario in {args.scenario!r}; "
@@ -148,12 +163,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.sink:
         return _sink(params, names)
+    if args.cluster is not None:
+        return _cluster(args, params, names, protocols)
     if args.against:
         others = [b.strip() for b in args.against.split(",") if b.strip()]
         unknown = [b for b in others if b not in ("mosquitto", "amqtt", "midge")]
         if unknown:
+            clustered = " (aedes runs clustered: add --cluster 2)" if "aedes" in unknown else ""
             print(
-                f"midge bench: cannot start {unknown}; --against takes mosquitto, amqtt",
+                f"midge bench: cannot start {unknown}; --against takes mosquitto, amqtt"
+                + clustered,
                 file=sys.stderr,
             )
             return 2
@@ -187,13 +206,55 @@ def _protocols(text: str) -> tuple[int, ...] | None:
     return tuple(levels) or None
 
 
-def _scenarios(text: str) -> list[str] | None:
+def _scenarios(text: str, cluster: bool = False) -> list[str] | None:
     if text.strip() == "all":
-        return list(SCENARIO_NAMES)
+        return list(CLUSTER_DEFAULT if cluster else SCENARIO_NAMES)
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names or any(name not in SCENARIO_NAMES for name in names):
         return None
     return names
+
+
+def _cluster(
+    args: argparse.Namespace, params: Params, names: list[str], protocols: tuple[int, ...]
+) -> int:
+    """The runner against clusters of `--cluster` nodes (bench/cluster.py)."""
+    from midge.bench import cluster, runner  # noqa: PLC0415
+
+    others = [b.strip() for b in (args.against or "").split(",") if b.strip()]
+    brokers = ["midge", *[b for b in others if b != "midge"]]
+    problems = []
+    if args.cluster < 2:
+        problems.append("--cluster takes 2 nodes or more")
+    if unknown := [b for b in brokers if b not in cluster.BROKERS]:
+        problems.append(f"cannot cluster {unknown}; with --cluster, --against takes aedes")
+    if single := [name for name in names if name not in cluster.CROSS_NODE]:
+        problems.append(
+            f"{', '.join(single)} does not run across nodes; with --cluster choose from "
+            f"{', '.join(cluster.CROSS_NODE)}"
+        )
+    if "aedes" in brokers and (missing := cluster.aedes_problem()):
+        problems.append(f"aedes: {missing}")
+    for problem in problems:
+        print(f"midge bench: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    output = args.output or DEFAULT_OUTPUT.with_name("cluster.json")
+    chart = None if args.no_chart else (args.chart or output.with_name("cluster-ratios.png"))
+    command = "midge bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    lineup = cluster.lineup(args.cluster, brokers)
+    return runner.run_against(
+        brokers,
+        names,
+        args.rounds,
+        params,
+        output,
+        chart,
+        not args.no_ceiling,
+        command,
+        protocols,
+        lineup,
+    )
 
 
 def _single(

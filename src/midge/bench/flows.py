@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from midge.bench.brokers import cpu_seconds, rss_kib
+from midge.bench.brokers import RunningBroker, cpu_seconds, rss_kib
 from midge.bench.loadgen import Swarm
 from midge.bench.publishing import pair_main
 from midge.bench.specs import SETUP_TIMEOUT, PublisherSpec, SubscriberConn, SubscriberSpec, now_ns
@@ -55,6 +55,26 @@ class Target:
     host: str = HOST
     port: int = 1883
     pid: int | None = None  # known for brokers we started: RSS and CPU from /proc
+    # A cluster: subscribers connect to this other node (publishers to host:port),
+    # so that every message crosses nodes. None: the same address.
+    sub_host: str | None = None
+    sub_port: int | None = None
+    # More processes the broker is made of (other nodes, Redis), by name: each
+    # one's CPU share is reported beside the broker's, as NAME_cpu.
+    helpers: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def subscriber_address(self) -> tuple[str, int]:
+        return self.sub_host or self.host, self.sub_port or self.port
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A broker under test as the runner started it: where the scenario points, and
+    every process it is made of (one broker; or nodes and Redis), checked alive after."""
+
+    target: Target
+    processes: tuple[RunningBroker, ...]
 
 
 @dataclass(slots=True)
@@ -143,9 +163,14 @@ def run_flow(
         with Clock(target) as clock:
             swarm.go.set()
             pubs = swarm.wait("result", "publisher", len(publishers), params.timeout)
-        for index, mapping in enumerate(expect(pubs)):
-            swarm.send("subscriber", index, ("expect", mapping))
-        subs = swarm.wait("result", "subscriber", len(subscribers), params.timeout)
+            # One broker: its CPU while the publishers ran. Across nodes the
+            # subscribers' node delivers well after the publishers' node took the
+            # messages (they wait in Redis): the clock runs until the subscribers are done.
+            if target.sub_port is None:
+                clock.stop()
+            for index, mapping in enumerate(expect(pubs)):
+                swarm.send("subscriber", index, ("expect", mapping))
+            subs = swarm.wait("result", "subscriber", len(subscribers), params.timeout)
     connections = [conn for sub in subs for conn in sub["connections"]]
     return Flow(pubs, connections, subscribed, clock.info([*pubs, *subs]))
 
@@ -164,25 +189,35 @@ def run_pair(
 
 
 class Clock:
-    """The broker's CPU time and the wall time around the timed part of a flow."""
+    """The broker's CPU time (and its helpers') and the wall time around the timed
+    part of a flow: until `stop()`, or the end of the block, whichever is first."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.cpu_before: float | None = None
-        self.cpu_after: float | None = None
+        self.cpu_before: dict[str, float | None] = {}
+        self.cpu_after: dict[str, float | None] = {}
         self.started_ns = self.ended_ns = 0
 
+    def _cpu(self) -> dict[str, float | None]:
+        pids = [("broker", self.target.pid), *self.target.helpers]
+        return {name: process_cpu(pid) for name, pid in pids}
+
     def __enter__(self) -> Clock:
-        self.cpu_before = broker_cpu(self.target)
+        self.cpu_before = self._cpu()
         self.started_ns = now_ns()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.ended_ns = now_ns()
-        self.cpu_after = broker_cpu(self.target)
+        self.stop()
+
+    def stop(self) -> None:
+        if not self.ended_ns:
+            self.ended_ns = now_ns()
+            self.cpu_after = self._cpu()
 
     def info(self, reports: list[dict[str, Any]]) -> dict[str, Any]:
-        """Broker CPU share while the publishers ran; the generator's CPUs until it ended."""
+        """Broker CPU share while the clock ran (and each helper's, as NAME_cpu);
+        the generator's CPUs until it ended."""
         busy = max(1e-9, (self.ended_ns - self.started_ns) / 1e9)
         ended = max(int(r.get("end_ns", r.get("done_ns", 0))) for r in reports)
         generator = sum(float(r["cpu_seconds"]) for r in reports)
@@ -190,16 +225,18 @@ class Clock:
             "generator_cpu": generator / max(1e-9, (ended - self.started_ns) / 1e9),
             "generator_processes": len(reports),
         }
-        if self.cpu_before is not None and self.cpu_after is not None:
-            info["broker_cpu"] = (self.cpu_after - self.cpu_before) / busy
+        for name, before in self.cpu_before.items():
+            after = self.cpu_after.get(name)
+            if before is not None and after is not None:
+                info[f"{name}_cpu"] = (after - before) / busy
         return info
 
 
-def broker_cpu(target: Target) -> float | None:
-    if target.pid is None:
+def process_cpu(pid: int | None) -> float | None:
+    if pid is None:
         return None
     with contextlib.suppress(OSError):
-        return cpu_seconds(target.pid)
+        return cpu_seconds(pid)
     return None
 
 
@@ -220,10 +257,11 @@ def sub_spec(
     shape: PublishShape | None = None,
     first_byte: int = 0x30,
 ) -> SubscriberSpec:
+    host, port = target.subscriber_address
     return SubscriberSpec(
         index,
-        target.host,
-        target.port,
+        host,
+        port,
         tuple(conns),
         mode,
         shape,

@@ -9,6 +9,10 @@ their range, and the ratio Midge / other of the medians with the direction
 that is better; the JSON file keeps every run; the chart shows every ratio
 turned so that above 1 means Midge is better.
 
+With `--cluster N` (a `Lineup` from `cluster`), each "broker" is a fresh
+cluster instead: a redis-server and N nodes, publishers on the first and
+subscribers on the last, every process's CPU share reported.
+
 With several protocols (`--protocol 3.1.1,5`) every scenario runs at each,
 one after the other on fresh brokers within a round (NAME and NAME@5.0),
 and a second table shows each broker's 5.0 / 3.1.1 ratio of the medians.
@@ -31,19 +35,18 @@ from pathlib import Path
 from typing import Any
 
 from midge import __version__, compiled
-from midge.bench.brokers import STARTERS, RunningBroker, available, mosquitto_version
+from midge.bench.brokers import RunningBroker, mosquitto_version
+from midge.bench.chart import REFERENCE, chart
+from midge.bench.lineup import Deployer, Lineup, deploy_single
 from midge.bench.overload import LOST
 from midge.bench.scenarios import (
     SCENARIOS,
     Params,
     Scenario,
-    Target,
     at_protocol,
     generator_ceiling,
 )
 from midge.bench.wire import MQTT_3_1_1, PROTOCOL_NAMES, BenchError
-
-REFERENCE = "midge"
 
 
 @dataclass(slots=True)
@@ -60,14 +63,21 @@ class Run:
     seconds: float = 0.0
 
 
-def run_one(scenario: Scenario, broker: str, params: Params, round_number: int) -> Run:
-    """A fresh broker, one scenario, the broker stopped again."""
+def run_one(
+    scenario: Scenario,
+    broker: str,
+    params: Params,
+    round_number: int,
+    deploy: Deployer = deploy_single,
+) -> Run:
+    """A fresh broker (or cluster), one scenario, the broker stopped again."""
     run = Run(round_number, scenario.name, broker)
     began = time.monotonic()
     try:
-        with STARTERS[broker](scenario.settings) as running:
-            outcome = scenario.run(Target(running.host, running.port, running.pid), params)
-            _check_alive(running)
+        with deploy(broker, scenario.settings) as deployed:
+            outcome = scenario.run(deployed.target, params)
+            for running in deployed.processes:
+                _check_alive(running)
         run.values, run.expected, run.lost = outcome.values, outcome.expected, outcome.lost
         run.duplicates, run.info = outcome.duplicates, outcome.info
     except (BenchError, OSError) as exc:
@@ -97,8 +107,8 @@ def describe(run: Run, scenario: Scenario) -> str:
         parts.append(f"lost {run.lost}/{run.expected}")
     if run.duplicates:
         parts.append(f"dup {run.duplicates}")
-    if "broker_cpu" in run.info:
-        parts.append(f"broker CPU {run.info['broker_cpu']:.0%}")
+    for name, share in _helper_cpu(run.info).items():
+        parts.append(f"{name} CPU {share:.0%}")
     if "generator_cpu" in run.info:
         parts.append(f"generator {run.info['generator_cpu']:.2f} CPU")
     return (
@@ -106,6 +116,15 @@ def describe(run: Run, scenario: Scenario) -> str:
         + ", ".join(parts)
         + f" ({run.seconds:.0f} s)"
     )
+
+
+def _helper_cpu(info: dict[str, Any]) -> dict[str, float]:
+    """The broker's CPU share and its helpers' (other nodes, Redis), by name."""
+    return {
+        key.removesuffix("_cpu"): value
+        for key, value in info.items()
+        if key.endswith("_cpu") and key != "generator_cpu" and isinstance(value, int | float)
+    }
 
 
 def acknowledged_loss_text(lost: int, acknowledged: int) -> str:
@@ -176,9 +195,13 @@ def summarise(runs: list[Run], brokers: list[str], scenarios: list[Scenario]) ->
                 "expected": sum(run.expected for run in done),
                 "duplicates": sum(run.duplicates for run in done),
                 "errors": sum(1 for run in mine if run.broker == broker and run.error),
-                "broker_cpu_median": _median([run.info.get("broker_cpu") for run in done]),
-                "generator_cpu_median": _median([run.info.get("generator_cpu") for run in done]),
             }
+            # Every CPU share the runs have (a cluster's: each node's and Redis's too).
+            cpus = sorted({key for run in done for key in run.info if key.endswith("_cpu")})
+            for key in dict.fromkeys(["broker_cpu", "generator_cpu", *cpus]):
+                entry["losses"][broker][f"{key}_median"] = _median(
+                    [run.info.get(key) for run in done]
+                )
         summary[scenario.name] = entry
     return summary
 
@@ -298,68 +321,6 @@ def acknowledged_losses(summary: dict[str, Any], brokers: list[str]) -> str:
     return "\n".join([title, *lines])
 
 
-# ------------------------------------------------------------------ chart
-
-
-def chart(summary: dict[str, Any], brokers: list[str], path: Path) -> bool:
-    """A PNG of every ratio, turned so that > 1 means Midge is better; False without matplotlib."""
-    try:
-        import matplotlib  # noqa: PLC0415 - optional (extra "bench")
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-        from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
-    except ImportError:
-        return False
-    others = [b for b in brokers if b != REFERENCE]
-    labels: list[str] = []
-    series: dict[str, list[float]] = {other: [] for other in others}
-    for name, entry in summary.items():
-        for metric in entry["metrics"].values():
-            labels.append(f"{name}: {metric['label']}")
-            for other in others:
-                ratio = metric["ratios"].get(other)
-                if ratio is None or ratio <= 0:
-                    series[other].append(math.nan)
-                else:
-                    series[other].append(ratio if metric["higher_is_better"] else 1 / ratio)
-    if not labels:
-        return False
-    height = 0.8 / max(1, len(others))
-    fig, ax = plt.subplots(figsize=(10, 0.45 * len(labels) + 1.8))
-    positions = list(range(len(labels)))
-    for number, other in enumerate(others):
-        values = series[other]
-        offsets = [p + (number - (len(others) - 1) / 2) * height for p in positions]
-        colors = ["#2a9d8f" if v >= 1 else "#e76f51" for v in values]
-        ax.barh(offsets, values, height=height, color=colors, label=f"vs {other}")
-        for y, v in zip(offsets, values, strict=True):
-            if not math.isnan(v):
-                ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
-    ax.axvline(1.0, color="black", linewidth=1)
-    ax.set_xscale("log")
-    plain = FuncFormatter(lambda value, _position: f"{value:g}")
-    ax.xaxis.set_major_formatter(plain)
-    # Label only the 2s and 5s between decades: all of them overlap at small ratios.
-    sparse = FuncFormatter(
-        lambda value, _position: f"{value:g}" if f"{value:.0e}"[0] in "25" else ""
-    )
-    ax.xaxis.set_minor_formatter(sparse)
-    ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_yticks(positions)
-    ax.set_yticklabels(labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("Midge relative to the other broker (> 1: Midge better; log scale)")
-    ax.set_title("midge bench: medians, " + ", ".join(f"midge vs {o}" for o in others))
-    if len(others) > 1:
-        ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
 # ------------------------------------------------------------------ machine
 
 
@@ -422,8 +383,10 @@ def run_against(
     measure_ceiling: bool = True,
     command: str = "",
     protocols: tuple[int, ...] = (MQTT_3_1_1,),
+    lineup: Lineup | None = None,
 ) -> int:
-    missing = [b for b in brokers if not available(b)]
+    lineup = lineup or Lineup()
+    missing = [b for b in brokers if not lineup.available(b)]
     for name in missing:
         print(f"{name} is not installed: skipping it", file=sys.stderr)
     brokers = [b for b in brokers if b not in missing]
@@ -431,62 +394,25 @@ def run_against(
         at_protocol(SCENARIOS[name], protocol) for name in scenario_names for protocol in protocols
     ]
     info = machine()
-    levels = "/".join(PROTOCOL_NAMES[protocol] for protocol in protocols)
-    print(
-        f"midge bench: {', '.join(brokers)}; {len(scenarios)} scenarios x {rounds} rounds; "
-        f"MQTT {levels}; "
-        f"{info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}, "
-        f"uvloop {info['uvloop']}, mosquitto {info['mosquitto']}; "
-        f"midge {info['midge']} {info['midge_build']}",
-        flush=True,
-    )
-    if "midge" in brokers and not compiled():
-        print(
-            "note: Midge runs as pure Python here; `scripts/compile --extra bench` installs "
-            "the mypyc-compiled wheel into .venv-compiled: run `.venv-compiled/bin/midge bench` "
-            "(the build scripts/serve runs and benchmarks/RESULTS.md measures)",
-            flush=True,
-        )
-    ceiling: dict[str, Any] = {}
-    if measure_ceiling:
-        for name in ("qos0-fan-in", "qos0-fan-out"):
-            if name in scenario_names:
-                try:
-                    ceiling[name] = generator_ceiling(params, name)
-                except (BenchError, OSError) as exc:
-                    ceiling[name] = {"error": str(exc)}
-                print(
-                    f"generator ceiling ({name} into the sink): {ceiling_text(ceiling[name])}",
-                    flush=True,
-                )
+    _announce(brokers, scenarios, rounds, protocols, info, lineup)
+    ceiling = _ceilings(params, scenario_names) if measure_ceiling else {}
     runs: list[Run] = []
     for round_number in range(1, rounds + 1):
         order = brokers if round_number % 2 else brokers[::-1]
         for scenario in scenarios:
             for broker in order:
-                run = run_one(scenario, broker, params, round_number)
+                run = run_one(scenario, broker, params, round_number, lineup.deploy)
                 runs.append(run)
                 print(describe(run, scenario), flush=True)
     summary = summarise(runs, brokers, scenarios)
-    print()
-    print(table(summary, brokers))
     by_protocol = protocol_ratios(summary, brokers, scenarios)
-    if by_protocol:
-        print()
-        print(protocol_table(by_protocol, brokers))
-    losses = acknowledged_losses(summary, brokers)
-    if losses:
-        print()
-        print(losses)
-    if ceiling:
-        print()
-        for name, figures in ceiling.items():
-            print(f"generator ceiling ({name} into the sink): {ceiling_text(figures)}")
+    _print_tables(summary, brokers, by_protocol, ceiling)
     result = {
         "benchmark": "midge bench",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": command,
         "machine": info,
+        "setup": lineup.info,
         "parameters": asdict(params),
         "rounds": rounds,
         "brokers": brokers,
@@ -505,6 +431,71 @@ def run_against(
         else:
             print("chart: skipped (pip install 'midge[bench]' for matplotlib)")
     return 1 if _failures(runs, scenarios) else 0
+
+
+def _announce(
+    brokers: list[str],
+    scenarios: list[Scenario],
+    rounds: int,
+    protocols: tuple[int, ...],
+    info: dict[str, Any],
+    lineup: Lineup,
+) -> None:
+    levels = "/".join(PROTOCOL_NAMES[protocol] for protocol in protocols)
+    print(
+        f"midge bench: {', '.join(brokers)}; {len(scenarios)} scenarios x {rounds} rounds; "
+        f"MQTT {levels}; "
+        f"{info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}, "
+        f"uvloop {info['uvloop']}, mosquitto {info['mosquitto']}; "
+        f"midge {info['midge']} {info['midge_build']}",
+        flush=True,
+    )
+    if lineup.header:
+        print(lineup.header, flush=True)
+    if "midge" in brokers and not compiled():
+        print(
+            "note: Midge runs as pure Python here; `scripts/compile --extra bench` installs "
+            "the mypyc-compiled wheel into .venv-compiled: run `.venv-compiled/bin/midge bench` "
+            "(the build scripts/serve runs and benchmarks/RESULTS.md measures)",
+            flush=True,
+        )
+
+
+def _ceilings(params: Params, scenario_names: list[str]) -> dict[str, Any]:
+    """The generator's ceiling for the flood scenarios that run."""
+    ceiling: dict[str, Any] = {}
+    for name in ("qos0-fan-in", "qos0-fan-out"):
+        if name in scenario_names:
+            try:
+                ceiling[name] = generator_ceiling(params, name)
+            except (BenchError, OSError) as exc:
+                ceiling[name] = {"error": str(exc)}
+            print(
+                f"generator ceiling ({name} into the sink): {ceiling_text(ceiling[name])}",
+                flush=True,
+            )
+    return ceiling
+
+
+def _print_tables(
+    summary: dict[str, Any],
+    brokers: list[str],
+    by_protocol: dict[str, Any],
+    ceiling: dict[str, Any],
+) -> None:
+    print()
+    print(table(summary, brokers))
+    if by_protocol:
+        print()
+        print(protocol_table(by_protocol, brokers))
+    losses = acknowledged_losses(summary, brokers)
+    if losses:
+        print()
+        print(losses)
+    if ceiling:
+        print()
+        for name, figures in ceiling.items():
+            print(f"generator ceiling ({name} into the sink): {ceiling_text(figures)}")
 
 
 def ceiling_text(figures: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ registry `SCENARIOS` are importable here.
 | qos1 | 1 publisher, QoS 1, `window` unacknowledged at most; 1 subscriber acknowledging |
 | qos2 | the same with QoS 2 (PUBREC / PUBREL / PUBCOMP both ways) |
 | latency | 1 publisher paced at `rate` msg/s, QoS 0, a timestamp in each payload |
+| latency-qos1 | the same at QoS 1 (publisher and subscriber) |
 | connections | `connections` idle clients connect; rate, and the broker's RSS per connection |
 | wildcard | 100 connections x 100 distinct filters (+ and #); each message matches 2 |
 | retained | `retained` retained messages stored, then a `#` subscriber gets them all |
@@ -95,6 +96,7 @@ __all__ = [
     "connections",
     "generator_ceiling",
     "latency",
+    "latency_qos1",
     "persistent_qos1",
     "qos0_fan_in",
     "qos0_fan_out",
@@ -334,10 +336,21 @@ def persistent_qos1(target: Target, params: Params) -> Outcome:
 
 
 def latency(target: Target, params: Params) -> Outcome:
-    topic = "bench/latency"
-    conn = SubscriberConn("bench-latency-sub", ((topic, 0),))
-    subs = [sub_spec(0, target, params, [conn], "latency")]
-    pubs = [pub_spec(0, target, params, "bench-latency-pub", [topic], rate=params.rate)]
+    return _latency(target, params, 0)
+
+
+def latency_qos1(target: Target, params: Params) -> Outcome:
+    """`latency` at QoS 1 both ways: the time to the subscriber includes whatever
+    the broker does before it forwards a QoS 1 message (a cluster: Redis)."""
+    return _latency(target, params, 1)
+
+
+def _latency(target: Target, params: Params, qos: int) -> Outcome:
+    name = "bench-latency" + (f"-qos{qos}" if qos else "")  # QoS 0: the names it always had
+    topic = name.replace("bench-", "bench/")
+    conn = SubscriberConn(f"{name}-sub", ((topic, qos),))
+    subs = [sub_spec(0, target, params, [conn], "latency", first_byte=0x30 | qos << 1)]
+    pubs = [pub_spec(0, target, params, f"{name}-pub", [topic], rate=params.rate, qos=qos)]
     flow = run_flow(target, params, subs, pubs, lambda done: [{0: done[0]["sent"]}])
     samples = sorted(ns / 1000 for c in flow.connections for ns in c["latencies_ns"])
     values = {
@@ -355,6 +368,11 @@ _RATE = Metric(RATE, "delivered msg/s", True)
 _PUBLISH = Metric(PUBLISH_RATE, "published msg/s", True)
 _UNLIMITED = BrokerSettings(max_queued_messages=0)
 _LOST = Metric(LOST, "lost: acked, not delivered", False)
+_LATENCY = (
+    Metric("p50_us", "p50 latency us", False),
+    Metric("p99_us", "p99 latency us", False),
+    Metric("max_us", "max latency us", False),
+)
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -379,11 +397,14 @@ SCENARIOS: dict[str, Scenario] = {
             "latency",
             "latency at a paced rate, QoS 0",
             latency,
-            (
-                Metric("p50_us", "p50 latency us", False),
-                Metric("p99_us", "p99 latency us", False),
-                Metric("max_us", "max latency us", False),
-            ),
+            _LATENCY,
+            settings=BrokerSettings(tcp_nodelay=True),
+        ),
+        Scenario(
+            "latency-qos1",
+            "latency at a paced rate, QoS 1",
+            latency_qos1,
+            _LATENCY,
             settings=BrokerSettings(tcp_nodelay=True),
         ),
         Scenario(
