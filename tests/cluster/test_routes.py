@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from midge.broker.connection import State
 from midge.cluster.codec import CorruptValue, decode_message, encode_message
 from midge.cluster.forwarding import MAX_BACKLOG, Forwarder
 from midge.cluster.routes import LocalRoutes, RemoteRoutes
@@ -71,27 +72,43 @@ class Batches:
     def record(self, operation: Operation, barrier: bool = True) -> None:
         self.recorded.append((operation, barrier))
 
+    def when_committed(self, epoch: int, callback: object) -> None:
+        self.waiting = (epoch, callback)
+
 
 def _forwarder(routes: RemoteRoutes) -> tuple[Forwarder, list[tuple[Operation, bool]]]:
     batches = Batches()
     return Forwarder("a", routes, batches), batches.recorded  # type: ignore[arg-type]
 
 
-def test_qos0_is_dropped_and_counted_while_too_many_forwards_wait_for_redis():
+class Publisher:
+    """What the Forwarder touches of a publishing Connection."""
+
+    def __init__(self) -> None:
+        self.holders = 0
+        self.state = State.CONNECTED
+
+
+def test_publishers_are_held_back_while_too_many_forwards_wait_for_redis():
     routes = RemoteRoutes()
     routes.add("b", "t")
     batches = Batches()
-    forwarder = Forwarder("a", routes, batches)  # type: ignore[arg-type]
+    woken: list[Publisher] = []
+    forwarder = Forwarder("a", routes, batches, None, woken.append)  # type: ignore[arg-type]
+    publisher, other = Publisher(), Publisher()
     for _ in range(MAX_BACKLOG):
-        forwarder.forward(Message("t", b"", 1), None)
-    assert forwarder.backlog() == MAX_BACKLOG
-    forwarder.forward(Message("t", b"", 0), None)
-    forwarder.forward(Message("t", b"", 1), None)  # QoS 1 waits instead: never dropped
-    assert forwarder.dropped == 1 and forwarder.backlog() == MAX_BACKLOG + 1
+        forwarder.forward(Message("t", b"", 1), None, publisher)  # type: ignore[arg-type]
+    assert forwarder.backlog() == MAX_BACKLOG and publisher.holders == 0
+    forwarder.forward(Message("t", b"", 0), None, publisher)  # type: ignore[arg-type]
+    forwarder.forward(Message("t", b"", 0), None, other)  # type: ignore[arg-type]
+    # Nothing is dropped: both messages go, both publishers wait.
+    assert forwarder.dropped == 0 and forwarder.backlog() == MAX_BACKLOG + 2
+    assert publisher.holders == other.holders == 1
     batches.epoch = batches.committed = 1  # the batch reached Redis
-    assert forwarder.backlog() == 0
-    forwarder.forward(Message("t", b"", 0), None)
-    assert forwarder.dropped == 1
+    forwarder.release()
+    assert (publisher.holders == other.holders == 0 and woken == [publisher, other]) or set(
+        map(id, woken)
+    ) == {id(publisher), id(other)}
 
 
 def test_qos0_is_dropped_and_counted_while_redis_is_out_of_reach():

@@ -144,7 +144,7 @@ class Delivery:
         remote = self.remote
         if remote is not None and not message.topic.startswith(SYS_PREFIX):
             # A cluster: other nodes get it too; shared subscriptions are decided there.
-            forwarded, here = remote.forward(message, shares)
+            forwarded, here = remote.forward(message, shares, origin)
             if here:
                 for share_name in here:
                     self.deliver_shared(share_name, message, origin, now)

@@ -125,9 +125,9 @@ class Persistence:
                 del held[:index]
             if not held:
                 self.holding.discard(connection)
-        self._after_release()
-        if self.waiters:
+        if self.waiters:  # first: what they wake is written by the flush below
             self._call_waiters()
+        self._after_release()
 
     def when_committed(self, epoch: int, callback: Callable[[], None]) -> None:
         """Call `callback()` once batch `epoch` is durable (at once if it is)."""

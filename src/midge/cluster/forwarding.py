@@ -23,26 +23,31 @@ the change log and its forward number; and `o`, the sender's run.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from midge.broker.connection import State
 from midge.cluster.routes import RemoteRoutes
 from midge.message import Message
 from midge.store.base import Forwarded
 
 if TYPE_CHECKING:
+    from midge.broker.connection import Connection
     from midge.broker.persistence import Persistence
     from midge.cluster.claims import ClaimService
 
-# Forwards waiting for their batch to reach Redis beyond which QoS 0 ones are
-# dropped: about a second of a busy node's cross-node traffic.
+# Forwards waiting for their batch to reach Redis beyond which the publishers
+# adding to them are held back: about a second of a busy node's traffic.
 MAX_BACKLOG: Final = 50_000
 
 
 class Forwarder:
     __slots__ = (
         "_backlog",
+        "_held",
         "_pending",
         "_turns",
+        "_wake",
         "claims",
         "dropped",
         "forwarded",
@@ -61,8 +66,10 @@ class Forwarder:
         routes: RemoteRoutes,
         persistence: Persistence,
         claims: ClaimService | None = None,
+        wake: Callable[[Connection], None] | None = None,
     ) -> None:
-        """Forwards go into `persistence`'s current batch."""
+        """`wake(connection)`: a connection held back may read again (Broker.wake)."""
+        # Forwards go into `persistence`'s current batch.
         self.node = node
         self.routes = routes
         self.persistence = persistence
@@ -72,22 +79,26 @@ class Forwarder:
         # says what its sender knew of the routes (cluster/claims.py).
         self.position = b"0-0"
         self.sequence = 0  # numbers each forward of this run
-        # Redis does not answer (node.py), or more forwards wait for their
-        # batch to reach Redis than MAX_BACKLOG: QoS 0 is not forwarded (it
-        # would only pile up, in memory and late); counted. QoS 1/2 wait:
-        # their acknowledgements hold their publishers back.
+        # Redis does not answer (node.py): QoS 0 is not forwarded (it would
+        # only pile up, in memory and late); counted. QoS 1/2 wait: their
+        # acknowledgements hold their publishers back.
         self.offline = False
         self.dropped = 0
         self._pending: deque[list[int]] = deque()  # [epoch, forwards] not yet committed
         self._backlog = 0
+        # Past MAX_BACKLOG forwards waiting for Redis, the connections that add
+        # to them are held back (as by a receiver that is behind: flow.py)
+        # until half of it has gone: the cluster's pace is the publishers'.
+        self._held: set[Connection] = set()
+        self._wake = wake
         self._turns: dict[str, int] = {}  # share name -> round-robin counter
         self.forwarded = 0  # messages handed to other nodes (one per node)
 
     def forward(
-        self, message: Message, local_shares: list[str] | None
+        self, message: Message, local_shares: list[str] | None, origin: Connection | None = None
     ) -> tuple[bool, list[str] | None]:
-        """Forward `message` to the nodes that want it. Returns whether any
-        node did, and the share names this node is to serve itself."""
+        """Forward `message` (from `origin`) to the nodes that want it. Returns
+        whether any node did, and the share names this node is to serve itself."""
         routes = self.routes
         topic = message.topic
         claims = self.claims
@@ -99,10 +110,10 @@ class Forwarder:
         if not remote_shares:
             if not nodes:
                 return False, local_shares
-            self._send(message, nodes, None)
+            self._send(message, nodes, None, origin)
             return True, local_shares
         here, elsewhere = self._pick_shares(remote_shares, local_shares)
-        self._send(message, nodes, elsewhere)
+        self._send(message, nodes, elsewhere, origin)
         return True, here
 
     def _pick_shares(
@@ -128,12 +139,18 @@ class Forwarder:
         return here, elsewhere
 
     def _send(
-        self, message: Message, nodes: dict[str, int], shares: dict[str, list[str]] | None
+        self,
+        message: Message,
+        nodes: dict[str, int],
+        shares: dict[str, list[str]] | None,
+        origin: Connection | None,
     ) -> None:
         count = len(nodes) + (len(shares) if shares else 0)
-        if not message.qos and (self.offline or self.backlog() >= MAX_BACKLOG):
+        if self.offline and not message.qos:
             self.dropped += count
             return
+        if origin is not None and self.backlog() >= MAX_BACKLOG:
+            self._hold_back(origin)
         self._count(count)
         barrier = message.qos > 0
         for node in nodes:
@@ -143,6 +160,28 @@ class Forwarder:
             for node, names in shares.items():
                 self._record(node, message, False, tuple(names), barrier)
         self.forwarded += count
+
+    def _hold_back(self, publisher: Connection) -> None:
+        if publisher in self._held or publisher.state is not State.CONNECTED:
+            return
+        if not self._held:
+            self.persistence.when_committed(self.persistence.epoch + 1, self._maybe_release)
+        self._held.add(publisher)
+        publisher.holders += 1
+
+    def _maybe_release(self) -> None:
+        """A batch reached Redis: at half the bound, the publishers go on."""
+        if self.backlog() > MAX_BACKLOG // 2:
+            self.persistence.when_committed(self.persistence.epoch, self._maybe_release)
+            return
+        self.release()
+
+    def release(self) -> None:
+        held, self._held = self._held, set()
+        for publisher in held:
+            publisher.holders -= 1
+            if not publisher.holders and publisher.state is not State.CLOSED and self._wake:
+                self._wake(publisher)
 
     def backlog(self) -> int:
         """Forwards recorded whose batch has not reached Redis yet."""

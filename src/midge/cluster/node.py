@@ -232,7 +232,9 @@ class ClusterNode:
         for node in nodes:
             if node != self.name:
                 await self._reload_routes(node)
-        self.forwarder = Forwarder(self.name, self.remote, core.persistence, self.claims)
+        self.forwarder = Forwarder(
+            self.name, self.remote, core.persistence, self.claims, core.wake
+        )
         self.forwarder.position = self._changes_from
         core.delivery.remote = self.forwarder
         core.claims = self.claims
