@@ -117,7 +117,7 @@ def deliver_forwarded(
     broker: Broker,
     message: Message,
     plain: bool,
-    shares: list[str],
+    shares: tuple[str, ...],
     skip: frozenset[str],
     now: float,
 ) -> None:

@@ -45,6 +45,7 @@ BLOCK_MS = 1000  # how long a read waits for entries
 BEHIND_POLL = 0.005  # seconds between looks at receivers that are behind
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
+NO_SKIP: frozenset[str] = frozenset()
 
 
 class Inbound:
@@ -162,6 +163,10 @@ class Inbound:
         assert core is not None
         message = decode_message(record.message)
         claims = self.node.claims
+        if not (record.target or claims.relays or claims.cutovers or self.adopted is not None):
+            # The common case: no session is moving, none was taken over.
+            deliver_forwarded(core, message, record.plain, record.shares, NO_SKIP, now)
+            return
         persist = core.persistence.record
         if record.target:  # for one session: here, or passed on
             client_id = record.target
@@ -180,7 +185,7 @@ class Inbound:
             for relay in claims.relays_for(message, position):
                 persist(relay, message.qos > 0)
         skip = claims.skip_for(position)
-        deliver_forwarded(core, message, record.plain, list(record.shares), skip, now)
+        deliver_forwarded(core, message, record.plain, record.shares, skip, now)
 
     def _deliver_adopted(self, message: Message, now: float) -> None:
         """A dead node's entry: to the sessions taken over from it that want it."""
