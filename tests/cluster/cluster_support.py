@@ -10,7 +10,10 @@
 --data-dir: a cluster node keeps its state in Redis. Every node is a `Node`:
 its address, its log, and `stop()` (SIGTERM, then SIGKILL if it lingers),
 `kill()` (SIGKILL, what a crash does) and `start()` again under the same name
-and on the same port, so clients reconnect where they were.
+and on the same port, so clients reconnect where they were. A cluster may
+give every node more keys of that table (`settings`: `heartbeat_interval`,
+`node_timeout`), and have a Redis of its own (`redis`: one the test stops,
+kills and starts again).
 
 `redis_command` speaks RESP to the tests' redis-server over a plain socket,
 for the few checks that look into Redis (a node's route set, how many
@@ -25,7 +28,7 @@ import os
 import re
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -157,7 +160,8 @@ class Cluster:
     `clustered=False` starts the same processes without the cluster flags
     (independent brokers, each with its own data dir): for checking this
     harness itself. `via_config=True` gives each node its cluster settings in
-    a `[cluster]` table of its config file instead of flags.
+    a `[cluster]` table of its config file instead of flags. `settings`: more
+    keys of that table (`heartbeat_interval`, `node_timeout`), for every node.
     """
 
     def __init__(
@@ -169,12 +173,14 @@ class Cluster:
         *,
         clustered: bool = True,
         via_config: bool = False,
+        settings: Mapping[str, float] | None = None,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.folder = folder
         self.clustered = clustered
         self.via_config = via_config
+        self.settings = dict(settings or {})
         self.keys = Keys(prefix)
         self.nodes = [Node(self, f"n{number}") for number in range(1, size + 1)]
 
@@ -186,10 +192,12 @@ class Cluster:
         """(config file text or None, command-line arguments) for node `name`."""
         if not self.clustered:
             return None, []
+        table = "".join(f"{key} = {value!r}\n" for key, value in self.settings.items())
         if self.via_config:
             config = f'[cluster]\nurl = "{self.url}"\nname = "{name}"\nprefix = "{self.prefix}"\n'
-            return config, []
-        return None, ["--cluster", self.url, "--node-name", name, "--cluster-prefix", self.prefix]
+            return config + table, []
+        flags = ["--cluster", self.url, "--node-name", name, "--cluster-prefix", self.prefix]
+        return (f"[cluster]\n{table}" if table else None), flags
 
     def start(self) -> Cluster:
         for node in self.nodes:
@@ -256,18 +264,27 @@ class ClusterFactory:
         self.made: list[Cluster] = []
 
     def __call__(
-        self, size: int = 3, *, clustered: bool = True, via_config: bool = False
+        self,
+        size: int = 3,
+        *,
+        clustered: bool = True,
+        via_config: bool = False,
+        settings: Mapping[str, float] | None = None,
+        redis: RedisServer | None = None,
     ) -> Cluster:
-        """A started cluster of `size` nodes (n1..nN), in a key prefix of its own."""
+        """A started cluster of `size` nodes (n1..nN), in a key prefix of its own;
+        `settings`: more `[cluster]` keys; `redis`: another Redis than the
+        session's (a test's own, which it may stop, kill and start again)."""
         number = len(self.made) + 1
         prefix = self.prefix if number == 1 else f"{self.prefix}c{number}"
         cluster = Cluster(
-            self.redis,
+            redis or self.redis,
             prefix,
             self.folder / f"cluster{number}",
             size,
             clustered=clustered,
             via_config=via_config,
+            settings=settings,
         )
         self.made.append(cluster)
         return cluster.start()

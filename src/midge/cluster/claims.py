@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import time
 import uuid
@@ -106,8 +107,10 @@ class ClaimService:
         self.node = node
         self.pending: dict[str, PendingClaim] = {}
         self.relays: dict[str, Relay] = {}
-        self.cutovers: dict[str, tuple[Position, float]] = {}  # client id -> (cut, until)
-        self._answers: dict[str, asyncio.Future[None]] = {}
+        # client id -> its cut, until when, and what its old node had delivered
+        # of each sender's forwards when it let go (sender run -> number).
+        self.cutovers: dict[str, tuple[Position, float, dict[bytes, int]]] = {}
+        self._answers: dict[str, asyncio.Future[dict[bytes, int]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.relay_seconds = max(10.0, 2 * node.config.node_timeout)
         self.claimed = 0  # client ids this node claimed (counters, node.figures)
@@ -132,6 +135,8 @@ class ClaimService:
             fail_claim(core, connection, f"cluster: cannot claim it: {exc}", _now())
             return
         self.claimed += 1
+        # It is here again: what this node relayed for it when it left, ends.
+        self.relays.pop(client_id, None)
         finish_claim(core, connection, stored, _now())
         self._forget_pending(client_id)
 
@@ -146,6 +151,7 @@ class ClaimService:
                 try:
                     await self._hand_over(client_id, previous)
                 except TimeoutError:
+                    self._drop_pre_routes(client_id)
                     still_alive = await awaited(redis.exists(keys.alive(previous)))
                     if still_alive or time.monotonic() >= deadline:
                         raise
@@ -186,11 +192,7 @@ class ClaimService:
             for item in await awaited(redis.hkeys(node.keys.subscriptions(client_id)))
             if not item.startswith(SHARE_PREFIX.encode())
         ]
-        earlier = self.pending.pop(client_id, None)  # a claim that went round again
-        if earlier is not None:
-            for topic_filter in earlier.filters:
-                node.local.removed(topic_filter)
-            earlier.done.set()
+        self._drop_pre_routes(client_id)  # a claim that went round again
         pending = self.pending[client_id] = PendingClaim(client_id, previous, filters)
         for topic_filter in filters:
             node.local.added(topic_filter)
@@ -202,16 +204,25 @@ class ClaimService:
         fields = {"k": "release", "c": client_id, "n": node.name, "v": cut, "r": request}
         await redis.xadd(node.keys.control(previous), fields)  # type: ignore[arg-type]
         try:
-            await asyncio.wait_for(answer, node.config.node_timeout)
+            delivered = await asyncio.wait_for(answer, node.config.node_timeout)
         except TimeoutError:
             raise TimeoutError(
                 f"node {previous} did not let go of it within {node.config.node_timeout:g} s"
             ) from None
         finally:
             self._answers.pop(request, None)
-        self.cutovers[client_id] = (position_of(cut), time.monotonic() + self.relay_seconds)
+        until = time.monotonic() + self.relay_seconds
+        self.cutovers[client_id] = (position_of(cut), until, delivered)
         node.floor = max(node.floor, position_of(cut))
         assert pending.filters is filters
+
+    def _drop_pre_routes(self, client_id: str) -> None:
+        """A hand-over given up: its pre-routes go (the claim may go round again)."""
+        earlier = self.pending.pop(client_id, None)
+        if earlier is not None:
+            for topic_filter in earlier.filters:
+                self.node.local.removed(topic_filter)
+            earlier.done.set()
 
     def _forget_pending(self, client_id: str) -> None:
         pending = self.pending.pop(client_id, None)
@@ -229,31 +240,53 @@ class ClaimService:
         assert core is not None
         core.persistence.record(will_operation(connection, will))
 
-    def released(self, request: str) -> None:
+    def released(self, request: str, delivered: dict[bytes, int]) -> None:
+        """The old node let go; `delivered`: the last forward of each sender's
+        run it had delivered (into the session, among others) by then."""
         answer = self._answers.get(request)
         if answer is not None and not answer.done():
-            answer.set_result(None)
+            answer.set_result(delivered)
 
-    def forward_pending(self, message: Message) -> list[Forwarded]:
+    def forward_pending(self, message: Message, nodes: dict[str, int]) -> list[Forwarded]:
         """This node's publish while claims are pending: for each claimed
-        session that wants it, to the node that had it, marked for it."""
+        session that wants it, to the node that had it, marked for it, unless
+        that node gets it anyway (in `nodes`, the plain forwards)."""
         return [
-            Forwarded(pending.previous, message, False, (), self.node.position_bytes, client_id)
+            Forwarded(pending.previous, message, False, (), b"0-0", client_id)
             for client_id, pending in self.pending.items()
-            if wants(pending.filters, message.topic)
+            if pending.previous not in nodes and wants(pending.filters, message.topic)
         ]
 
-    def skip_for(self, position: Position) -> frozenset[str]:
-        """Sessions that came here after a message routed at `position`: their
-        old node relays it to them."""
+    def handing_over(self, node: str, topic: str) -> bool:
+        """Whether `node` is letting go of a session this node claims that wants `topic`."""
+        return any(
+            pending.previous == node and wants(pending.filters, topic)
+            for pending in self.pending.values()
+        )
+
+    def cut_over(self, client_ids: list[str], cut: Position) -> None:
+        """These sessions came here at `cut` (taken over from a dead node): a
+        message routed before it reaches them from the dead node's stream, not
+        from this node's."""
+        until = time.monotonic() + self.relay_seconds
+        for client_id in client_ids:
+            self.cutovers[client_id] = (cut, until, {})
+
+    def skip_for(self, position: Position, origin: bytes, sequence: int) -> frozenset[str]:
+        """Sessions that came here that this message is not to reach here: it
+        was routed before their cut (their old node relays it), or their old
+        node had delivered it to them before letting go (a forward is numbered
+        once for all the nodes it goes to)."""
         if not self.cutovers:
             return frozenset()
         now = time.monotonic()
-        for client_id, (_, until) in list(self.cutovers.items()):
+        for client_id, (_, until, _delivered) in list(self.cutovers.items()):
             if until < now:
                 del self.cutovers[client_id]
         return frozenset(
-            client_id for client_id, (cut, _) in self.cutovers.items() if position < cut
+            client_id
+            for client_id, (cut, _, delivered) in self.cutovers.items()
+            if position < cut or (sequence and sequence <= delivered.get(origin, 0))
         )
 
     # ------------------------------------------------------------ A's side
@@ -263,6 +296,10 @@ class ClaimService:
         core = node.core
         assert core is not None
         subscriptions = release_client(core, client_id, _now())
+        self.cutovers.pop(client_id, None)  # it leaves: what it skipped here no longer matters
+        # What this node had delivered of each sender's forwards, taken with
+        # the release itself: what it reads after, it relays (or B gets).
+        seen = dict(node.inbound.seen)
         self.released_count += 1
         if subscriptions:
             filters = [item for item in subscriptions if not item.startswith(SHARE_PREFIX)]
@@ -271,9 +308,10 @@ class ClaimService:
         await node.reached(position_of(cut))
         await node.committed()
         log.info("cluster: client %r moved to node %s", client_id, new_owner)
+        delivered = json.dumps({k.decode(errors="replace"): v for k, v in seen.items()})
         await node.client().xadd(
             node.keys.control(new_owner),
-            {"k": "released", "c": client_id, "r": request},
+            {"k": "released", "c": client_id, "r": request, "d": delivered},
         )
 
     def relays_for(self, message: Message, position: Position) -> list[Forwarded]:

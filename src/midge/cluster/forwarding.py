@@ -78,7 +78,7 @@ class Forwarder:
         # This node's place in the change log (node.py keeps it): each entry
         # says what its sender knew of the routes (cluster/claims.py).
         self.position = b"0-0"
-        self.sequence = 0  # numbers each forward of this run
+        self.sequence = 0  # numbers each message this run forwards
         # Redis does not answer (node.py): QoS 0 is not forwarded (it would
         # only pile up, in memory and late); counted. QoS 1/2 wait: their
         # acknowledgements hold their publishers back.
@@ -102,10 +102,10 @@ class Forwarder:
         routes = self.routes
         topic = message.topic
         claims = self.claims
-        if claims is not None and claims.pending:
-            for op in claims.forward_pending(message):
-                self.record(op, message.qos > 0)
         nodes = routes.nodes_for(topic)
+        if claims is not None and claims.pending:
+            for op in claims.forward_pending(message, nodes):
+                self.record(op, message.qos > 0)
         remote_shares = routes.shares_for(topic)
         if not remote_shares:
             if not nodes:
@@ -152,6 +152,7 @@ class Forwarder:
         if origin is not None and self.backlog() >= MAX_BACKLOG:
             self._hold_back(origin)
         self._count(count)
+        self.sequence += 1  # one number per message, whichever nodes it goes to (claims.py)
         barrier = message.qos > 0
         for node in nodes:
             served = shares.pop(node, None) if shares else None
@@ -203,6 +204,11 @@ class Forwarder:
     def _record(
         self, node: str, message: Message, plain: bool, shares: tuple[str, ...], barrier: bool
     ) -> None:
-        self.sequence += 1
-        operation = Forwarded(node, message, plain, shares, self.position, "", self.sequence)
+        position = self.position
+        claims = self.claims
+        if claims is not None and claims.pending and claims.handing_over(node, message.topic):
+            # To a node letting go of a session this one claims: "before the
+            # cut", so that it relays it if it has let go already.
+            position = b"0-0"
+        operation = Forwarded(node, message, plain, shares, position, "", self.sequence)
         self.record(operation, barrier)

@@ -50,18 +50,24 @@ NO_SKIP: frozenset[str] = frozenset()
 
 class Inbound:
     def __init__(
-        self, node: ClusterNode, owner: str, adopted: SubscriptionTrie | None = None
+        self,
+        node: ClusterNode,
+        owner: str,
+        adopted: SubscriptionTrie | None = None,
+        adopted_cut: Position = START,
     ) -> None:
         """`owner`: whose stream (this node's, or a dead one's with `adopted`,
-        the sessions taken over from it, client id -> options)."""
+        the sessions taken over from it, client id -> options, which get what
+        was routed before `adopted_cut`)."""
         self.node = node
         self.owner = owner
         self.stream = node.keys.inbound(owner)
         self.adopted = adopted
+        self.adopted_cut = adopted_cut
         self.cursor: Position | None = None  # read at the first step
         self.pending = True  # first the entries an earlier run read and did not acknowledge
         self._unacked: list[bytes] = []
-        self._seen: dict[bytes, int] = {}  # sender's run -> its highest forward number here
+        self.seen: dict[bytes, int] = {}  # sender's run -> its highest forward number here
         self.delivered = 0  # forwarded messages read (records of the bundles)
 
     async def step(self) -> int:
@@ -74,17 +80,24 @@ class Inbound:
             await self._ack(self._unacked)
         await self._wait_for_receivers()
         start = "0" if self.pending else ">"
+        # A read whose reply is lost (Redis gone in the middle) has moved the
+        # group on all the same: its entries are pending for this consumer,
+        # so after any failure the next read starts with what is pending.
         try:
             replies = await redis.xreadgroup(
                 GROUP, self.owner, {self.stream: start}, count=READ_COUNT, block=BLOCK_MS
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
+                self.pending = True
                 raise
             # Redis lost its data (restarted without persistence): start again.
             log.warning("cluster: %s is gone from Redis: making it again", self.stream)
             await redis.xgroup_create(self.stream, GROUP, "0", mkstream=True)
             return 0
+        except (RedisError, OSError):
+            self.pending = True
+            raise
         entries: list[Entry] = replies[0][1] if replies else []
         if self.pending and not entries:
             self.pending = False
@@ -133,7 +146,7 @@ class Inbound:
                 if self._repeated(origin, record.sequence):
                     continue  # written twice (its batch was retried)
                 try:
-                    self._deliver_record(record, now)
+                    self._deliver_record(record, origin, now)
                 except (CorruptValue, ValueError) as exc:
                     log.error("cluster: corrupt record in %s of %s: %s", entry_id, self.stream, exc)
                 except Exception:  # a bug in delivery: that message, not the node
@@ -153,12 +166,12 @@ class Inbound:
         retried): its number is not above the last one seen from that run."""
         if not sequence:
             return False
-        if sequence <= self._seen.get(origin, 0):
+        if sequence <= self.seen.get(origin, 0):
             return True
-        self._seen[origin] = sequence
+        self.seen[origin] = sequence
         return False
 
-    def _deliver_record(self, record: Record, now: float) -> None:
+    def _deliver_record(self, record: Record, origin: bytes, now: float) -> None:
         core = self.node.core
         assert core is not None
         message = decode_message(record.message)
@@ -177,14 +190,15 @@ class Inbound:
                 if relay is not None:
                     persist(relay, message.qos > 0)
             return
-        if self.adopted is not None:
-            self._deliver_adopted(message, now)
-            return
         position = position_of(record.position)
+        if self.adopted is not None:
+            if position < self.adopted_cut:
+                self._deliver_adopted(message, now)
+            return
         if claims.relays:
             for relay in claims.relays_for(message, position):
                 persist(relay, message.qos > 0)
-        skip = claims.skip_for(position)
+        skip = claims.skip_for(position, origin, record.sequence)
         deliver_forwarded(core, message, record.plain, record.shares, skip, now)
 
     def _deliver_adopted(self, message: Message, now: float) -> None:

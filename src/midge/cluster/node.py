@@ -316,6 +316,9 @@ class ClusterNode:
 
     def _failed(self, what: str, exc: BaseException) -> None:
         """A task lost Redis: the first of an outage says so, once."""
+        # Other nodes' heartbeats may have lapsed meanwhile: the reaper waits
+        # for two node timeouts from the last failure seen (reaper.py).
+        self.recovered_at = time.monotonic()
         if not self._failing:
             self._outage_since = time.monotonic()
             log.warning(
@@ -329,6 +332,10 @@ class ClusterNode:
         if what not in self._failing:
             self._failing.add(what)
             log.debug("cluster: %s: lost Redis (%s)", what, exc)
+
+    @property
+    def redis_failing(self) -> bool:
+        return bool(self._failing)
 
     async def _rejoin(self) -> None:
         """Redis answers again after an outage: say again who this node is and
@@ -443,7 +450,7 @@ class ClusterNode:
         kind = fields.get(b"k")
         request = fields.get(b"r", b"").decode()
         if kind == b"released":
-            self.claims.released(request)
+            self.claims.released(request, _delivered(fields.get(b"d", b"{}")))
         elif kind == b"release":
             client_id = fields.get(b"c", b"").decode()
             new_owner = fields.get(b"n", b"").decode()
@@ -524,6 +531,17 @@ class ClusterNode:
             "local_routes": len(self.local.counts),
             "redis_up": 0 if self._failing else 1,
         }
+
+
+def _delivered(raw: bytes) -> dict[bytes, int]:
+    """A `released` answer's map of sender runs to their last forward delivered."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k).encode(): v for k, v in data.items() if isinstance(v, int)}
 
 
 def _earlier_run_here(holder: bytes) -> bool:

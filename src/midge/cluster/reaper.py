@@ -31,16 +31,16 @@ from typing import TYPE_CHECKING
 from midge.broker.clustered import adopt_session
 from midge.broker.router import SubscriptionTrie
 from midge.broker.shared import SHARE_PREFIX
-from midge.cluster.claims import awaited
+from midge.cluster.claims import Position, awaited, position_of
 from midge.cluster.inbound import Inbound
 from midge.cluster.keys import ROUTES_RESET
+from midge.store.base import StoredSession
 
 if TYPE_CHECKING:
     from midge.cluster.node import ClusterNode
 
 log = logging.getLogger("midge.cluster")
 
-ADOPT_CHUNK = 200  # sessions taken over per batch
 TOMBSTONE_SECONDS = 86_400  # how long a node found dead learns so when it is back
 
 
@@ -53,8 +53,11 @@ class Reaper:
         """One look at the others' heartbeats; reap the dead, one at a time."""
         node = self.node
         await asyncio.sleep(node.config.heartbeat_interval)
-        if time.monotonic() - node.recovered_at < 2 * node.config.node_timeout:
-            return  # after an outage, the others need a moment to heartbeat again
+        if (
+            node.redis_failing
+            or time.monotonic() - node.recovered_at < 2 * node.config.node_timeout
+        ):
+            return  # during and after an outage, the others need a moment to heartbeat again
         redis = node.client()
         keys = node.keys
         names = [name.decode() for name in await awaited(redis.hkeys(keys.nodes))]
@@ -81,9 +84,9 @@ class Reaper:
         )
         await awaited(node.client().set(node.keys.reaped(dead), node.name, ex=TOMBSTONE_SECONDS))
         wills = await node.publish_wills(dead)
-        sessions, adopted = await self._adopt_sessions(dead)
+        sessions, adopted, cut = await self._adopt_sessions(dead)
         await self._withdraw_routes(dead)
-        delivered = await self._drain(dead, adopted)
+        delivered = await self._drain(dead, adopted, cut)
         keys = node.keys
         await awaited(
             node.client().delete(
@@ -105,34 +108,55 @@ class Reaper:
             delivered,
         )
 
-    async def _adopt_sessions(self, dead: str) -> tuple[int, SubscriptionTrie]:
+    async def _adopt_sessions(self, dead: str) -> tuple[int, SubscriptionTrie, Position]:
+        """Take over the dead node's sessions; returns how many, their plain
+        filters, and the change log's end once they are routed here (a
+        message routed from there on reached them here directly)."""
         node = self.node
-        core, store = node.core, node.store
-        assert core is not None and store is not None
+        core = node.core
+        assert core is not None
         redis = node.client()
         keys = node.keys
         members = await awaited(redis.smembers(keys.node_sessions(dead)))
         client_ids = sorted(member.decode() for member in members)
+        stored = await self._load(dead, client_ids)
+        # In one step: the sessions are routed here, and this node stops
+        # forwarding to the dead one (which would deliver to them twice).
         adopted = SubscriptionTrie()
-        count = 0
-        for first in range(0, len(client_ids), ADOPT_CHUNK):
-            chunk = client_ids[first : first + ADOPT_CHUNK]
-            for client_id in chunk:
-                owner = await awaited(redis.get(keys.owner(client_id)))
-                if owner is not None and owner.decode() != dead:
-                    continue  # its client connected elsewhere meanwhile: that node has it
-                await awaited(redis.set(keys.owner(client_id), node.name))
-                stored = await asyncio.to_thread(store.load_session, client_id)
-                if stored is None or client_id in core.sessions:
-                    continue
-                session = adopt_session(core, stored)
-                count += 1
-                for topic_filter, options in session.subscriptions.items():
-                    if not topic_filter.startswith(SHARE_PREFIX):
-                        adopted.add(topic_filter, client_id, options)
-            await node.committed()
-            await awaited(redis.srem(keys.node_sessions(dead), *chunk))
-        return count, adopted
+        for item in stored:
+            if item.client_id in core.sessions:
+                continue
+            session = adopt_session(core, item)
+            for topic_filter, options in session.subscriptions.items():
+                if not topic_filter.startswith(SHARE_PREFIX):
+                    adopted.add(topic_filter, item.client_id, options)
+        node.remote.forget(dead)
+        await node.committed()
+        if client_ids:
+            await awaited(redis.srem(keys.node_sessions(dead), *client_ids))
+        last = await redis.xrevrange(keys.changes, count=1)
+        cut = position_of(last[0][0] if last else b"")
+        node.claims.cut_over([item.client_id for item in stored], cut)
+        return len(stored), adopted, cut
+
+    async def _load(self, dead: str, client_ids: list[str]) -> list[StoredSession]:
+        """The dead node's sessions whose clients have not connected elsewhere,
+        each made this node's in Redis first."""
+        node = self.node
+        store = node.store
+        assert store is not None
+        redis = node.client()
+        keys = node.keys
+        stored = []
+        for client_id in client_ids:
+            owner = await awaited(redis.get(keys.owner(client_id)))
+            if owner is not None and owner.decode() != dead:
+                continue  # its client connected elsewhere meanwhile: that node has it
+            await awaited(redis.set(keys.owner(client_id), node.name))
+            item = await asyncio.to_thread(store.load_session, client_id)
+            if item is not None:
+                stored.append(item)
+        return stored
 
     async def _withdraw_routes(self, dead: str) -> None:
         node = self.node
@@ -145,10 +169,12 @@ class Reaper:
         await pipe.execute()
         node.remote.forget(dead)
 
-    async def _drain(self, dead: str, adopted: SubscriptionTrie) -> int:
-        """Deliver the dead node's stream until it has been quiet for node_timeout."""
+    async def _drain(self, dead: str, adopted: SubscriptionTrie, cut: Position) -> int:
+        """Deliver the dead node's stream until it has been quiet for node_timeout:
+        to the sessions taken over, what was routed before `cut` (the rest
+        reached them here directly)."""
         node = self.node
-        inbound = Inbound(node, dead, adopted)
+        inbound = Inbound(node, dead, adopted, cut)
         quiet_since: float | None = None
         while True:
             read = await inbound.step()

@@ -32,6 +32,7 @@ the synchronous client; any Redis error becomes a StoreError naming the URL
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -127,6 +128,7 @@ class RedisStore:
         self._written: dict[str, int] = {}
         self._knows_written = False  # load() (or a first apply) read it from Redis
         self._last_log = -1  # the pipeline's last change log entry (see `_log`)
+        self._lock = threading.Lock()
         self.origin = ""  # this run of the node, on the bundles it sends (cluster/node.py)
         # Seconds to wait for every live node to read a batch's change log
         # entries before its acknowledgements go (visibility.py); 0: no wait.
@@ -274,6 +276,12 @@ class RedisStore:
     def apply(self, operations: Sequence[Operation]) -> None:
         if not operations:
             return
+        # The writer thread applies; the loop's thread may replace the routes
+        # (after an outage) meanwhile: one at a time, they share `_last_log`.
+        with self._lock:
+            self._apply(operations)
+
+    def _apply(self, operations: Sequence[Operation]) -> None:
         popped: dict[str, int] = {}  # what SessionDeleted took out of `written`
         try:
             if not self._knows_written:
@@ -459,6 +467,10 @@ class RedisStore:
     def replace_routes(self, filters: Iterable[str]) -> None:
         """This node's whole route set, announced (at start): the others read it
         again when the log says ROUTES_RESET."""
+        with self._lock:
+            self._replace_routes(filters)
+
+    def _replace_routes(self, filters: Iterable[str]) -> None:
         key = self.keys.routes(self.node)
         members = list(filters)
         pipe = self.client.pipeline(transaction=False)

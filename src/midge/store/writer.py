@@ -154,12 +154,13 @@ class GroupCommitWriter:
                 if failures:
                     log.warning("store writes work again after %d failed attempts", failures)
                 return True
-            except StoreError as exc:
+            except Exception as exc:  # a StoreError, or a bug: either way the thread goes on
                 failures += 1
                 if failures == 1:
                     log.error(
                         "cannot write the store, acknowledgements are held until it works: %s",
                         exc,
+                        exc_info=not isinstance(exc, StoreError),
                     )
                 if self._stopping.is_set() and failures > 3:
                     log.error("shutdown: %d operations not stored", len(operations))
