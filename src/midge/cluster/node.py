@@ -163,8 +163,12 @@ class ClusterNode:
         await self._wait_for_reaper()
         # Found dead before, its place taken: this run starts afresh anyway.
         await awaited(self.redis.delete(self.keys.reaped(self.name)))
+        await self._register()
+
+    async def _register(self) -> None:
+        """List this node among the cluster's (what other nodes read routes of)."""
         description = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
-        await awaited(self.redis.hset(self.keys.nodes, self.name, json.dumps(description)))
+        await awaited(self.client().hset(self.keys.nodes, self.name, json.dumps(description)))
 
     async def _wait_for_reaper(self) -> None:
         """A node taking this one's place (it was found dead) finishes first."""
@@ -350,8 +354,7 @@ class ClusterNode:
         if reaped_by is not None:
             self._fence(reaped_by.decode(errors="replace"))
             await awaited(redis.delete(self.keys.reaped(self.name)))
-        description = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
-        await awaited(redis.hset(self.keys.nodes, self.name, json.dumps(description)))
+        await self._register()
         await asyncio.to_thread(store.replace_routes, self.local.filters())
         for node in [name.decode() for name in await awaited(redis.hkeys(self.keys.nodes))]:
             if node != self.name:
