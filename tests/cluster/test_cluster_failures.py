@@ -46,9 +46,9 @@ QOS12 = pytest.mark.parametrize("qos", [1, 2])
 # depend on timing, and sometimes do not show.
 MOVE_TO_PUBLISHER = pytest.mark.xfail(
     strict=False,
-    reason="claims.py: a subscriber moving to the node its publisher is on, in the middle "
-    "of a stream, may get one message twice at QoS 2 and, now and then, miss one (the "
-    "publisher's messages during the claim go to the old node and come back relayed)",
+    reason="claims.py: a subscriber moving back and forth between the node its publisher is "
+    "on and another, in the middle of a stream, misses one message around the last move "
+    "(diagnosis open: the message may have reached the replaced connection)",
 )
 REAPED_DUPLICATES = pytest.mark.xfail(
     strict=False,

@@ -295,17 +295,22 @@ class ClaimService:
         node = self.node
         core = node.core
         assert core is not None
+        # First read the change log up to the cut: from the release on, what
+        # this node publishes reaches the session where it goes directly.
+        await node.reached(position_of(cut))
         subscriptions = release_client(core, client_id, _now())
         self.cutovers.pop(client_id, None)  # it leaves: what it skipped here no longer matters
         # What this node had delivered of each sender's forwards, taken with
-        # the release itself: what it reads after, it relays (or B gets).
+        # the release itself (what it reads after, it relays), and of its own
+        # publishes (numbered as its forwards are): B does not deliver them again.
         seen = dict(node.inbound.seen)
+        if node.forwarder is not None:
+            seen[node.instance.encode()] = node.forwarder.sequence
         self.released_count += 1
         if subscriptions:
             filters = [item for item in subscriptions if not item.startswith(SHARE_PREFIX)]
             until = time.monotonic() + self.relay_seconds
             self.relays[client_id] = Relay(new_owner, filters, position_of(cut), until)
-        await node.reached(position_of(cut))
         await node.committed()
         log.info("cluster: client %r moved to node %s", client_id, new_owner)
         delivered = json.dumps({k.decode(errors="replace"): v for k, v in seen.items()})
