@@ -44,12 +44,6 @@ QOS12 = pytest.mark.parametrize("qos", [1, 2])
 # Broker bugs these tests find (reported with their diagnosis): QoS 2 delivered twice.
 # Broker bugs these tests still find (issue 14, left open). Not strict: they
 # depend on timing, and sometimes do not show.
-MOVE_TO_PUBLISHER = pytest.mark.xfail(
-    strict=False,
-    reason="claims.py: a subscriber moving back and forth between the node its publisher is "
-    "on and another, in the middle of a stream, misses one message around the last move "
-    "(diagnosis open: the message may have reached the replaced connection)",
-)
 REAPED_DUPLICATES = pytest.mark.xfail(
     strict=False,
     reason="claims.py / reaper.py: a client of a killed node that reconnects elsewhere while "
@@ -199,7 +193,7 @@ def test_mosquitto_sub_resumes_on_another_node_with_its_queue(trio: Cluster) -> 
 
 
 @pytest.mark.parametrize("qos", [1, 2])
-@pytest.mark.parametrize("publisher_on", ["C", pytest.param("B", marks=MOVE_TO_PUBLISHER)])
+@pytest.mark.parametrize("publisher_on", ["C", "B"])
 def test_subscriber_moves_in_the_middle_of_a_stream(
     trio: Cluster, qos: int, publisher_on: str
 ) -> None:

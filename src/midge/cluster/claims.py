@@ -89,6 +89,10 @@ class PendingClaim:
     client_id: str
     previous: str
     filters: list[str]  # plain filters of the session, pre-routed here
+    # This node's place in the change log before it pre-routed: what it sends
+    # the previous node meanwhile says so, so that one relays it if it has
+    # let go (a place past the cut would say "the claimer has it already").
+    position: bytes = b"0-0"
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -193,7 +197,9 @@ class ClaimService:
             if not item.startswith(SHARE_PREFIX.encode())
         ]
         self._drop_pre_routes(client_id)  # a claim that went round again
-        pending = self.pending[client_id] = PendingClaim(client_id, previous, filters)
+        pending = self.pending[client_id] = PendingClaim(
+            client_id, previous, filters, node.position_bytes
+        )
         for topic_filter in filters:
             node.local.added(topic_filter)
         await node.committed()
@@ -252,17 +258,18 @@ class ClaimService:
         session that wants it, to the node that had it, marked for it, unless
         that node gets it anyway (in `nodes`, the plain forwards)."""
         return [
-            Forwarded(pending.previous, message, False, (), b"0-0", client_id)
+            Forwarded(pending.previous, message, False, (), pending.position, client_id)
             for client_id, pending in self.pending.items()
             if pending.previous not in nodes and wants(pending.filters, message.topic)
         ]
 
-    def handing_over(self, node: str, topic: str) -> bool:
-        """Whether `node` is letting go of a session this node claims that wants `topic`."""
-        return any(
-            pending.previous == node and wants(pending.filters, topic)
-            for pending in self.pending.values()
-        )
+    def handing_over(self, node: str, topic: str) -> bytes | None:
+        """If `node` is letting go of a session this node claims that wants
+        `topic`: the change log place to tell it (see PendingClaim.position)."""
+        for pending in self.pending.values():
+            if pending.previous == node and wants(pending.filters, topic):
+                return pending.position
+        return None
 
     def cut_over(self, client_ids: list[str], cut: Position) -> None:
         """These sessions came here at `cut` (taken over from a dead node): a

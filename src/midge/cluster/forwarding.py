@@ -206,9 +206,9 @@ class Forwarder:
     ) -> None:
         position = self.position
         claims = self.claims
-        if claims is not None and claims.pending and claims.handing_over(node, message.topic):
+        if claims is not None and claims.pending:
             # To a node letting go of a session this one claims: "before the
             # cut", so that it relays it if it has let go already.
-            position = b"0-0"
+            position = claims.handing_over(node, message.topic) or position
         operation = Forwarded(node, message, plain, shares, position, "", self.sequence)
         self.record(operation, barrier)
