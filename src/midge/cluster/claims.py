@@ -25,7 +25,13 @@ Messages in flight during the hand-over reach the session exactly once:
   its part, does not deliver a message routed before the cut to that
   session (`cutovers`), since A relays it;
 - B's own publishes while the claim is pending cannot reach the session on
-  B yet: they go to A marked for it, and A delivers or relays them back;
+  B yet: B keeps them (`PendingClaim.held`) and delivers them once the claim
+  ends, before anything it publishes after; they also go to A marked for the
+  session, so that A delivers them if it has not let go yet. A reads its
+  inbound stream to its end before letting go (B's earlier forwards reach
+  the session there, first), reports the last forward of B's it delivered,
+  and drops what B kept (numbered past the claim's `floor`): B delivers
+  only those A did not. So one publisher's order holds across the move;
 - a relay that reaches B before the claim ends waits for it (node.py).
 """
 
@@ -43,7 +49,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 from redis.exceptions import RedisError
 
-from midge.broker.clustered import fail_claim, finish_claim, release_client, will_operation
+from midge.broker.clustered import (
+    deliver_to_client,
+    fail_claim,
+    finish_claim,
+    release_client,
+    will_operation,
+)
 from midge.broker.shared import SHARE_PREFIX
 from midge.message import Message
 from midge.protocol.topics import topic_matches
@@ -93,6 +105,12 @@ class PendingClaim:
     # the previous node meanwhile says so, so that one relays it if it has
     # let go (a place past the cut would say "the claimer has it already").
     position: bytes = b"0-0"
+    # This node's forward number when the claim began: what it forwards from
+    # then on, and wants the session, it keeps here (number, message) to
+    # deliver when the claim ends; the old node does not relay those.
+    floor: int = 0
+    held: list[tuple[int, Message]] = field(default_factory=list)
+    delivered: int = 0  # the last of this node's forwards the old node delivered
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -104,6 +122,13 @@ class Relay:
     filters: list[str]
     cut: Position
     until: float  # monotonic
+    # The new owner's run and its forward number when it claimed: what it
+    # forwarded after that, it delivers itself (PendingClaim.held).
+    origin: bytes = b""
+    floor: int = 0
+
+    def passes_on(self, origin: bytes, sequence: int) -> bool:
+        return origin != self.origin or not sequence or sequence <= self.floor
 
 
 class ClaimService:
@@ -141,7 +166,13 @@ class ClaimService:
         self.claimed += 1
         # It is here again: what this node relayed for it when it left, ends.
         self.relays.pop(client_id, None)
-        finish_claim(core, connection, stored, _now())
+        now = _now()
+        finish_claim(core, connection, stored, now)
+        pending = self.pending.get(client_id)
+        if pending is not None and client_id in core.sessions:
+            for sequence, message in pending.held:
+                if sequence > pending.delivered:  # the old node did not deliver it
+                    deliver_to_client(core, client_id, message, now)
         self._forget_pending(client_id)
 
     async def _take(self, client_id: str) -> StoredSession | None:
@@ -197,8 +228,9 @@ class ClaimService:
             if not item.startswith(SHARE_PREFIX.encode())
         ]
         self._drop_pre_routes(client_id)  # a claim that went round again
+        floor = node.forwarder.sequence if node.forwarder is not None else 0
         pending = self.pending[client_id] = PendingClaim(
-            client_id, previous, filters, node.position_bytes
+            client_id, previous, filters, node.position_bytes, floor
         )
         for topic_filter in filters:
             node.local.added(topic_filter)
@@ -207,7 +239,15 @@ class ClaimService:
         cut = last[0][0] if last else b"0-0"
         request = uuid.uuid4().hex
         answer = self._answers[request] = asyncio.get_running_loop().create_future()
-        fields = {"k": "release", "c": client_id, "n": node.name, "v": cut, "r": request}
+        fields = {
+            "k": "release",
+            "c": client_id,
+            "n": node.name,
+            "v": cut,
+            "r": request,
+            "o": node.instance,
+            "s": floor,
+        }
         await redis.xadd(node.keys.control(previous), fields)  # type: ignore[arg-type]
         try:
             delivered = await asyncio.wait_for(answer, node.config.node_timeout)
@@ -220,7 +260,7 @@ class ClaimService:
         until = time.monotonic() + self.relay_seconds
         self.cutovers[client_id] = (position_of(cut), until, delivered)
         node.floor = max(node.floor, position_of(cut))
-        assert pending.filters is filters
+        pending.delivered = delivered.get(node.instance.encode(), 0)
 
     def _drop_pre_routes(self, client_id: str) -> None:
         """A hand-over given up: its pre-routes go (the claim may go round again)."""
@@ -253,15 +293,30 @@ class ClaimService:
         if answer is not None and not answer.done():
             answer.set_result(delivered)
 
-    def forward_pending(self, message: Message, nodes: dict[str, int]) -> list[Forwarded]:
-        """This node's publish while claims are pending: for each claimed
-        session that wants it, to the node that had it, marked for it, unless
-        that node gets it anyway (in `nodes`, the plain forwards)."""
-        return [
-            Forwarded(pending.previous, message, False, (), pending.position, client_id)
-            for client_id, pending in self.pending.items()
-            if pending.previous not in nodes and wants(pending.filters, message.topic)
-        ]
+    def forward_pending(
+        self, message: Message, nodes: dict[str, int], sequence: int
+    ) -> list[Forwarded]:
+        """This node's publish (its forward number `sequence`) while claims are
+        pending: kept for each claimed session that wants it, and sent to the
+        node that had it, marked for it, unless that node gets it anyway (in
+        `nodes`, the plain forwards)."""
+        marked = []
+        for client_id, pending in self.pending.items():
+            if wants(pending.filters, message.topic):
+                pending.held.append((sequence, message))
+                if pending.previous not in nodes:
+                    marked.append(
+                        Forwarded(
+                            pending.previous,
+                            message,
+                            False,
+                            (),
+                            pending.position,
+                            client_id,
+                            sequence,
+                        )
+                    )
+        return marked
 
     def handing_over(self, node: str, topic: str) -> bytes | None:
         """If `node` is letting go of a session this node claims that wants
@@ -298,13 +353,25 @@ class ClaimService:
 
     # ------------------------------------------------------------ A's side
 
-    async def release(self, client_id: str, new_owner: str, cut: bytes, request: str) -> None:
+    async def release(
+        self,
+        client_id: str,
+        new_owner: str,
+        cut: bytes,
+        request: str,
+        claimer: tuple[bytes, int] = (b"", 0),
+    ) -> None:
+        """Let go of `client_id` for `new_owner`, whose run and forward number
+        when it claimed are `claimer` (see Relay)."""
         node = self.node
         core = node.core
         assert core is not None
         # First read the change log up to the cut: from the release on, what
-        # this node publishes reaches the session where it goes directly.
+        # this node publishes reaches the session where it goes directly. And
+        # the inbound stream to its end: the new owner's forwards from before
+        # its claim reach the session here, before what it keeps for it.
         await node.reached(position_of(cut))
+        await node.inbound.read_to_end(node.config.node_timeout / 2)
         subscriptions = release_client(core, client_id, _now())
         self.cutovers.pop(client_id, None)  # it leaves: what it skipped here no longer matters
         # What this node had delivered of each sender's forwards, taken with
@@ -317,7 +384,9 @@ class ClaimService:
         if subscriptions:
             filters = [item for item in subscriptions if not item.startswith(SHARE_PREFIX)]
             until = time.monotonic() + self.relay_seconds
-            self.relays[client_id] = Relay(new_owner, filters, position_of(cut), until)
+            self.relays[client_id] = Relay(
+                new_owner, filters, position_of(cut), until, claimer[0], claimer[1]
+            )
         await node.committed()
         log.info("cluster: client %r moved to node %s", client_id, new_owner)
         delivered = json.dumps({k.decode(errors="replace"): v for k, v in seen.items()})
@@ -326,21 +395,31 @@ class ClaimService:
             {"k": "released", "c": client_id, "r": request, "d": delivered},
         )
 
-    def relays_for(self, message: Message, position: Position) -> list[Forwarded]:
-        """A message routed before a release's cut, for sessions that moved."""
+    def relays_for(
+        self, message: Message, position: Position, origin: bytes, sequence: int
+    ) -> list[Forwarded]:
+        """A message routed before a release's cut (by run `origin`, its
+        forward number `sequence`), for sessions that moved."""
         now = time.monotonic()
         found = []
         for client_id, relay in list(self.relays.items()):
             if relay.until < now:
                 del self.relays[client_id]
-            elif position < relay.cut and wants(relay.filters, message.topic):
+            elif (
+                position < relay.cut
+                and relay.passes_on(origin, sequence)
+                and wants(relay.filters, message.topic)
+            ):
                 found.append(Forwarded(relay.node, message, False, (), b"", client_id))
         return found
 
-    def relay_target(self, client_id: str, message: Message) -> Forwarded | None:
-        """A message marked for a session that left this node: passed on."""
+    def relay_target(
+        self, client_id: str, message: Message, origin: bytes, sequence: int
+    ) -> Forwarded | None:
+        """A message marked for a session that left this node: passed on
+        (unless its new owner delivers it itself)."""
         relay = self.relays.get(client_id)
-        if relay is None:
+        if relay is None or not relay.passes_on(origin, sequence):
             return None
         return Forwarded(relay.node, message, False, (), b"", client_id)
 

@@ -103,17 +103,21 @@ class Forwarder:
         topic = message.topic
         claims = self.claims
         nodes = routes.nodes_for(topic)
+        numbered = False
         if claims is not None and claims.pending:
-            for op in claims.forward_pending(message, nodes):
+            # Numbered now: what a claim keeps for its session carries the number.
+            self.sequence += 1
+            numbered = True
+            for op in claims.forward_pending(message, nodes, self.sequence):
                 self.record(op, message.qos > 0)
         remote_shares = routes.shares_for(topic)
         if not remote_shares:
             if not nodes:
                 return False, local_shares
-            self._send(message, nodes, None, origin)
+            self._send(message, nodes, None, origin, numbered)
             return True, local_shares
         here, elsewhere = self._pick_shares(remote_shares, local_shares)
-        self._send(message, nodes, elsewhere, origin)
+        self._send(message, nodes, elsewhere, origin, numbered)
         return True, here
 
     def _pick_shares(
@@ -144,6 +148,7 @@ class Forwarder:
         nodes: dict[str, int],
         shares: dict[str, list[str]] | None,
         origin: Connection | None,
+        numbered: bool,
     ) -> None:
         count = len(nodes) + (len(shares) if shares else 0)
         if self.offline and not message.qos:
@@ -152,7 +157,8 @@ class Forwarder:
         if origin is not None and self.backlog() >= MAX_BACKLOG:
             self._hold_back(origin)
         self._count(count)
-        self.sequence += 1  # one number per message, whichever nodes it goes to (claims.py)
+        if not numbered:
+            self.sequence += 1  # one number per message, whichever nodes it goes to (claims.py)
         barrier = message.qos > 0
         for node in nodes:
             served = shares.pop(node, None) if shares else None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError, ResponseError
@@ -186,22 +187,22 @@ class Inbound:
             if client_id in core.sessions:
                 deliver_to_client(core, client_id, message, now)
             else:
-                relay = claims.relay_target(client_id, message)
+                relay = claims.relay_target(client_id, message, origin, record.sequence)
                 if relay is not None:
                     persist(relay, message.qos > 0)
             return
         position = position_of(record.position)
         if self.adopted is not None:
             if position < self.adopted_cut:
-                self._deliver_adopted(message, now)
+                self._deliver_adopted(message, origin, record.sequence, now)
             return
         if claims.relays:
-            for relay in claims.relays_for(message, position):
+            for relay in claims.relays_for(message, position, origin, record.sequence):
                 persist(relay, message.qos > 0)
         skip = claims.skip_for(position, origin, record.sequence)
         deliver_forwarded(core, message, record.plain, record.shares, skip, now)
 
-    def _deliver_adopted(self, message: Message, now: float) -> None:
+    def _deliver_adopted(self, message: Message, origin: bytes, sequence: int, now: float) -> None:
         """A dead node's entry: to the sessions taken over from it that want it."""
         core = self.node.core
         assert core is not None and self.adopted is not None
@@ -210,9 +211,19 @@ class Inbound:
             if client_id in core.sessions:
                 deliver_to_client(core, client_id, message, now)
                 continue
-            relay = claims.relay_target(client_id, message)  # it moved on meanwhile
+            relay = claims.relay_target(client_id, message, origin, sequence)  # it moved on
             if relay is not None:
                 core.persistence.record(relay, message.qos > 0)
+
+    async def read_to_end(self, timeout: float) -> None:
+        """Wait (at most `timeout`) until what the stream holds now is delivered."""
+        last = await self.node.client().xrevrange(self.stream, count=1)
+        if not last:
+            return
+        end = position_of(last[0][0])
+        deadline = time.monotonic() + timeout
+        while (self.cursor or START) < end and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
 
     def _acknowledge(self, ids: list[bytes]) -> None:
         task = asyncio.get_running_loop().create_task(self._ack(ids))

@@ -236,9 +236,7 @@ class ClusterNode:
         for node in nodes:
             if node != self.name:
                 await self._reload_routes(node)
-        self.forwarder = Forwarder(
-            self.name, self.remote, core.persistence, self.claims, core.wake
-        )
+        self.forwarder = Forwarder(self.name, self.remote, core.persistence, self.claims, core.wake)
         self.forwarder.position = self._changes_from
         core.delivery.remote = self.forwarder
         core.claims = self.claims
@@ -457,11 +455,11 @@ class ClusterNode:
         elif kind == b"release":
             client_id = fields.get(b"c", b"").decode()
             new_owner = fields.get(b"n", b"").decode()
-            self.track(
-                asyncio.get_running_loop().create_task(
-                    self.claims.release(client_id, new_owner, fields.get(b"v", b""), request)
-                )
+            claimer = (fields.get(b"o", b""), _number(fields.get(b"s", b"0")))
+            release = self.claims.release(
+                client_id, new_owner, fields.get(b"v", b""), request, claimer
             )
+            self.track(asyncio.get_running_loop().create_task(release))
 
     async def _apply_change(self, fields: dict[bytes, bytes]) -> None:
         node = fields.get(b"n", b"").decode()
@@ -571,3 +569,11 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
         task.cancel()
     if tasks:
         await asyncio.wait(tasks, timeout=CANCEL_SECONDS)
+
+
+def _number(raw: bytes) -> int:
+    """A count another node wrote; 0 if it is not one."""
+    try:
+        return int(raw)
+    except ValueError:
+        return 0
