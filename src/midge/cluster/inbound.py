@@ -181,15 +181,8 @@ class Inbound:
             # The common case: no session is moving, none was taken over.
             deliver_forwarded(core, message, record.plain, record.shares, NO_SKIP, now)
             return
-        persist = core.persistence.record
-        if record.target:  # for one session: here, or passed on
-            client_id = record.target
-            if client_id in core.sessions:
-                deliver_to_client(core, client_id, message, now)
-            else:
-                relay = claims.relay_target(client_id, message, origin, record.sequence)
-                if relay is not None:
-                    persist(relay, message.qos > 0)
+        if record.target:  # for one session
+            self._deliver_or_relay(record.target, message, origin, record.sequence, now)
             return
         position = position_of(record.position)
         if self.adopted is not None:
@@ -198,22 +191,29 @@ class Inbound:
             return
         if claims.relays:
             for relay in claims.relays_for(message, position, origin, record.sequence):
-                persist(relay, message.qos > 0)
+                core.persistence.record(relay, message.qos > 0)
         skip = claims.skip_for(position, origin, record.sequence)
         deliver_forwarded(core, message, record.plain, record.shares, skip, now)
 
     def _deliver_adopted(self, message: Message, origin: bytes, sequence: int, now: float) -> None:
         """A dead node's entry: to the sessions taken over from it that want it."""
-        core = self.node.core
-        assert core is not None and self.adopted is not None
-        claims = self.node.claims
+        assert self.adopted is not None
         for client_id in self.adopted.match(message.topic):
-            if client_id in core.sessions:
-                deliver_to_client(core, client_id, message, now)
-                continue
-            relay = claims.relay_target(client_id, message, origin, sequence)  # it moved on
-            if relay is not None:
-                core.persistence.record(relay, message.qos > 0)
+            self._deliver_or_relay(client_id, message, origin, sequence, now)
+
+    def _deliver_or_relay(
+        self, client_id: str, message: Message, origin: bytes, sequence: int, now: float
+    ) -> None:
+        """To the session if it is here; else it left this node: passed on to
+        its new owner (claims.relay_target), stored with this batch."""
+        core = self.node.core
+        assert core is not None
+        if client_id in core.sessions:
+            deliver_to_client(core, client_id, message, now)
+            return
+        relay = self.node.claims.relay_target(client_id, message, origin, sequence)
+        if relay is not None:
+            core.persistence.record(relay, message.qos > 0)
 
     async def read_to_end(self, timeout: float) -> None:
         """Wait (at most `timeout`) until what the stream holds now is delivered."""
