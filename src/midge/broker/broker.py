@@ -51,6 +51,7 @@ from midge.protocol.packets import Connect, Packet, Publish, Will
 from midge.store.base import (
     OwnerReleased,
     SessionDeleted,
+    SessionReleased,
     SessionSaved,
     Store,
     StoredState,
@@ -408,17 +409,25 @@ class Broker:
 
     def discard_session(self, session: Session) -> None:
         self.wills.release(session.client_id)  # the session ends: a waiting will goes out
-        if session.has_subscriptions():
-            for topic_filter in session.subscriptions:
-                self.unindex_subscription(topic_filter, session.client_id)
-        if self.authorizer is not None:
-            self.authorizer.forget(session.client_id)
-        if self.sessions.get(session.client_id) is session:
-            del self.sessions[session.client_id]
-        if session.persistent:
-            self.persistence.record(SessionDeleted(session.client_id))
+        self.forget_session(session, delete=True)
         if self.claims is not None:  # a cluster: the client id is free again
             self.persistence.record(OwnerReleased(session.client_id), barrier=False)
+
+    def forget_session(self, session: Session, *, delete: bool) -> None:
+        """`session` leaves this node's memory and its routes. The store deletes
+        it (`delete`) or, when another node took it over (broker/clustered.py),
+        keeps it for that node."""
+        client_id = session.client_id
+        if session.has_subscriptions():
+            for topic_filter in session.subscriptions:
+                self.unindex_subscription(topic_filter, client_id)
+        if self.authorizer is not None:
+            self.authorizer.forget(client_id)
+        if self.sessions.get(client_id) is session:
+            del self.sessions[client_id]
+        if session.persistent:
+            operation = SessionDeleted(client_id) if delete else SessionReleased(client_id)
+            self.persistence.record(operation)
 
     def expire_sessions(self, now_wall: float) -> float:
         """Delete offline sessions whose time is up: a 5.0 session after its own

@@ -22,7 +22,7 @@ from midge.broker.session import Session
 from midge.broker.variants import options_for
 from midge.message import Message
 from midge.protocol.packets import Will
-from midge.store.base import SessionReleased, SessionSaved, StoredSession, WillStored
+from midge.store.base import SessionSaved, StoredSession, WillStored
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
@@ -97,18 +97,13 @@ def release_client(
     connection = broker.connections.get(client_id)
     if connection is not None:
         broker.close_connection(connection, CloseReason.TAKEN_OVER, publish_will=publish_will)
-    session = broker.sessions.pop(client_id, None)
+    session = broker.sessions.get(client_id)
     if session is None:
         broker.flush()
         return None
     broker.wills.cancel(client_id)  # resumed elsewhere: a delayed will does not go out
     subscriptions = dict(session.subscriptions)
-    for topic_filter in subscriptions:
-        broker.unindex_subscription(topic_filter, client_id)
-    if broker.authorizer is not None:
-        broker.authorizer.forget(client_id)
-    if session.persistent:
-        broker.persistence.record(SessionReleased(client_id))
+    broker.forget_session(session, delete=False)
     broker.flush()
     return subscriptions
 
