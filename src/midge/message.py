@@ -75,6 +75,14 @@ class Message:
             return self
         return Message(self.topic, self.payload, qos, retain, self.properties, self.expires_at)
 
+    def with_expiry(self, interval: int | None, wall_now: float) -> Message:
+        """The same message expiring `interval` seconds (a Message Expiry
+        Interval) after `wall_now`; unchanged when `interval` is None."""
+        if interval is None:
+            return self
+        expires_at = wall_now + interval
+        return Message(self.topic, self.payload, self.qos, self.retain, self.properties, expires_at)
+
     def expired(self, wall_now: float) -> bool:
         expires_at = self.expires_at
         return expires_at is not None and wall_now >= expires_at

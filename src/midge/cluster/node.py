@@ -58,7 +58,6 @@ from midge.cluster.keys import (
 from midge.cluster.reaper import Reaper
 from midge.cluster.routes import LocalRoutes, RemoteRoutes
 from midge.cluster.store import RedisStore
-from midge.message import Message
 from midge.store.base import StoreError
 
 if TYPE_CHECKING:
@@ -206,16 +205,7 @@ class ClusterNode:
             except CorruptValue as exc:
                 log.error("cluster: the will of %r in %s is corrupt: %s", client_id, key, exc)
                 continue
-            if interval is not None:
-                message = Message(
-                    message.topic,
-                    message.payload,
-                    message.qos,
-                    message.retain,
-                    message.properties,
-                    wall + interval,
-                )
-            core.delivery.publish(message, None, now)
+            core.delivery.publish(message.with_expiry(interval, wall), None, now)
         await self.committed()
         await awaited(redis.hdel(key, *stored))
         log.info("cluster: published %d wills of node %s's clients", len(stored), owner)
