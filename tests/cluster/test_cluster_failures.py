@@ -20,6 +20,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,39 @@ def nothing_more(client: Paho | Paho5, seconds: float = 0.3) -> bool:
     """Whether `client` gets no further message for `seconds` (a duplicate comes
     right after the original; a short look suffices)."""
     return not wait_until(lambda: not client.messages.empty(), seconds)
+
+
+@contextmanager
+def killed_in_a_stream(a: Node, c: Node, qos: int, what: str) -> Iterator[Paho]:
+    """A persistent subscriber on A gets a stream at `qos` from C; in the middle
+    of it A is killed (-9), and the block brings the subscriber (yielded) back.
+    Then every acknowledged message must reach it (`what` names the case in the
+    check) and the will of another client of A must reach C once."""
+    base = new_base("killed")
+    topic, will_topic = f"{base}/s", f"{base}/will"
+    watcher = connected(c)
+    with_will = connected(a, will=(will_topic, b"A was killed", 1, False))
+    sub = connected(a, unique("kd"), clean_session=False)
+    publisher = connected(c)
+    try:
+        assert granted(watcher.subscribe(will_topic, 1)) == [1]
+        assert granted(sub.subscribe(topic, qos)) == [qos]
+        inbox = Inbox(sub, topic)
+        with Stream(publisher, topic, qos) as stream:
+            inbox.wait_count(40)
+            a.kill()
+            yield sub
+            stream.wait_acknowledged(stream.sent + 100)
+        stream.wait_all_acknowledged()
+        acknowledged = stream.acknowledged()
+        inbox.wait_for(acknowledged)
+        will = watcher.get(timeout=3 * WAIT)  # published once A is back, or its place is taken
+        assert (will.topic, will.payload) == (will_topic, b"A was killed")
+        assert nothing_more(watcher), "the will was published twice"
+    finally:
+        for made in (sub, publisher, with_will, watcher):
+            made.close()
+    inbox.check(acknowledged, qos, what)
 
 
 # ------------------------------------------------- 1. take-over across nodes
@@ -265,33 +300,10 @@ def test_subscriber_node_killed_in_the_middle_of_a_stream(
     cluster: ClusterFactory, qos: int
 ) -> None:
     a, b, c = cluster(3, settings=FAST)
-    base = new_base("kill")
-    topic, will_topic = f"{base}/s", f"{base}/will"
-    watcher = connected(c)
-    with_will = connected(a, will=(will_topic, b"a died", 1, False))
-    sub = connected(a, unique("ks"), clean_session=False)
-    publisher = connected(c)
-    try:
-        assert granted(watcher.subscribe(will_topic, 1)) == [1]
-        assert granted(sub.subscribe(topic, qos)) == [qos]
-        inbox = Inbox(sub, topic)
-        with Stream(publisher, topic, qos) as stream:
-            inbox.wait_count(40)
-            a.kill()
-            # Its CONNECT waits while the dead node's place is taken (retried if refused).
-            connack = reconnect(sub, b)
-            assert connack.session_present, f"{b.name} did not resume {a.name}'s session"
-            stream.wait_acknowledged(stream.sent + 100)
-        stream.wait_all_acknowledged()
-        acknowledged = stream.acknowledged()
-        inbox.wait_for(acknowledged)
-        will = watcher.get(timeout=3 * WAIT)
-        assert (will.topic, will.payload) == (will_topic, b"a died")
-        assert nothing_more(watcher), "the will was published twice"
-    finally:
-        for made in (sub, publisher, with_will, watcher):
-            made.close()
-    inbox.check(acknowledged, qos, f"QoS {qos}, A killed, resumed on B")
+    with killed_in_a_stream(a, c, qos, f"QoS {qos}, A killed, resumed on B") as sub:
+        # Its CONNECT waits while the dead node's place is taken (retried if refused).
+        connack = reconnect(sub, b)
+        assert connack.session_present, f"{b.name} did not resume {a.name}'s session"
     reapers = [
         node for node in (b, c) if node.log.matching(rf"node {a.name} is gone .*taking its place")
     ]
@@ -331,33 +343,10 @@ def test_node_killed_and_restarted_at_once_under_its_name(
 ) -> None:
     # A heartbeat good for 5 s: the node is back before any other takes its place.
     a, b, c = cluster(3, settings={"heartbeat_interval": 0.5, "node_timeout": 5.0})
-    base = new_base("restart")
-    topic, will_topic = f"{base}/s", f"{base}/will"
-    watcher = connected(c)
-    with_will = connected(a, will=(will_topic, b"first run gone", 1, False))
-    sub = connected(a, unique("rr"), clean_session=False)
-    publisher = connected(c)
-    try:
-        assert granted(watcher.subscribe(will_topic, 1)) == [1]
-        assert granted(sub.subscribe(topic, qos)) == [qos]
-        inbox = Inbox(sub, topic)
-        with Stream(publisher, topic, qos) as stream:
-            inbox.wait_count(40)
-            a.kill()
-            a.start()  # raises if it refuses its own name
-            connack = reconnect(sub, a)
-            assert connack.session_present, f"restarted {a.name} lost the persistent session"
-            stream.wait_acknowledged(stream.sent + 100)
-        stream.wait_all_acknowledged()
-        acknowledged = stream.acknowledged()
-        inbox.wait_for(acknowledged)
-        will = watcher.get()
-        assert (will.topic, will.payload) == (will_topic, b"first run gone")
-        assert nothing_more(watcher), "the will was published twice"
-    finally:
-        for made in (sub, publisher, with_will, watcher):
-            made.close()
-    inbox.check(acknowledged, qos, f"QoS {qos}, A killed and restarted")
+    with killed_in_a_stream(a, c, qos, f"QoS {qos}, A killed and restarted") as sub:
+        a.start()  # raises if it refuses its own name
+        connack = reconnect(sub, a)
+        assert connack.session_present, f"restarted {a.name} lost the persistent session"
     assert a.log.matching(rf"node {a.name}: the previous run on this host is gone")
     a.log.wait_for(rf"published 1 wills of node {a.name}'s clients")
     for node in (b, c):
