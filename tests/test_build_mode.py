@@ -28,9 +28,7 @@ def hot_modules() -> list[str]:
             isinstance(target, ast.Name) and target.id == "HOT_MODULES" for target in node.targets
         ):
             paths: list[str] = ast.literal_eval(node.value)
-            return [
-                ".".join(Path(path).relative_to("src").with_suffix("").parts) for path in paths
-            ]
+            return [".".join(Path(path).relative_to("src").with_suffix("").parts) for path in paths]
     raise AssertionError("setup.py has no HOT_MODULES list")
 
 

@@ -61,6 +61,7 @@ async def test_two_embedded_nodes_exchange_messages_and_count_them(
         found = await metrics(http_port)
         assert found["midge_cluster_forwarded_total"] >= 3
         assert found["midge_cluster_redis_up"] == 1
+
         def sys_received() -> int:
             readings = two.retained("$SYS/broker/midge/cluster/received")
             return int(readings[0].payload) if readings else -1
