@@ -407,6 +407,12 @@ class Broker:
         else:
             self.persistence.record(SessionDeleted(session.client_id))
 
+    def set_queue_limits(self, client_id: str, max_messages: int, drop_oldest: bool) -> None:
+        """Give a session a queue bound of its own (a bridge's: bridge/link.py)."""
+        session = self.sessions.get(client_id)
+        if session is not None:
+            session.queue_limits = (max_messages, drop_oldest)
+
     def discard_session(self, session: Session) -> None:
         self.wills.release(session.client_id)  # the session ends: a waiting will goes out
         self.forget_session(session, delete=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from midge.bridge.config import BridgeConfig, bridges_from_tables
 from midge.broker.config_hints import MOSQUITTO_NAMES, mosquitto_hint
 from midge.cluster.config import ClusterConfig, cluster_from_table
 
@@ -260,6 +261,8 @@ class BrokerConfig:
     # Nodes clustered on Redis (`[cluster]`, docs/cluster.md); None: a lone broker
     # with its own store. A node keeps its sessions and retained messages in Redis.
     cluster: ClusterConfig | None = None
+    # Connections to other brokers (`[[bridges]]`, docs/bridges.md).
+    bridges: tuple[BridgeConfig, ...] = ()
 
     def validate(self) -> BrokerConfig:
         """This config, or ConfigError listing every impossible value."""
@@ -279,6 +282,8 @@ class BrokerConfig:
             check.problems.extend(listener.problems(f"listeners[{index}]"))
         if self.cluster is not None:
             check.problems.extend(self.cluster.problems())
+        for index, bridge in enumerate(self.bridges):
+            check.problems.extend(bridge.problems(f"bridges[{index}]"))
         return check.problems
 
     def _core_problems(self, check: _Checker) -> None:
@@ -540,6 +545,12 @@ def _typed(
                 value if isinstance(value, tuple) else _listeners(value, source, problems, folder)
             )
             values[key] = listeners
+            continue
+        if key == "bridges":
+            bridges = (
+                value if isinstance(value, tuple) else bridges_from_tables(value, source, problems)
+            )
+            values[key] = bridges
             continue
         if key == "cluster":
             if isinstance(value, ClusterConfig):

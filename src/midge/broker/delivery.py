@@ -289,12 +289,33 @@ class Delivery:
     # ------------------------------------------------------------- queues
 
     def _queue_offline(self, session: Session, message: Message) -> None:
+        if session.queue_limits is not None:
+            self._queue_bounded(session, message, session.queue_limits, "offline")
+            return
         config = self.config
         if session.can_queue(message, config.max_queued_messages, config.max_queued_bytes):
             self._enqueue(session, message)
         else:
             self._drop(session, "message queue full while offline")
             self.stats.dropped_queue_full += 1
+
+    def _queue_bounded(
+        self, session: Session, message: Message, limits: tuple[int, bool], why: str
+    ) -> None:
+        """A session with a bound of its own (Session.queue_limits): at it, the
+        newest or the oldest message is dropped, counted."""
+        max_messages, drop_oldest = limits
+        if session.can_queue(message, max_messages, 0):
+            self._enqueue(session, message)
+            return
+        if drop_oldest:
+            seq, _ = session.dequeue()
+            self.persistence.record(OutboundDeleted(session.client_id, seq), barrier=False)
+            self._enqueue(session, message)
+        self._drop(
+            session, f"message queue full ({why}): dropping the {('newest', 'oldest')[drop_oldest]}"
+        )
+        self.stats.dropped_queue_full += 1
 
     def _queue_online(
         self,
@@ -315,6 +336,9 @@ class Delivery:
                 flow.hold_back(receiver, None)  # a cluster's inbound stream waits for it
             elif origin.state is State.CONNECTED:
                 flow.hold_back(receiver, origin)
+            return
+        if session.queue_limits is not None:
+            self._queue_bounded(session, message, session.queue_limits, "the client stalled")
             return
         config = self.config
         if session.can_queue(message, config.max_queued_messages, config.max_queued_bytes):

@@ -50,6 +50,7 @@ class Session:
         "dropping",
         "expiry_interval",
         "persistent",
+        "queue_limits",
         "queued_bytes",
     )
 
@@ -73,6 +74,10 @@ class Session:
         self._pending_releases: dict[int, Message | None] | None = None
         self.queued_bytes = 0
         self.dropped_messages = 0
+        # A bound of its own while offline or stalled (a bridge's session:
+        # bridge/link.py): (messages, 0: none; drop the oldest rather than the
+        # newest). None: the broker's max_queued_messages / max_queued_bytes.
+        self.queue_limits: tuple[int, bool] | None = None
         self.dropping = False  # within an episode of drops (logged once per episode)
         self.disconnected_at: float | None = None  # wall clock, for session expiry
         self._next_packet_id = 1

@@ -30,6 +30,10 @@ def services_for(config: BrokerConfig) -> list[Service]:
     services: list[Service] = []
     if config.sys_interval > 0:  # $SYS/broker/... (sys_service.py)
         services.append(SysService(config.sys_interval))
+    if config.bridges:  # connections to other brokers; bridge/ is imported only then
+        from midge.bridge.service import BridgeService  # noqa: PLC0415
+
+        services.append(BridgeService(config.bridges))
     if config.http_listeners():  # the HTTP API and /metrics; aiohttp is imported only then
         from midge.http.service import HttpService  # noqa: PLC0415
 

@@ -1,0 +1,1 @@
+"""Bridges to other brokers (docs/bridges.md); imported only with [[bridges]]."""

@@ -1,0 +1,65 @@
+"""The bridges of a `midge.Broker`: one `BridgeLink` task each, and their state topics.
+
+Made only when the config has `[[bridges]]` (embedding/services.py): a
+broker without bridges imports none of this. Each bridge's state is
+published, retained, on its `notification_topic` (Mosquitto's: "1" while
+the link is up, "0" while it is down), as the broker's own message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+from typing import TYPE_CHECKING
+
+from midge.bridge.config import BridgeConfig
+from midge.bridge.link import BridgeLink
+from midge.message import Message
+
+if TYPE_CHECKING:
+    from midge.embedding.broker import Broker
+
+log = logging.getLogger("midge.bridge")
+
+
+class BridgeService:
+    def __init__(self, bridges: tuple[BridgeConfig, ...]) -> None:
+        self.configs = bridges
+        self.links: list[BridgeLink] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, broker: Broker) -> None:
+        core = broker.core
+        for config in self.configs:
+            link = BridgeLink(config, core, partial(self._notify, broker, config))
+            self.links.append(link)
+            self._notify(broker, config, False)
+            task = asyncio.create_task(self._run(link), name=f"bridge-{config.name}")
+            self._tasks.append(task)
+
+    async def _run(self, link: BridgeLink) -> None:
+        try:
+            await link.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug: this bridge stops, the broker goes on
+            link.state = "stopped"
+            log.exception("bridge %s: internal error: the bridge stopped", link.config.name)
+
+    @staticmethod
+    def _notify(broker: Broker, config: BridgeConfig, up: bool) -> None:
+        if not config.notifications:
+            return
+        core = broker.core
+        now = asyncio.get_running_loop().time()
+        core.now = now
+        message = Message(config.state_topic, b"1" if up else b"0", 1, True)
+        core.delivery.publish(message, None, now)
+        core.flush()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
