@@ -226,8 +226,10 @@ class Client:
         level: int = PROTOCOL_MQTT_3_1_1,
         name: str = "MQTT",
         properties: Properties | None = None,
+        bridge: bool = False,
     ) -> list[Packet]:
-        """Send CONNECT; return what the broker answered."""
+        """Send CONNECT; return what the broker answered. `bridge`: say it is
+        another broker's bridge (protocol level | 0x80, Connect.bridge)."""
         if level in (3, 4, 5):
             self.version = level
         self.send(
@@ -241,6 +243,7 @@ class Client:
                 protocol_level=level,
                 protocol_name=name,
                 properties=properties,
+                bridge=bridge,
             )
         )
         return self.received()

@@ -145,3 +145,21 @@ def test_wildcards_do_not_match_dollar_topics(harness):
     harness.connect("pub").published("$x/y", b"d", 0)
     assert wild.received() == []
     assert dollar.received() == [Publish("$x/y", b"d", 0)]
+
+
+def test_a_bridge_does_not_get_back_what_it_published_and_keeps_retain_flags(harness):
+    """A 3.1.1 client that connects as a bridge (protocol level 0x84, Mosquitto's
+    try_private) subscribes as with No Local and Retain As Published: what it
+    brought is not sent back to it (no loop), and a retained message keeps its
+    flag on the way (the remote keeps it retained)."""
+    bridge = harness.connect("edge-bridge", bridge=True)
+    other = harness.connect("plain")
+    bridge.subscribed(("t/#", 1))
+    other.subscribed(("t/#", 1))
+    bridge.published("t/from-bridge", b"x", 1)
+    assert bridge.received() == []
+    assert other.received() == [Publish("t/from-bridge", b"x", 1, packet_id=1)]
+    harness.connect("app").published("t/kept", b"k", 1, retain=True)
+    assert bridge.received() == [Publish("t/kept", b"k", 1, retain=True, packet_id=1)]
+    # An ordinary 3.1.1 subscriber gets it with retain 0 [MQTT-3.3.1-9].
+    assert other.received() == [Publish("t/kept", b"k", 1, packet_id=2)]

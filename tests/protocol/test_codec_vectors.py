@@ -1247,3 +1247,20 @@ def test_refusing_connack_that_claims_a_session_is_a_protocol_error() -> None:
     # [MQTT-3.2.2-4]: a non-zero return code comes with Session Present 0
     with pytest.raises(ProtocolError):
         decode_all(b"\x20\x02\x01\x05")
+
+
+@pytest.mark.parametrize(("name", "level"), [(b"MQTT", 4), (b"MQIsdp", 3)])
+def test_bridge_bit_on_the_protocol_level_marks_a_bridge(name: bytes, level: int) -> None:
+    # Mosquitto's bridges (try_private) set 0x80 on a 3.1 / 3.1.1 protocol level.
+    wire = _connect(0x02, lp(b"edge.cloud"), name=name, level=0x80 | level)
+    [packet] = decode_all(wire)
+    assert isinstance(packet, Connect)
+    assert (packet.protocol_level, packet.bridge, packet.client_id) == (level, True, "edge.cloud")
+    assert encode(packet, level) == wire
+
+
+def test_bridge_bit_on_level_5_is_an_unsupported_level() -> None:
+    wire = _connect(0x02, lp(b"c"), name=b"MQTT", level=0x85)
+    [packet] = decode_all(wire)
+    assert isinstance(packet, Connect)
+    assert (packet.protocol_level, packet.bridge) == (0x85, False)

@@ -59,7 +59,6 @@ from midge.protocol.packets import (
 from midge.protocol.properties import Properties
 from midge.protocol.topics import topic_matches
 
-BRIDGE_FLAG: Final = 0x80  # on the protocol level: "this client is a bridge" (Mosquitto's)
 MAX_SESSION_EXPIRY: Final = 0xFFFFFFFF  # the local session: never ends while the broker lives
 SUBSCRIBE_ID: Final = 1  # the one SUBSCRIBE each side gets per connection
 FAILURE: Final = 0x80  # reason codes from here on: the receiver refused the message
@@ -106,8 +105,9 @@ class Splice:
             keep_alive=config.keepalive,
             username=config.username or None,
             password=config.password.encode() if config.password else None,
-            protocol_level=version | (BRIDGE_FLAG if self.private else 0),
+            protocol_level=version,
             properties=properties,
+            bridge=self.private,
         )
 
     def remote_connected(self, connack: ConnAck) -> None:

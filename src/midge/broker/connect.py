@@ -333,12 +333,13 @@ def _log_connected(connection: Connection, packet: Connect, client_id: str) -> N
         )
         user = connection.username
         log.info(
-            "client %r connected from %s over %s%s (MQTT level %d, %s, keep-alive %d s)",
+            "client %r connected from %s over %s%s (MQTT level %d%s, %s, keep-alive %d s)",
             client_id,
             connection.peer,
             listener_label(connection.listener),
             "" if user is None else f" as user {user!r}",
             packet.protocol_level,
+            ", a bridge" if packet.bridge else "",
             lifetime,
             connection.keep_alive,
             extra=connection.log_fields(),

@@ -152,6 +152,7 @@ class Connection:
         "_held",
         "_peer",
         "auth",
+        "bridge",
         "broker",
         "client_id",
         "decoder",
@@ -208,6 +209,7 @@ class Connection:
         self.decoder = Decoder(max_packet_size=broker.config.max_packet_size)
         self.client_id = ""
         self.version = 0
+        self.bridge = False  # another broker's bridge (Connect.bridge)
         self.keep_alive = 0
         self.will: Will | None = None
         self.will_stored = False  # a cluster keeps this will in Redis (broker/clustered.py)
@@ -322,6 +324,7 @@ class Connection:
         self.session = session
         self.version = packet.protocol_level
         self.decoder.version = packet.protocol_level
+        self.bridge = packet.bridge
         if packet.protocol_level == PROTOCOL_MQTT_5:
             self.mqtt5 = Mqtt5Link(packet)
         self.keep_alive = packet.keep_alive

@@ -43,6 +43,7 @@ QOS_BITS: Final = 0x03
 NO_LOCAL: Final = 0x04
 RETAIN_AS_PUBLISHED: Final = 0x08
 SUBSCRIPTION_ID_SHIFT: Final = 8
+BRIDGE_OPTIONS: Final = NO_LOCAL | RETAIN_AS_PUBLISHED
 
 
 def pack_options(subscription: Subscription, subscription_id: int) -> int:
@@ -76,7 +77,10 @@ def handle_subscribe(broker: Broker, connection: Connection, packet: Subscribe, 
             continue
         topic_filter = subscription.topic_filter
         existed = topic_filter in session.subscriptions
-        options = pack_options(subscription, subscription_id) if mqtt5 else subscription.qos
+        if mqtt5:
+            options = pack_options(subscription, subscription_id)
+        else:  # a bridge: what it brought is not sent back, retain flags kept (Connect.bridge)
+            options = subscription.qos | BRIDGE_OPTIONS if connection.bridge else subscription.qos
         # The same filter again replaces the old subscription [MQTT-3.8.4-3].
         broker.subscribe(session, topic_filter, options)
         codes.append(subscription.qos)

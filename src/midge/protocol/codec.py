@@ -64,6 +64,7 @@ from midge.protocol.fields import (
     valid_topics,
 )
 from midge.protocol.packets import (
+    BRIDGE_BIT,
     PROTOCOL_MQTT_3_1_1,
     PROTOCOL_MQTT_5,
     SUPPORTED_PROTOCOLS,
@@ -153,6 +154,9 @@ def _decode_connect(flags: int, body: bytes, version: int) -> Connect:
     keep_alive = reader.uint16()
     if protocol_name not in SUPPORTED_PROTOCOLS:
         raise ProtocolError(f"unknown protocol name {protocol_name!r}")  # [MQTT-3.1.2-1]
+    bridge = level & BRIDGE_BIT and level ^ BRIDGE_BIT < PROTOCOL_MQTT_5
+    if bridge:
+        level ^= BRIDGE_BIT
     if level not in SUPPORTED_PROTOCOLS[protocol_name]:
         # The layout of the rest depends on the level, so it is not parsed: the
         # broker answers CONNACK 1 (unacceptable protocol version) [MQTT-3.1.2-2].
@@ -195,6 +199,7 @@ def _decode_connect(flags: int, body: bytes, version: int) -> Connect:
         protocol_level=level,
         protocol_name=protocol_name,
         properties=properties,
+        bridge=bool(bridge),
     )
 
 

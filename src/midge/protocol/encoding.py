@@ -33,6 +33,7 @@ from midge.protocol.fields import (
     fixed_header,
 )
 from midge.protocol.packets import (
+    BRIDGE_BIT,
     PROTOCOL_MQTT_3_1_1,
     PROTOCOL_MQTT_5,
     Auth,
@@ -124,7 +125,7 @@ def _encode_connect(packet: Connect, version: int) -> bytes:
         payload += encode_binary(packet.password)
     variable = (
         encode_string(packet.protocol_name)
-        + bytes((packet.protocol_level, flags))
+        + bytes((packet.protocol_level | (BRIDGE_BIT if packet.bridge else 0), flags))
         + packet.keep_alive.to_bytes(2, "big")
     )
     if v5:

@@ -66,6 +66,7 @@ SUBACK_FAILURE = 0x80
 PROTOCOL_MQTT_3_1: Final = 3
 PROTOCOL_MQTT_3_1_1: Final = 4
 PROTOCOL_MQTT_5: Final = 5
+BRIDGE_BIT: Final = 0x80  # on a 3.1 / 3.1.1 CONNECT's protocol level: see Connect.bridge
 
 SUPPORTED_PROTOCOLS: dict[str, frozenset[int]] = {
     "MQTT": frozenset((PROTOCOL_MQTT_3_1_1, PROTOCOL_MQTT_5)),
@@ -116,6 +117,11 @@ class Connect:
     protocol_level: int = PROTOCOL_MQTT_3_1_1
     protocol_name: str = "MQTT"
     properties: Properties | None = None
+    # A 3.1 / 3.1.1 client that says it is another broker's bridge: protocol
+    # level with BRIDGE_BIT set (Mosquitto's `try_private`). Its subscriptions
+    # act as No Local and Retain As Published, so what it brings is not sent
+    # back to it and keeps its retain flag.
+    bridge: bool = False
     # 5.0 calls the flag Clean Start: it ends an old session but says nothing
     # about the new one's lifetime (Session Expiry Interval does). Same bit.
 
@@ -130,6 +136,7 @@ class Connect:
         protocol_level: int = PROTOCOL_MQTT_3_1_1,
         protocol_name: str = "MQTT",
         properties: Properties | None = None,
+        bridge: bool = False,
     ) -> None:
         self.client_id = client_id
         self.clean_session = clean_session
@@ -140,6 +147,7 @@ class Connect:
         self.protocol_level = protocol_level
         self.protocol_name = protocol_name
         self.properties = properties
+        self.bridge = bridge
 
 
 @dataclass(frozen=True, slots=True)
