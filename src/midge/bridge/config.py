@@ -24,6 +24,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any, Final
 
 from midge.protocol.topics import is_valid_topic_filter
@@ -34,6 +35,7 @@ START_TYPES: Final = ("automatic", "lazy", "once")
 TRANSPORTS: Final = ("tcp", "websocket")
 QUEUE_POLICIES: Final = ("drop_new", "drop_oldest")
 NOTIFICATION_TOPIC: Final = "$SYS/broker/connection/{name}/state"
+_PATH_KEYS = ("ca_file", "cert_file", "key_file")
 _NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -69,6 +71,9 @@ class TopicRule:
             found.append(f"config key '{key}.direction': must be one of {DIRECTIONS}")
         if self.qos not in (0, 1, 2):
             found.append(f"config key '{key}.qos': must be 0, 1 or 2")
+        for side, prefix in (("local", self.local_prefix), ("remote", self.remote_prefix)):
+            if "+" in prefix or "#" in prefix:
+                found.append(f"config key '{key}.{side}_prefix': no wildcards in a prefix")
         for side, value in (("local", self.local_filter), ("remote", self.remote_filter)):
             if not is_valid_topic_filter(value):
                 found.append(
@@ -166,6 +171,11 @@ class BridgeConfig:
             "must be at least restart_delay",
         )
         check(self.connect_timeout > 0, "connect_timeout", "must be > 0")
+        check(
+            bool(self.username) or not self.password or self.protocol == "5",
+            "password",
+            "MQTT 3.1.1 sends a password only with a username",
+        )
         check(bool(self.topics), "topics", "required: at least one topic rule")
         check(
             bool(self.cert_file) == bool(self.key_file),
@@ -207,8 +217,11 @@ def _is_name(text: str) -> bool:
     return bool(text) and set(text) <= _NAME_CHARACTERS
 
 
-def bridges_from_tables(value: Any, source: str, problems: list[str]) -> tuple[BridgeConfig, ...]:
-    """The `[[bridges]]` tables; each bad key adds a problem."""
+def bridges_from_tables(
+    value: Any, source: str, problems: list[str], folder: Path | None = None
+) -> tuple[BridgeConfig, ...]:
+    """The `[[bridges]]` tables; each bad key adds a problem. Relative file
+    paths are taken from `folder`, the config file's."""
     if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
         problems.append(f"config key 'bridges' in {source}: expected [[bridges]] tables")
         return ()
@@ -217,6 +230,9 @@ def bridges_from_tables(value: Any, source: str, problems: list[str]) -> tuple[B
         values = _typed(table, BridgeConfig(), f"bridges[{index}]", source, problems)
         rules = values.pop("topics", [])
         topics = _rules(rules, f"bridges[{index}].topics", source, problems)
+        for name in _PATH_KEYS:
+            if folder is not None and values.get(name):
+                values[name] = str(folder / values[name])  # an absolute one stays as it is
         bridges.append(replace(BridgeConfig(), topics=topics, **values))
     names = [bridge.name for bridge in bridges]
     for name in sorted({name for name in names if names.count(name) > 1}):

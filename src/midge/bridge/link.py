@@ -169,7 +169,9 @@ class BridgeLink:
                     "bridge %s: %s does not take the bridge flag: without it", config.name, address
                 )
                 self.private = False
+                figures = self.splice.figures
                 self.splice = Splice(config, False)
+                self.splice.figures = figures
                 continue
             self.splice.remote_connected(connack)
             self._session_present = connack.session_present
@@ -334,5 +336,42 @@ class BridgeLink:
                 return
             await asyncio.sleep(LAZY_POLL)
 
-    async def stop(self) -> None:
-        self.state = "stopped"
+    def figures(self) -> dict[str, int]:
+        """Counts for $SYS (`$SYS/broker/midge/bridges/<name>/...`) and /metrics."""
+        session = self.core.sessions.get(self.config.local_client_id)
+        figures = self.splice.figures
+        return {
+            "connected": int(self.state == "up"),
+            "queued": len(session.queue) + len(session.inflight) if session else 0,
+            "sent": figures.sent,
+            "received": figures.received,
+            "refused": figures.refused,
+            "unrouted": figures.unrouted,
+            "dropped": session.dropped_messages if session else 0,
+            "connections": self.connections,
+        }
+
+    def describe(self) -> dict[str, object]:
+        """The bridge for the HTTP API: its configuration's essentials and figures."""
+        config = self.config
+        return {
+            "name": config.name,
+            "state": self.state,
+            "address": self.address or None,
+            "addresses": list(config.addresses),
+            "protocol": config.protocol,
+            "client_id": config.remote_client_id,
+            "start": config.start,
+            "last_error": self.last_error or None,
+            "topics": [
+                {
+                    "pattern": rule.pattern,
+                    "direction": rule.direction,
+                    "qos": rule.qos,
+                    "local_prefix": rule.local_prefix,
+                    "remote_prefix": rule.remote_prefix,
+                }
+                for rule in config.topics
+            ],
+            **self.figures(),
+        }

@@ -26,14 +26,14 @@ log = logging.getLogger("midge.bridge")
 class BridgeService:
     def __init__(self, bridges: tuple[BridgeConfig, ...]) -> None:
         self.configs = bridges
-        self.links: list[BridgeLink] = []
+        self.bridge_links: list[BridgeLink] = []  # midge.Broker.bridges
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, broker: Broker) -> None:
         core = broker.core
         for config in self.configs:
             link = BridgeLink(config, core, partial(self._notify, broker, config))
-            self.links.append(link)
+            self.bridge_links.append(link)
             self._notify(broker, config, False)
             task = asyncio.create_task(self._run(link), name=f"bridge-{config.name}")
             self._tasks.append(task)

@@ -548,7 +548,9 @@ def _typed(
             continue
         if key == "bridges":
             bridges = (
-                value if isinstance(value, tuple) else bridges_from_tables(value, source, problems)
+                value
+                if isinstance(value, tuple)
+                else bridges_from_tables(value, source, problems, folder)
             )
             values[key] = bridges
             continue

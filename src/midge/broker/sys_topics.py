@@ -94,6 +94,8 @@ MIDGE_VALUES: tuple[tuple[str, str], ...] = (
 REFUSED_PREFIX = "refused/"
 # Readings "cluster/<name>" (cluster/node.py figures), as $SYS/broker/midge/cluster/<name>.
 CLUSTER_PREFIX = "cluster/"
+# Readings "bridges/<name>/<figure>" (bridge/link.py), as $SYS/broker/midge/bridges/<name>/<figure>.
+BRIDGE_PREFIX = "bridges/"
 COMMIT_LATENCY_TOPIC = SYS_ROOT + "midge/store/commit_latency/average"  # ms, over the last round
 
 # What `read_broker` copies from Stats as it is.
@@ -208,7 +210,7 @@ class SysTree:
             if name.startswith(REFUSED_PREFIX):
                 topic = SYS_ROOT + "midge/connections/" + name
                 values.append((topic, b"%d" % count))
-            elif name.startswith(CLUSTER_PREFIX):
+            elif name.startswith((CLUSTER_PREFIX, BRIDGE_PREFIX)):
                 values.append((SYS_ROOT + "midge/" + name, b"%d" % count))
         latency = self._commit_latency(readings)
         if latency is not None:

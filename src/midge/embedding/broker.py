@@ -56,6 +56,7 @@ from midge.store.sqlite import SQLiteStore
 from midge.store.writer import GroupCommitWriter
 
 if TYPE_CHECKING:
+    from midge.bridge.link import BridgeLink
     from midge.cluster.node import ClusterNode
 
 log = logging.getLogger("midge.server")
@@ -267,6 +268,15 @@ class Broker:
     def cluster(self) -> ClusterNode | None:
         """This node's part in a cluster (`[cluster]`); None for a lone broker."""
         return self._cluster
+
+    @property
+    def bridges(self) -> Sequence[BridgeLink]:
+        """The bridges to other brokers (`[[bridges]]`), in config order."""
+        for service in self._services:
+            links: Sequence[BridgeLink] | None = getattr(service, "bridge_links", None)
+            if links is not None:
+                return links
+        return ()
 
     @property
     def core(self) -> Core:

@@ -20,7 +20,13 @@ import os
 from typing import TYPE_CHECKING
 
 from midge import __version__
-from midge.broker.sys_topics import CLUSTER_PREFIX, SysTree, WriterCounters, read_broker
+from midge.broker.sys_topics import (
+    BRIDGE_PREFIX,
+    CLUSTER_PREFIX,
+    SysTree,
+    WriterCounters,
+    read_broker,
+)
 from midge.message import Message
 from midge.store.writer import GroupCommitWriter
 
@@ -75,6 +81,9 @@ class SysService:
             cluster = broker.cluster
             if cluster is not None:
                 readings.update({CLUSTER_PREFIX + k: v for k, v in cluster.figures().items()})
+            for bridge in broker.bridges:
+                prefix = f"{BRIDGE_PREFIX}{bridge.config.name}/"
+                readings.update({prefix + k: v for k, v in bridge.figures().items()})
             changed = tree.update(readings, now)
             core.now = now
             delivery = core.delivery

@@ -140,6 +140,7 @@ class BrokerCollector(Collector):
         yield dropped
         yield from self._store()
         yield from self._cluster()
+        yield from self._bridges()
         yield CounterMetricFamily(
             "midge_http_auth_failures",
             "HTTP API requests refused for a missing or unknown API key",
@@ -157,6 +158,21 @@ class BrokerCollector(Collector):
             else:
                 text = CLUSTER_COUNTERS.get(name, name.replace("_", " "))
                 yield CounterMetricFamily(f"midge_cluster_{name}", text, value=value)
+
+    def _bridges(self) -> Iterator[Metric]:
+        """midge_bridge_*{bridge="name"}: one series per configured bridge."""
+        bridges = self.broker.bridges
+        if not bridges:
+            return
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for name, text in BRIDGE_GAUGES.items():
+            families[name] = GaugeMetricFamily(f"midge_bridge_{name}", text, labels=["bridge"])
+        for name, text in BRIDGE_COUNTERS.items():
+            families[name] = CounterMetricFamily(f"midge_bridge_{name}", text, labels=["bridge"])
+        for bridge in bridges:
+            for name, value in bridge.figures().items():
+                families[name].add_metric([bridge.config.name], value)
+        yield from families.values()
 
     def _store(self) -> Iterator[Metric]:
         writer = self.broker.core.persistence.committer
@@ -239,6 +255,18 @@ CLUSTER_COUNTERS = {
     "claims_failed": "claims that failed (the CONNECT was refused, retryable)",
     "released": "client ids this node let go to another node",
     "nodes_taken_over": "dead nodes whose place this node took",
+}
+BRIDGE_GAUGES = {
+    "connected": "1 while the bridge's link to the remote broker is up",
+    "queued": "messages waiting for the remote broker (in flight or queued)",
+}
+BRIDGE_COUNTERS = {
+    "sent": "messages handed to the remote broker",
+    "received": "messages the remote broker sent here",
+    "refused": "messages the receiving side refused (5.0 reason code 0x80 and up)",
+    "unrouted": "messages no topic rule took (acknowledged, dropped)",
+    "dropped": "messages for the remote dropped at the bridge's queue bound",
+    "connections": "times the link came up",
 }
 
 

@@ -24,6 +24,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/version", version)
     app.router.add_get("/api/v1/overview", overview_route)
     app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/api/v1/bridges", bridges)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -88,6 +89,12 @@ def overview(app: web.Application) -> dict[str, Any]:
         "store": {"commits": getattr(writer, "commits", 0), "healthy": app[HEALTH].check()},
         "uptime_seconds": round(uptime(app), 3),
     }
+
+
+async def bridges(request: web.Request) -> web.Response:
+    """The bridges to other brokers: state, address, topic rules and counts."""
+    broker = request.app[BROKER]
+    return json_response({"bridges": [bridge.describe() for bridge in broker.bridges]})
 
 
 async def openapi(request: web.Request) -> web.Response:
