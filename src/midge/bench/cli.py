@@ -3,6 +3,7 @@
     midge bench --host H --port P --scenario NAME [--duration S] ...   one broker, any broker
     midge bench --against mosquitto [--rounds 3] ...                   the side-by-side runner
     midge bench --cluster 2 [--against aedes] ...        clusters of 2 nodes on Redis, cross-node
+    midge bench --bridge [--against mosquitto] ...       through a bridge to a remote Mosquitto
     midge bench --sink [--scenario qos0-fan-in]                       the generator's ceiling
     midge bench ... --protocol 5          (or 3.1.1,5: both)         clients speak MQTT 5.0
 
@@ -40,8 +41,10 @@ SCENARIO_NAMES = (
     "qos2-overload-1",
     "qos2-overload-4",
 )
-# What `--cluster N` runs by default (bench/cluster.py DEFAULT_SCENARIOS, kept here
-# so that `midge --help` does not import it): issue 14's cross-node figures.
+# What `--cluster N` and `--bridge` run by default (bench/cluster.py and bridge.py
+# DEFAULT_SCENARIOS, kept here so that `midge --help` does not import them):
+# issue 14's cross-node figures, issue 15's figure through a bridge.
+BRIDGE_DEFAULT = ("qos1", "latency-qos1")
 CLUSTER_DEFAULT = ("qos0-fan-in", "qos0-fan-out", "qos1", "latency-qos1")
 DEFAULT_OUTPUT = Path("benchmarks/results/latest.json")
 # --protocol values: the protocol level each means.
@@ -107,6 +110,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "subscribers on node N; with --against aedes, Aedes on Redis beside Midge",
     )
     modes.add_argument(
+        "--bridge",
+        action="store_true",
+        help="runner: each broker bridged to a fresh remote Mosquitto, publishers on the "
+        "local broker and subscribers on the remote; with --against mosquitto, Mosquitto's "
+        "own bridge beside Midge's",
+    )
+    modes.add_argument(
         "--rounds", type=int, default=3, help="runs per scenario and broker (default 3)"
     )
     modes.add_argument(
@@ -132,7 +142,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from midge.bench import runner, scenarios  # noqa: PLC0415 - keeps `midge --help` fast
 
-    names = _scenarios(args.scenario, args.cluster is not None)
+    defaults = (
+        CLUSTER_DEFAULT
+        if args.cluster is not None
+        else BRIDGE_DEFAULT
+        if args.bridge
+        else SCENARIO_NAMES
+    )
+    names = _scenarios(args.scenario, defaults)
     if names is None:
         print(
             f"midge bench: unknown scenario in {args.scenario!r}; "
@@ -165,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
         return _sink(params, names)
     if args.cluster is not None:
         return _cluster(args, params, names, protocols)
+    if args.bridge:
+        return _bridge(args, params, names, protocols)
     if args.against:
         others = [b.strip() for b in args.against.split(",") if b.strip()]
         unknown = [b for b in others if b not in ("mosquitto", "amqtt", "midge")]
@@ -206,9 +225,9 @@ def _protocols(text: str) -> tuple[int, ...] | None:
     return tuple(levels) or None
 
 
-def _scenarios(text: str, cluster: bool = False) -> list[str] | None:
+def _scenarios(text: str, defaults: tuple[str, ...] = SCENARIO_NAMES) -> list[str] | None:
     if text.strip() == "all":
-        return list(CLUSTER_DEFAULT if cluster else SCENARIO_NAMES)
+        return list(defaults)
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names or any(name not in SCENARIO_NAMES for name in names):
         return None
@@ -254,6 +273,43 @@ def _cluster(
         command,
         protocols,
         lineup,
+    )
+
+
+def _bridge(
+    args: argparse.Namespace, params: Params, names: list[str], protocols: tuple[int, ...]
+) -> int:
+    """The runner through bridges to a remote Mosquitto (bench/bridge.py)."""
+    from midge.bench import bridge, runner  # noqa: PLC0415
+
+    others = [b.strip() for b in (args.against or "").split(",") if b.strip()]
+    brokers = ["midge", *[b for b in others if b != "midge"]]
+    problems = []
+    if unknown := [b for b in brokers if b not in bridge.BROKERS]:
+        problems.append(f"cannot bridge {unknown}; with --bridge, --against takes mosquitto")
+    if single := [name for name in names if name not in bridge.CROSS_BRIDGE]:
+        problems.append(
+            f"{', '.join(single)} does not run across a bridge; with --bridge choose from "
+            f"{', '.join(bridge.CROSS_BRIDGE)}"
+        )
+    for problem in problems:
+        print(f"midge bench: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    output = args.output or DEFAULT_OUTPUT.with_name("bridge.json")
+    chart = None if args.no_chart else (args.chart or output.with_name("bridge-ratios.png"))
+    command = "midge bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    return runner.run_against(
+        brokers,
+        names,
+        args.rounds,
+        params,
+        output,
+        chart,
+        not args.no_ceiling,
+        command,
+        protocols,
+        bridge.lineup(brokers),
     )
 
 
