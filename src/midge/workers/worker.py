@@ -6,7 +6,10 @@ arguments plus `--workers 1 --node-name NAME-wK` and two hidden flags:
 - `--worker-ports P[,P...]`: the ports the supervisor reserved, one per MQTT
   listener in config order; the worker binds them with SO_REUSEPORT;
 - `--worker-no-http`: the HTTP API listeners stay with worker 1, so that
-  /metrics and the API answer for one node rather than a random one.
+  /metrics and the API answer for one node rather than a random one; so do
+  the bridges (`[[bridges]]`): one connection per bridge to its remote (N
+  would take the one client id there over from each other), and the other
+  workers' messages for it reach worker 1 through the cluster.
 
 Its log lines carry its node name (`[edge-w2]`, or a `node` field in JSON),
 since every worker writes to the supervisor's standard error. It never
@@ -42,7 +45,7 @@ def become_worker(config: BrokerConfig, ports: str, http: bool) -> BrokerConfig:
     if http:
         return listening
     mqtt_only = tuple(item for item in listening.listeners if not item.http)
-    return replace(listening, listeners=mqtt_only)
+    return replace(listening, listeners=mqtt_only, bridges=())
 
 
 def on_ports(config: BrokerConfig, ports: list[int]) -> BrokerConfig:
