@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from midge.bridge.config import BridgeConfig
 from midge.bridge.splice import Splice
 from midge.bridge.wire import (
+    Closed,
     LinkError,
     Refused,
     Side,
@@ -184,7 +185,7 @@ class BridgeLink:
             return False
         if isinstance(error, Refused):
             return error.return_code == ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION
-        return "closed the connection" in str(error)
+        return isinstance(error, Closed)
 
     async def _run_linked(self, local: Side, remote: Side, address: str) -> None:
         splice = self.splice

@@ -31,6 +31,10 @@ class LinkError(Exception):
     """The link cannot be made or went down; the text says why."""
 
 
+class Closed(LinkError):
+    """The other end closed the stream."""
+
+
 class Refused(LinkError):
     """The broker answered CONNECT with a refusal."""
 
@@ -72,7 +76,7 @@ class Side:
             except OSError as exc:
                 raise LinkError(f"connection to {self.name} failed: {os_error_text(exc)}") from exc
             if not data:
-                raise LinkError(f"{self.name} closed the connection")
+                raise Closed(f"{self.name} closed the connection")
             self.received_at = asyncio.get_running_loop().time()
             self.decoder.feed(data)
             found = []
