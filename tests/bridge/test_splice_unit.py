@@ -159,3 +159,14 @@ def test_a_3_1_1_remote_is_told_it_is_a_bridge_unless_try_private_is_off() -> No
     remote = Splice(CONFIG, private=True).remote_subscribe()
     assert remote is not None
     assert remote.subscriptions[0] == Subscription("cmd/#", 2)
+
+
+def test_a_message_above_the_remote_maximum_packet_size_ends_here() -> None:
+    splice = Splice(replace(CONFIG, protocol="5"), private=False)
+    splice.remote_connected(ConnAck(0, properties=Properties(maximum_packet_size=64)))
+    splice.local_connected(ConnAck(0))
+    splice.from_local(Publish("sensors/big", b"x" * 100, 1, packet_id=9))
+    splice.from_local(Publish("sensors/small", b"x", 1, packet_id=10))
+    assert splice.to_local == [PubAck(9)]
+    assert [packet.packet_id for packet in splice.to_remote] == [10]  # type: ignore[attr-defined]
+    assert (splice.figures.too_large, splice.figures.sent) == (1, 1)

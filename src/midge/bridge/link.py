@@ -348,6 +348,7 @@ class BridgeLink:
             "received": figures.received,
             "refused": figures.refused,
             "unrouted": figures.unrouted,
+            "too_large": figures.too_large,
             "dropped": session.dropped_messages if session else 0,
             "connections": self.connections,
         }

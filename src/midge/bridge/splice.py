@@ -41,6 +41,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from midge.bridge.config import BridgeConfig, TopicRule
+from midge.protocol.encoding import encode
 from midge.protocol.packets import (
     PROTOCOL_MQTT_3_1_1,
     PROTOCOL_MQTT_5,
@@ -72,6 +73,7 @@ class Figures:
     received: int = 0  # messages handed to this broker
     refused: int = 0  # refused by the receiving side (5.0 reason code >= 0x80)
     unrouted: int = 0  # no topic rule matched (acknowledged, dropped)
+    too_large: int = 0  # above the remote's Maximum Packet Size (acknowledged, dropped)
 
 
 class Splice:
@@ -86,6 +88,7 @@ class Splice:
         self.to_remote: list[Packet] = []
         self.figures = Figures()
         self.window = config.max_inflight  # set by remote_connected
+        self.remote_max_packet: int | None = None  # the remote's Maximum Packet Size (5.0)
         self.local_room = 0  # the local broker's Receive Maximum (local_connected)
         self._local_unacked: set[int] = set()  # remote's messages in flight here
         self._waiting: deque[Publish] = deque()  # remote's messages past local_room
@@ -112,8 +115,10 @@ class Splice:
 
     def remote_connected(self, connack: ConnAck) -> None:
         """The remote accepted us: its Receive Maximum caps the window."""
-        limit = connack.properties.receive_maximum if connack.properties else None
+        properties = connack.properties
+        limit = properties.receive_maximum if properties else None
         self.window = min(self.config.max_inflight, limit or 65535)
+        self.remote_max_packet = properties.maximum_packet_size if properties else None
 
     def local_connect(self) -> Connect:
         """The local session: persistent, receiving at most `window` at once."""
@@ -178,17 +183,22 @@ class Splice:
         topic = rule.remote_prefix + packet.topic[len(rule.local_prefix) :]
         retain = packet.retain and self.config.outgoing_retain
         properties = self._carried(packet.properties, self.remote_version)
-        self.to_remote.append(
-            Publish(
-                topic,
-                packet.payload,
-                packet.qos,
-                retain,
-                packet.dup,
-                packet.packet_id,
-                properties=properties,
-            )
+        publish = Publish(
+            topic,
+            packet.payload,
+            packet.qos,
+            retain,
+            packet.dup,
+            packet.packet_id,
+            properties=properties,
         )
+        limit = self.remote_max_packet
+        if limit is not None and len(encode(publish, self.remote_version)) > limit:
+            # The remote would close the link for it [MQTT-3.1.2-24]: it ends here.
+            self.figures.too_large += 1
+            self._ack(self.to_local, packet)
+            return
+        self.to_remote.append(publish)
         self.figures.sent += 1
 
     # ------------------------------------------------------------ from the remote broker

@@ -265,6 +265,7 @@ BRIDGE_COUNTERS = {
     "received": "messages the remote broker sent here",
     "refused": "messages the receiving side refused (5.0 reason code 0x80 and up)",
     "unrouted": "messages no topic rule took (acknowledged, dropped)",
+    "too_large": "messages above the remote's Maximum Packet Size (acknowledged, dropped)",
     "dropped": "messages for the remote dropped at the bridge's queue bound",
     "connections": "times the link came up",
 }
