@@ -74,7 +74,7 @@ def test_a_bad_value_is_named(tmp_path: Path, table: str, problem: str) -> None:
         "addresses": 'addresses = ["127.0.0.1:1883"]',
         "topics": 'topics = [{ pattern = "a/#" }]',
     }
-    key = table.split("=")[0].strip()
+    key = table.split("=", maxsplit=1)[0].strip()
     lines[key] = table
     text = "[[bridges]]\n" + "\n".join(lines.values()) + "\n"
     with pytest.raises(ConfigError) as raised:

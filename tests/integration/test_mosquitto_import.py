@@ -35,9 +35,11 @@ from integration_support import WAIT, Paho
 
 from brokers import (
     HOST,
+    BrokerLog,
     OutputPump,
     free_port,
     mosquitto_binary,
+    start_mosquitto_with_log,
     stop,
     wait_for_port,
 )
@@ -366,3 +368,77 @@ def test_serve_given_the_mosquitto_conf_names_the_import_command(setup: Setup) -
     assert "looks like a Mosquitto config" in result.stderr
     assert f"midge config import {conf} > midge.toml" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------- a bridge
+
+
+def bridge_conf(port: int, remote_port: int) -> str:
+    return f"""\
+listener {port} {HOST}
+allow_anonymous true
+
+# To the remote Mosquitto: sensors go up under site1/, commands come down.
+connection cloud
+address {HOST}:{remote_port}
+topic sensors/# out 1 "" site1/
+topic commands/# in 1 "" site1/
+restart_timeout 1
+"""
+
+
+def test_an_imported_bridge_carries_messages_both_ways(tmp_path: Path) -> None:
+    """A mosquitto.conf whose `connection` points at a running Mosquitto, imported
+    and served by Midge: what is published here on an `out` topic arrives at the
+    remote with the remote prefix, and the way back works too."""
+    with start_mosquitto_with_log() as remote:
+        port = free_port()
+        (tmp_path / "mosquitto.conf").write_text(bridge_conf(port, remote.port), "utf-8")
+        command = ["config", "import", "mosquitto.conf", "--output", "midge.toml"]
+        imported = subprocess.run(
+            [sys.executable, "-m", "midge", *command],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_TIMEOUT,
+            check=False,
+        )
+        assert imported.returncode == 0, imported.stderr
+        assert "warning" not in imported.stderr, imported.stderr
+        assert "[[bridges]]" in (tmp_path / "midge.toml").read_text("utf-8")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "midge", "serve", "--config", "midge.toml"],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+        pump = OutputPump(process)
+        try:
+            wait_for_port(port)
+            BrokerLog(pump).wait_for(r"bridge cloud: connected", timeout=WAIT * 2)
+            carried_both_ways(port, remote.port)
+        finally:
+            stop(process)
+            pump.join()
+
+
+def carried_both_ways(port: int, remote_port: int) -> None:
+    at_remote, here = Paho(HOST, remote_port), Paho(HOST, port)
+    try:
+        at_remote.connect_ok()
+        here.connect_ok()
+        at_remote.subscribe("site1/#", 1)
+        here.subscribe("commands/#", 1)
+        here.publish("sensors/t1", "21.5", qos=1)
+        [message] = at_remote.until("site1/sensors/t1")
+        assert (message.payload, message.qos) == (b"21.5", 1)
+        at_remote.publish("site1/commands/fan", "on", qos=1)
+        [message] = here.until("commands/fan")
+        assert message.payload == b"on"
+    finally:
+        at_remote.close()
+        here.close()

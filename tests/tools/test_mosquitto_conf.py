@@ -326,18 +326,16 @@ def test_log_destinations_other_than_standard_error_are_reported():
     assert reported(left) == [(2, "log_dest file /var/log/m.log"), (3, "log_dest syslog")]
 
 
-def test_every_line_of_a_bridge_is_reported():
-    _data, left = imported(
-        "listener 1883\nconnection upstream\naddress 10.0.0.1:1883\ntopic # out 1\n"
-        "remote_username u\nmax_queued_messages 10\n"
+def test_a_bridge_option_before_any_connection_is_reported():
+    """The bridges themselves: test_mosquitto_conf_bridges.py."""
+    data, left = imported(
+        "listener 1883\ntopic # out 1\nconnection upstream\naddress 10.0.0.1:1883\n"
+        "topic # out 1\nmax_queued_messages 10\n"
     )
-    assert reported(left) == [
-        (2, "connection upstream"),
-        (3, "address 10.0.0.1:1883"),
-        (4, "topic # out 1"),
-        (5, "remote_username u"),
-    ]
-    assert "'upstream'" in left[1].why
+    assert reported(left) == [(2, "topic # out 1")]
+    assert "no `connection` line before it" in left[0].why
+    assert [bridge["name"] for bridge in data["bridges"]] == ["upstream"]
+    assert data["max_queued_messages"] == 10  # a global option inside a bridge block
 
 
 def test_a_setting_given_twice_counts_once_and_says_so():

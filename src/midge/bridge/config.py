@@ -32,7 +32,7 @@ from midge.protocol.topics import is_valid_topic_filter
 DIRECTIONS: Final = ("in", "out", "both")
 PROTOCOLS: Final = ("3.1.1", "5")
 START_TYPES: Final = ("automatic", "lazy", "once")
-TRANSPORTS: Final = ("tcp", "websocket")
+TRANSPORTS: Final = ("tcp", "ws")  # as [[listeners]] say it; TLS is `tls`
 QUEUE_POLICIES: Final = ("drop_new", "drop_oldest")
 NOTIFICATION_TOPIC: Final = "$SYS/broker/connection/{name}/state"
 _PATH_KEYS = ("ca_file", "cert_file", "key_file")

@@ -8,11 +8,11 @@
   `threshold`, and let go after `idle_timeout` seconds without traffic;
 - *once*: one attempt (every address in turn), never again.
 
-Before any of it, `prime` makes (or updates) the bridge's local session: it
-subscribes to what goes out, so that from the broker's first moment what is
-published for the remote waits in the store, link or no link; it also ends
-subscriptions of rules no longer configured, and sets the session's own
-queue bound.
+Before any of it, before the broker's listeners open, `prime` makes (or
+updates) the bridge's local session: it subscribes to what goes out, so that
+from the broker's first moment what is published for the remote waits in
+the store, link or no link; it also ends subscriptions of rules no longer
+configured, and sets the session's own queue bound.
 
 A connection attempt opens the remote first (CONNECT, CONNACK: its Receive
 Maximum sets how many messages go out at once), then the local session; both
@@ -81,8 +81,8 @@ class BridgeLink:
     # ------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
+        """After `prime`: the link, by the start type, until cancelled."""
         config = self.config
-        await self.prime()
         if config.start == "once":
             await self._attempt()
             self.state = "stopped"

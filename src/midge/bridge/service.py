@@ -29,13 +29,18 @@ class BridgeService:
         self.bridge_links: list[BridgeLink] = []  # midge.Broker.bridges
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self, broker: Broker) -> None:
+    async def prepare(self, broker: Broker) -> None:
+        """Before the listeners open: each bridge's local session subscribed."""
         core = broker.core
         for config in self.configs:
             link = BridgeLink(config, core, partial(self._notify, broker, config))
+            await link.prime()
             self.bridge_links.append(link)
-            self._notify(broker, config, False)
-            task = asyncio.create_task(self._run(link), name=f"bridge-{config.name}")
+
+    async def start(self, broker: Broker) -> None:
+        for link in self.bridge_links:
+            self._notify(broker, link.config, False)
+            task = asyncio.create_task(self._run(link), name=f"bridge-{link.config.name}")
             self._tasks.append(task)
 
     async def _run(self, link: BridgeLink) -> None:

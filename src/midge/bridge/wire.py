@@ -118,7 +118,7 @@ async def open_remote(config: BridgeConfig, address: str, timeout: float) -> Sid
     context = tls_context(config) if config.tls else None
     try:
         async with asyncio.timeout(timeout):
-            if config.transport == "websocket":
+            if config.transport == "ws":
                 reader, writer = await open_websocket(host, port, config.path, ssl=context)
             else:
                 reader, writer = await asyncio.open_connection(host, port, ssl=context)

@@ -183,11 +183,16 @@ class Broker:
             )
             if self._cluster is not None:
                 await self._cluster.start()
+            services = services_for(config)
+            for service in services:  # what must be in place before any client comes
+                prepare = getattr(service, "prepare", None)
+                if prepare is not None:
+                    await prepare(self)
             for listener in config.effective_listeners():
                 server = await start_listener(core, listener, reuse_port=self._reuse_port)
                 self._servers.append(server)
                 self._note_listening(server, listener)
-            for service in services_for(config):
+            for service in services:
                 await service.start(self)
                 self._services.append(service)
         except BaseException:

@@ -3,6 +3,9 @@ configuration turns on (the $SYS publisher, the HTTP listener, ...).
 
 Each is started once the MQTT listeners are bound, in the order listed,
 and stopped in the reverse order before the listeners and connections close.
+A service with a `prepare(broker)` coroutine has it awaited before the
+listeners open (the bridges subscribe their sessions then, so that nothing
+a client publishes for them is missed).
 A service that is not configured is not made, so it costs nothing.
 """
 

@@ -16,6 +16,9 @@ module only knows Mosquitto's file format (mosquitto.conf(5)):
   listener options before its first `listener` line belong to the default
   listener, as in Mosquitto's parser.
 
+The values of a bridge's `address` and `topic` lines are read here too
+(`parse_bridge_address`, `parse_bridge_topic`), as Mosquitto reads them.
+
 Everything here is sans-IO except `read_conf_dir`, which the caller passes
 in (so tests give include_dir folders as dictionaries).
 """
@@ -26,6 +29,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from midge.bridge.config import DIRECTIONS, TopicRule
+from midge.protocol.topics import is_valid_topic_filter
 
 DirectoryReader = Callable[[Path], Sequence[tuple[Path, str]]]
 """Lists the `*.conf` files of an include_dir folder as (path, text), in order."""
@@ -112,8 +118,8 @@ def display_name(path: Path, main_folder: Path) -> str:
         return str(path)
 
 
-# Directives of a bridge (`connection NAME` starts one). Midge has no bridges
-# yet: every line of a bridge is reported.
+# Directives of a bridge (`connection NAME` starts one; mosquitto_conf_bridges
+# translates them).
 BRIDGE_DIRECTIVES = frozenset(
     """address addresses bridge_alpn bridge_attempt_unsubscribe bridge_bind_address
     bridge_cafile bridge_capath bridge_certfile bridge_ciphers bridge_ciphers_tls1.3
@@ -148,3 +154,68 @@ SECURITY_PREFIXES = ("auth_opt_", "plugin_opt_")
 
 def is_security(name: str) -> bool:
     return name in SECURITY_DIRECTIVES or name.startswith(SECURITY_PREFIXES)
+
+
+# ------------------------------------------------------------ bridge values
+
+_EMPTY = '""'  # Mosquitto's place marker for an empty pattern or prefix
+_REFUSED = "(Mosquitto would refuse to start)"
+
+
+def until_comment(words: list[str]) -> list[str]:
+    """The words before the first one starting with '#', where Mosquitto stops
+    reading an address list or a topic line's options."""
+    for index, word in enumerate(words):
+        if word.startswith("#"):
+            return words[:index]
+    return words
+
+
+def parse_bridge_address(word: str) -> tuple[str, int]:
+    """`host[:port]` of an `address` line: the port after the last ':' (so an IPv6
+    address needs one), 1883 when there is none; ValueError says why not."""
+    host, colon, port = word.rpartition(":")
+    if not colon:
+        host, port = word, "1883"
+    if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{word!r}: not host:port with a port 1..65535 {_REFUSED}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def parse_bridge_topic(words: list[str]) -> TopicRule:
+    """`topic PATTERN [DIRECTION [QOS [LOCAL_PREFIX REMOTE_PREFIX]]]`, as Mosquitto 2
+    reads it: direction out, QoS 0 and empty prefixes by default, `""` an empty
+    pattern or prefix, a word starting with '#' after the direction the end of
+    the line; ValueError says why Mosquitto would refuse it."""
+    if not words:
+        raise ValueError(f"no pattern {_REFUSED}")
+    pattern = "" if words[0] == _EMPTY else words[0]
+    direction = words[1].lower() if len(words) > 1 else "out"  # Mosquitto ignores the case
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction {words[1]!r} is not in, out or both {_REFUSED}")
+    options = until_comment(words[2:5])
+    qos = _bridge_qos(options[0]) if options else 0
+    local = _bridge_prefix(options[1], "local") if len(options) > 1 else ""
+    remote = _bridge_prefix(options[2], "remote") if len(options) > 2 else ""
+    if not pattern and not (local and remote):
+        raise ValueError(f'an empty pattern ("") needs both prefixes {_REFUSED}')
+    for side, value in (("local", local + pattern), ("remote", remote + pattern)):
+        if not is_valid_topic_filter(value):
+            raise ValueError(f"the {side} filter {value!r} (prefix + pattern) is not valid")
+    return TopicRule(pattern, direction, qos, local, remote)
+
+
+def _bridge_qos(word: str) -> int:
+    if not (word.isascii() and word.isdigit()):
+        raise ValueError(f"QoS {word!r} is not a number (Mosquitto would read a 0)")
+    if int(word) > 2:
+        raise ValueError(f"QoS {word} is not 0, 1 or 2 {_REFUSED}")
+    return int(word)
+
+
+def _bridge_prefix(word: str, side: str) -> str:
+    if word == _EMPTY:
+        return ""
+    if "+" in word or "#" in word:
+        raise ValueError(f"the {side} prefix {word!r} holds a wildcard {_REFUSED}")
+    return word

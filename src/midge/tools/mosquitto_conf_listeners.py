@@ -29,7 +29,7 @@ from midge.tools.mosquitto_conf_toml import Table
 
 
 class Report(Protocol):
-    """Where the listener translation reports lines and resolves paths."""
+    """Where the listener and bridge translations report lines and resolve paths."""
 
     def skip(self, directive: Directive, why: str) -> None: ...
 

@@ -255,3 +255,28 @@ LISTENER_DEFAULTS = {
     "max_qos": "2",
     "maximum_qos": "2",
 }
+
+# Bridge options Midge has no key for, and why. (Translated ones are in
+# mosquitto_conf_bridges.)
+NO_BRIDGE_PSK = "Midge's bridges have no TLS-PSK; use certificates (bridge_cafile, bridge_certfile)"
+_BRIDGE_CIPHERS = "Midge's bridges use Python's ssl defaults (forward-secret ciphers first)"
+BRIDGE_REASONS = {
+    "bridge_alpn": "Midge's bridges send no ALPN protocol name",
+    "bridge_ciphers": _BRIDGE_CIPHERS,
+    "bridge_ciphers_tls1.3": _BRIDGE_CIPHERS,
+    "bridge_bind_address": "Midge's bridges connect from the address the system chooses: "
+    "there is no key to bind another",
+    "bridge_tcp_keepalive": "Midge sets no TCP keepalive on a bridge: its MQTT keepalive "
+    "(keepalive_interval) finds a dead link",
+    "bridge_tcp_user_timeout": "Midge sets no TCP user timeout on a bridge: its MQTT "
+    "keepalive (keepalive_interval) finds a dead link",
+    "bridge_receive_maximum": "no key: Midge's bridge asks the remote for no Receive Maximum "
+    "(max_inflight bounds only what goes out)",
+}
+
+# Bridge options translated (as a note) when their value says what Midge does anyway.
+BRIDGE_DEFAULTS = {
+    "bridge_require_ocsp": ("false", "Midge's bridges do not check OCSP"),
+    "bridge_max_packet_size": ("0", "Midge's bridges do not bound the size of what they send"),
+    "bridge_max_topic_alias": ("0", "Midge's bridges use no topic aliases"),
+}

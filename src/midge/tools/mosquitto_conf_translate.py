@@ -13,8 +13,10 @@ include_dir), then gives each one the scope Mosquitto 2 gives it:
   are global, or, with `per_listener_settings true`, the current listener's.
   Midge has a per-listener allow_anonymous but one password_file and one
   acl_file: they are translated when every listener names the same file.
-- `connection NAME` starts a bridge: Midge has none yet, so every bridge
-  line is reported.
+- `connection NAME` starts a bridge; the bridge options after it (in the
+  same file) are its own, whatever listener lines come between, and become
+  one [[bridges]] table (`mosquitto_conf_bridges`). A bridge option with no
+  `connection` before it in its file is reported: Mosquitto refuses it.
 - every other directive is global.
 
 Then every directive either sets Midge keys (the TOML comment names its
@@ -42,6 +44,7 @@ from midge.tools.mosquitto_conf import (
     parse,
     read_conf_dir,
 )
+from midge.tools.mosquitto_conf_bridges import Bridge, BridgeTranslator
 from midge.tools.mosquitto_conf_listeners import Listener, ListenerTranslator
 from midge.tools.mosquitto_conf_rules import Skip, flag, global_rule
 from midge.tools.mosquitto_conf_toml import Table, render
@@ -96,12 +99,14 @@ class _Translator:
         self.folder = main.parent
         self.top = Table()
         self.tables: list[Table] = []
+        self.bridge_tables: list[Table] = []
         self.notes: list[tuple[int, int, str]] = []  # (file part, line, note)
         self.untranslated: list[tuple[int, Untranslated]] = []  # (file part, item)
         self.default = Listener(None)
         self.listeners: list[Listener] = []
         self.opened: list[Listener] = []  # the listeners translated, in order
         self.globals: list[Directive] = []
+        self.bridges: list[Bridge] = []
         self.security: dict[str, list[Directive]] = {}
         self.setters: dict[str, list[Directive]] = {}  # Midge key: the line that set it
         self.per_listener = False
@@ -180,21 +185,22 @@ class _Translator:
         self.translate_globals()
         self.translate_listeners()
         self.translate_security()
+        self.bridge_tables = BridgeTranslator(self).tables(self.bridges)
 
     def assign(self, directives: list[Directive]) -> None:
         """Give each directive its scope, as Mosquitto's parser does."""
-        current, part, bridge = self.default, -1, ""
+        current, part = self.default, -1
+        # Mosquitto keeps the current bridge per file: an included file starts with
+        # none, and the main file goes on with its own after an include_dir.
+        bridges: dict[int, Bridge] = {}  # file part: its current bridge
         for item in directives:
             if item.part != part:  # each file starts at the default listener
-                current, part, bridge = self.default, item.part, ""
+                current, part = self.default, item.part
             if item.name == "connection":
-                bridge = f"{item.value!r} ({item.where})"
-                self.skip(item, "Midge has no bridges yet: every line of this bridge is listed")
+                bridges[item.part] = Bridge(item)
+                self.bridges.append(bridges[item.part])
             elif item.name in BRIDGE_DIRECTIVES:
-                owner = (
-                    f"bridge {bridge}" if bridge else "a bridge (no `connection` line before it)"
-                )
-                self.skip(item, f"belongs to {owner}: Midge has no bridges yet")
+                self.bridge_option(bridges.get(item.part), item)
             elif item.name == "listener":
                 current = Listener(item, opened=True)
                 self.listeners.append(current)
@@ -210,6 +216,16 @@ class _Translator:
                     current.opened = True
             else:
                 self.scope_global(item)
+
+    def bridge_option(self, bridge: Bridge | None, item: Directive) -> None:
+        if bridge is not None:
+            bridge.lines.append(item)
+        else:
+            self.skip(
+                item,
+                "a bridge option with no `connection` line before it in its file "
+                "(Mosquitto would refuse to start)",
+            )
 
     def option(self, listener: Listener, item: Directive) -> None:
         earlier = listener.options.get(item.name)
@@ -453,7 +469,7 @@ class _Translator:
 
     def output(self) -> str:
         notes = [text for _part, _line, text in sorted(self.notes)]
-        return render(self.main, self.top, self.tables, notes, self.reported())
+        return render(self.main, self.top, self.tables, notes, self.reported(), self.bridge_tables)
 
 
 def _lines(directives: list[Directive]) -> str:
