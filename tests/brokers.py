@@ -9,7 +9,9 @@ context sends SIGTERM, waits, and kills the process only if it does not exit.
 far (`RunningMidge.log`), for tests that check what the broker logged; its
 `workdir` puts the config and data in the test's own folder (pytest's
 tmp_path), and `data_dir=False` passes no --data-dir (a cluster node keeps its
-state in Redis).
+state in Redis). `start_mosquitto_with_log` is the same for mosquitto, on a
+given `port` if need be (a broker started again where its clients and
+bridges know it is).
 `pbkdf2_line` / `sha512_line` / `password_text` write password files without
 the mosquitto_passwd binary.
 """
@@ -148,8 +150,8 @@ class BrokerLog:
 
 
 @dataclass(frozen=True)
-class RunningMidge:
-    """A broker started by `start_midge_with_log`."""
+class RunningBroker:
+    """A broker started by `start_midge_with_log` or `start_mosquitto_with_log`."""
 
     host: str
     port: int
@@ -160,6 +162,9 @@ class RunningMidge:
     def broker(self) -> Broker:
         """(host, port, process), as `start_midge` yields it."""
         return self.host, self.port, self.process
+
+
+RunningMidge = RunningBroker  # what `start_midge_with_log` yields
 
 
 @contextmanager
@@ -189,12 +194,12 @@ def start_midge_with_log(
 
 
 @contextmanager
-def _folder(workdir: Path | None) -> Iterator[Path]:
+def _folder(workdir: Path | None, prefix: str = "midge-test-") -> Iterator[Path]:
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
         yield workdir
     else:
-        with tempfile.TemporaryDirectory(prefix="midge-test-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
             yield Path(tmp)
 
 
@@ -283,11 +288,30 @@ def _wait_until_accepting(process: subprocess.Popen[str], pump: OutputPump, port
 @contextmanager
 def start_mosquitto(extra_conf: str = "") -> Iterator[Broker]:
     """Run mosquitto with a temporary config on a free loopback port."""
+    with start_mosquitto_with_log(extra_conf, keep=500) as running:
+        yield running.broker
+
+
+@contextmanager
+def start_mosquitto_with_log(
+    extra_conf: str = "",
+    *,
+    port: int | None = None,
+    workdir: Path | None = None,
+    keep: int | None = None,
+) -> Iterator[RunningBroker]:
+    """Run mosquitto (anonymous, no persistence, unless `extra_conf` says
+    otherwise: its lines come last) on a loopback `port` (default: a free one).
+
+    `workdir`: the folder for the config file, left in place (default: a
+    temporary folder, removed after); `keep`: how many log lines to keep (None:
+    all of them).
+    """
     binary = mosquitto_binary()
     if binary is None:
         raise BrokerStartError("mosquitto is not installed")
-    with tempfile.TemporaryDirectory(prefix="mosquitto-test-") as tmp:
-        port = free_port()
+    with _folder(workdir, prefix="mosquitto-test-") as tmp:
+        port = port or free_port()
         config = Path(tmp) / "mosquitto.conf"
         config.write_text(
             f"listener {port} {HOST}\nallow_anonymous true\npersistence false\n"
@@ -303,10 +327,10 @@ def start_mosquitto(extra_conf: str = "") -> Iterator[Broker]:
             encoding="utf-8",
             errors="replace",
         )
-        pump = OutputPump(process)
+        pump = OutputPump(process, keep=keep)
         try:
             _wait_until_accepting(process, pump, port)
-            yield HOST, port, process
+            yield RunningBroker(HOST, port, process, BrokerLog(pump))
         finally:
             stop(process)
             pump.join()

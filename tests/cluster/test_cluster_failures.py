@@ -27,11 +27,12 @@ from typing import Any
 
 import pytest
 from cluster_support import WAIT, Cluster, ClusterFactory, Node
-from failure_support import FAST, Inbox, Stream, move, reconnect, wait_until
+from failure_support import FAST, move, reconnect
 from integration_support import MQTTV311, Paho, Paho5, paho, unique
 from test_mosquitto_clients import FORMAT, TOOLS, Sub, pub, subscribe
 
 from brokers import HOST, BrokerStartError, free_port
+from streams import Inbox, Stream, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import pytest
 from cluster_support import WAIT, Cluster, ClusterFactory, Node
-from failure_support import FAST, Inbox, Stream
+from failure_support import FAST
 from integration_support import MQTTV311, Paho, unique
 
 from redis_server import RedisServer
+from streams import Inbox, Stream
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING
 from midge.bridge.config import BridgeConfig
 from midge.bridge.splice import Splice
 from midge.bridge.wire import (
-    Closed,
     LinkError,
     Refused,
     Side,
@@ -180,12 +179,13 @@ class BridgeLink:
 
     def _refuses_private(self, error: LinkError) -> bool:
         """A 3.1.1 remote that does not know protocol level 0x84 refuses it
-        (CONNACK 1) or closes the connection."""
-        if not self.splice.private:
-            return False
-        if isinstance(error, Refused):
-            return error.return_code == ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION
-        return isinstance(error, Closed)
+        with CONNACK 1 (as Mosquitto reads it: a connection closed in the
+        handshake may have any cause, and costs the flag nothing)."""
+        return (
+            self.splice.private
+            and isinstance(error, Refused)
+            and error.return_code == ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION
+        )
 
     async def _run_linked(self, local: Side, remote: Side, address: str) -> None:
         splice = self.splice
@@ -253,7 +253,7 @@ class BridgeLink:
                     self._last_traffic = loop.time()
             local.send(splice.to_local)
             remote.send(splice.to_remote)
-            await other.writer.drain()  # a slow side slows the other: nothing piles up here
+            await other.drain()  # a slow side slows the other: nothing piles up here
 
     def _answered(self, side: Side, packet: Packet) -> None:
         if isinstance(packet, SubAck):

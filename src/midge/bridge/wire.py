@@ -31,10 +31,6 @@ class LinkError(Exception):
     """The link cannot be made or went down; the text says why."""
 
 
-class Closed(LinkError):
-    """The other end closed the stream."""
-
-
 class Refused(LinkError):
     """The broker answered CONNECT with a refusal."""
 
@@ -76,7 +72,7 @@ class Side:
             except OSError as exc:
                 raise LinkError(f"connection to {self.name} failed: {os_error_text(exc)}") from exc
             if not data:
-                raise Closed(f"{self.name} closed the connection")
+                raise LinkError(f"{self.name} closed the connection")
             self.received_at = asyncio.get_running_loop().time()
             self.decoder.feed(data)
             found = []
@@ -87,6 +83,13 @@ class Side:
                 raise LinkError(f"{self.name} broke the MQTT protocol: {exc}") from exc
             if found:
                 return found
+
+    async def drain(self) -> None:
+        """Until the stream's write buffer is low again; LinkError if it broke."""
+        try:
+            await self.writer.drain()
+        except OSError as exc:
+            raise LinkError(f"connection to {self.name} failed: {os_error_text(exc)}") from exc
 
     def close(self, disconnect: bool = False) -> None:
         """End the stream; with `disconnect`, a DISCONNECT first (a normal end)."""
