@@ -204,3 +204,21 @@ def test_the_bridge_figures_in_the_api_metrics_and_sys(peers: Peers) -> None:
         text = answer.read().decode()
     assert 'midge_bridge_connected{bridge="seen"} 1.0' in text
     assert 'midge_bridge_sent_total{bridge="seen"} 3.0' in text
+
+
+# ------------------------------------------------------------------ a bridge taken out
+
+
+def test_a_bridge_taken_out_of_the_config_leaves_no_session_behind(peers: Peers) -> None:
+    nobody = f"127.0.0.1:{free_port()}"
+    local = peers.midge("local", bridge_table("old", nobody, [rule("old/#", "out", 1)]))
+    publish_numbers(local, "old/n", range(3))  # they wait for a remote that is not there
+    local.stop()
+    local.config = ""  # the same broker and store, the bridge gone from its config
+    local.start()
+    local.log.wait_for(
+        r"bridge old is no longer configured: its session goes, with 3 messages", 1, WAIT
+    )
+    local.stop()
+    local.start()  # and it stays gone
+    assert not local.log.matching(r"no longer configured")

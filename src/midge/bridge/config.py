@@ -35,6 +35,9 @@ START_TYPES: Final = ("automatic", "lazy", "once")
 TRANSPORTS: Final = ("tcp", "ws")  # as [[listeners]] say it; TLS is `tls`
 QUEUE_POLICIES: Final = ("drop_new", "drop_oldest")
 NOTIFICATION_TOPIC: Final = "$SYS/broker/connection/{name}/state"
+# A bridge's own session in this broker is "$bridge/<name>": no network client
+# may take that id (broker/connect.py), nor its messages for the remote.
+BRIDGE_CLIENT_PREFIX: Final = "$bridge/"
 _PATH_KEYS = ("ca_file", "cert_file", "key_file")
 _NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -133,7 +136,7 @@ class BridgeConfig:
     @property
     def local_client_id(self) -> str:
         """The bridge's own session in this broker: what waits for the remote."""
-        return f"$bridge/{self.name}"
+        return BRIDGE_CLIENT_PREFIX + self.name
 
     @property
     def state_topic(self) -> str:

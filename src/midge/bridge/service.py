@@ -13,14 +13,31 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING
 
-from midge.bridge.config import BridgeConfig
+from midge.bridge.config import BRIDGE_CLIENT_PREFIX, BridgeConfig
 from midge.bridge.link import BridgeLink
 from midge.message import Message
 
 if TYPE_CHECKING:
+    from midge.broker.broker import Broker as Core
     from midge.embedding.broker import Broker
 
 log = logging.getLogger("midge.bridge")
+
+
+def forget_unconfigured(core: Core, configured: set[str]) -> None:
+    """A bridge taken out of the config leaves its session behind, subscribed:
+    it would go on queueing messages for a remote nobody sends them to."""
+    for client_id, session in list(core.sessions.items()):
+        if client_id.startswith(BRIDGE_CLIENT_PREFIX) and client_id not in configured:
+            waiting = len(session.queue) + len(session.inflight)
+            log.warning(
+                "bridge %s is no longer configured: its session goes, with %d messages "
+                "that waited for its remote",
+                client_id.removeprefix(BRIDGE_CLIENT_PREFIX),
+                waiting,
+            )
+            core.discard_session(session)
+    core.flush()
 
 
 class BridgeService:
@@ -30,8 +47,10 @@ class BridgeService:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def prepare(self, broker: Broker) -> None:
-        """Before the listeners open: each bridge's local session subscribed."""
+        """Before the listeners open: each bridge's local session subscribed,
+        and the sessions of bridges no longer configured gone."""
         core = broker.core
+        forget_unconfigured(core, {config.local_client_id for config in self.configs})
         for config in self.configs:
             link = BridgeLink(config, core, partial(self._notify, broker, config))
             await link.prime()

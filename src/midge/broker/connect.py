@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from midge.bridge.config import BRIDGE_CLIENT_PREFIX
 from midge.broker.closing import CloseReason
 from midge.broker.enhanced_auth import CONTINUE, SUCCESS, PendingAuth
-from midge.broker.internal import listener_label
+from midge.broker.internal import INTERNAL_LISTENER, listener_label
 from midge.broker.limits import check_topic_limits
 from midge.broker.login import REASONS, authenticate, refusal_name
 from midge.broker.mqtt5 import SESSION_NEVER_EXPIRES
@@ -363,6 +364,13 @@ def _refusal(
     if packet.protocol_level not in SUPPORTED_PROTOCOLS.get(packet.protocol_name, ()):
         return ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION  # [MQTT-3.1.2-2]
     if not _client_id_acceptable(broker, packet):
+        return ConnectReturnCode.IDENTIFIER_REJECTED
+    if packet.client_id.startswith(BRIDGE_CLIENT_PREFIX) and connection.listener is not (
+        INTERNAL_LISTENER
+    ):
+        # A bridge's own session (bridge/link.py): a network client taking it
+        # over would take the messages waiting for the remote broker.
+        log.info("%s: client id %r is a bridge's own", connection.name, packet.client_id)
         return ConnectReturnCode.IDENTIFIER_REJECTED
     max_keepalive = broker.config.max_keepalive
     if (

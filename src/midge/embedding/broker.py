@@ -183,7 +183,7 @@ class Broker:
             )
             if self._cluster is not None:
                 await self._cluster.start()
-            services = services_for(config)
+            services = services_for(config, core.sessions)
             for service in services:  # what must be in place before any client comes
                 prepare = getattr(service, "prepare", None)
                 if prepare is not None:

@@ -11,8 +11,10 @@ A service that is not configured is not made, so it costs nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from midge.bridge.config import BRIDGE_CLIENT_PREFIX
 from midge.embedding.sys_service import SysService
 
 if TYPE_CHECKING:
@@ -28,12 +30,14 @@ class Service(Protocol):
         """End; must not raise."""
 
 
-def services_for(config: BrokerConfig) -> list[Service]:
-    """The services `config` turns on, in start order."""
+def services_for(config: BrokerConfig, client_ids: Iterable[str] = ()) -> list[Service]:
+    """The services `config` turns on, in start order. `client_ids`: the
+    sessions the store had (a bridge's left behind is ended by the bridges' service)."""
     services: list[Service] = []
     if config.sys_interval > 0:  # $SYS/broker/... (sys_service.py)
         services.append(SysService(config.sys_interval))
-    if config.bridges:  # connections to other brokers; bridge/ is imported only then
+    leftover = any(client_id.startswith(BRIDGE_CLIENT_PREFIX) for client_id in client_ids)
+    if config.bridges or leftover:  # connections to other brokers; imported only then
         from midge.bridge.service import BridgeService  # noqa: PLC0415
 
         services.append(BridgeService(config.bridges))
