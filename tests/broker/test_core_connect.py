@@ -412,7 +412,7 @@ def test_user_name_without_password_file(make_harness, allow_anonymous, code):
 
 
 def test_a_bridge_session_id_is_not_for_network_clients(harness):
-    """"$bridge/<name>" is a bridge's own session (its messages for the remote
+    """A bridge's own session is "$bridge/<name>" (its messages for the remote
     broker wait there): a network client may not take it over."""
     client = harness.open()
     assert client.connect("$bridge/cloud") == [ConnAck(2)]

@@ -5,9 +5,12 @@ MQTT and an HTTP listener on ephemeral loopback ports, API keys made by
 
 A user logs in, sees an MQTT client connect and its topic appear in the live
 tree, publishes from the panel to a `midge sub` process, and disconnects a
-client from the table. Screenshots go to this run's tmp folder (printed with
--s), and to docs/images/dashboard.png when MIDGE_SCREENSHOT=1 is set (the
-README's picture: `MIDGE_SCREENSHOT=1 .venv/bin/pytest tests/dashboard`).
+client from the table. A second broker has two bridges, one to a port where
+nothing listens (down, with its error) and one to a third broker (up): the
+bridges panel shows both; a broker without bridges has no such panel.
+Screenshots go to this run's tmp folder (printed with -s), and to
+docs/images/dashboard.png when MIDGE_SCREENSHOT=1 is set (the README's
+picture: `MIDGE_SCREENSHOT=1 .venv/bin/pytest tests/dashboard`).
 
 Needs Debian's `chromium` (apt-get install chromium) and the `playwright`
 package; without either the module is skipped, and MIDGE_REQUIRE_BROWSER=1
@@ -20,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -86,6 +90,15 @@ class Running:
         return f"http://127.0.0.1:{self.http_port}/"
 
 
+@dataclass
+class Bridged(Running):
+    """A broker with two bridges: "cloud" to `dead_port` (bound, never
+    listening: every connection is refused), "edge" to a broker on `remote_port`."""
+
+    dead_port: int
+    remote_port: int
+
+
 def make_key(key_file: Path, name: str, role: str) -> str:
     """`midge apikey create NAME --role ROLE --file FILE`: the key is stdout's first line."""
     done = subprocess.run(
@@ -136,6 +149,58 @@ transport = "http"
     with midge.BrokerThread(str(config)) as thread:
         ports = {address.label: address.port for address in thread.read(lambda b: b.listeners)}
         yield Running(thread, ports["mqtt"], ports["http"], admin_key, read_key)
+
+
+@pytest.fixture(scope="module")
+def bridged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridged]:
+    folder = tmp_path_factory.mktemp("dashboard-bridged")
+    key_file = folder / "api-keys"
+    admin_key = apikey.create(key_file, "bridges-admin", "admin")
+    read_key = apikey.create(key_file, "bridges-reader", "read")
+    # A port held by a socket that never listens: connections to it are
+    # refused, and no other process can take it meanwhile.
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as dead,
+        midge.BrokerThread(port=0, host="127.0.0.1", store="memory") as remote,
+    ):
+        dead.bind(("127.0.0.1", 0))
+        dead_port = int(dead.getsockname()[1])
+        retry = "restart_delay = 0.2\nrestart_delay_max = 1.0"
+        config = folder / "midge.toml"
+        config.write_text(
+            f"""
+store = "memory"
+allow_anonymous = true
+api_key_file = "{key_file}"
+
+[[listeners]]
+host = "127.0.0.1"
+port = 0
+
+[[listeners]]
+host = "127.0.0.1"
+port = 0
+transport = "http"
+
+[[bridges]]
+name = "cloud"
+addresses = ["127.0.0.1:{dead_port}"]
+{retry}
+topics = [{{ pattern = "a/#", direction = "out", qos = 1 }}]
+
+[[bridges]]
+name = "edge"
+addresses = ["127.0.0.1:{remote.port}"]
+{retry}
+topics = [{{ pattern = "b/#", direction = "out", qos = 1 }}]
+""",
+            encoding="utf-8",
+        )
+        with midge.BrokerThread(str(config)) as thread:
+            ports = {address.label: address.port for address in thread.read(lambda b: b.listeners)}
+            yield Bridged(
+                thread, ports["mqtt"], ports["http"], admin_key, read_key, dead_port, remote.port
+            )
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +279,11 @@ def paho_client(request: pytest.FixtureRequest, broker: Running) -> Iterator[Pah
 def client_row(page: Page, client_id: str) -> Locator:
     """The clients table's row of `client_id`."""
     return page.get_by_test_id("clients-table").locator(f'tr[data-client-id="{client_id}"]')
+
+
+def bridge_row(page: Page, name: str) -> Locator:
+    """The bridges table's row of bridge `name`."""
+    return page.get_by_test_id("bridges-table").locator(f'tr[data-bridge="{name}"]')
 
 
 def screenshot(page: Page, shots: Path, name: str) -> Path:
@@ -399,6 +469,63 @@ def test_a_read_key_sees_but_cannot_change(page: Page, broker: Running) -> None:
     expect(page.get_by_test_id("role-badge")).to_have_text("read only", timeout=WAIT_MS)
     expect(page.get_by_test_id("publish-form")).to_be_hidden()
     expect(page.get_by_test_id("disconnect-button")).to_have_count(0)
+
+
+def test_the_bridges_panel_shows_each_bridge_and_its_state(
+    page: Page, bridged: Bridged, shots: Path
+) -> None:
+    login(page, bridged, bridged.read_key)  # a read key is enough
+    panel = page.get_by_test_id("bridges-panel")
+    expect(panel).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_test_id("bridge-row")).to_have_count(2)
+    # nothing listens: down (between attempts), with why, and no address
+    cloud = bridge_row(page, "cloud")
+    expect(cloud.get_by_test_id("bridge-state")).to_have_text("down", timeout=WAIT_MS)
+    refused = f"cannot connect to 127.0.0.1:{bridged.dead_port}"
+    expect(cloud.get_by_test_id("bridge-error")).to_contain_text(refused)
+    expect(cloud.get_by_test_id("bridge-state")).to_have_attribute(
+        "title", re.compile(re.escape(refused))
+    )
+    expect(cloud.get_by_test_id("bridge-address")).to_have_text("—")
+    # the other remote is a broker: up, at its address, no error
+    edge = bridge_row(page, "edge")
+    expect(edge.get_by_test_id("bridge-state")).to_have_text("up", timeout=WAIT_MS)
+    expect(edge.get_by_test_id("bridge-address")).to_have_text(f"127.0.0.1:{bridged.remote_port}")
+    expect(edge.get_by_test_id("bridge-error")).to_have_count(0)
+    expect(page.get_by_test_id("bridges-count")).to_have_text("(1 of 2 up)")
+    # the figures follow (polled every 2 s): a message for the cloud waits
+    # in its queue, one for the edge is sent
+    client = PahoClient(bridged, "dashboard-bridged")
+    try:
+        client.client.publish("a/waits", "1", qos=1).wait_for_publish(5)
+        client.client.publish("b/goes", "2", qos=1).wait_for_publish(5)
+    finally:
+        client.close()
+    cells = "td:nth-child({})"
+    expect(cloud.locator(cells.format(4))).to_have_text("1", timeout=WAIT_MS)  # queued
+    expect(edge.locator(cells.format(5))).to_have_text("1", timeout=WAIT_MS)  # sent
+    expect(cloud.get_by_test_id("bridge-dropped")).to_have_text("0")
+    screenshot(page, shots, "bridges")
+    # a narrow window scrolls the table, not the page
+    page.set_viewport_size({"width": 390, "height": 844})
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways: {width}px"
+    # logged out: the panel goes, and so does the polling
+    page.get_by_test_id("logout-button").click()
+    expect(panel).to_be_hidden()
+    polls: list[str] = []
+    page.on(
+        "request", lambda request: polls.append(request.url) if "/bridges" in request.url else None
+    )
+    page.wait_for_timeout(2500)  # more than one polling interval (events are delivered meanwhile)
+    assert polls == []
+
+
+def test_the_bridges_panel_is_hidden_without_bridges(page: Page, broker: Running) -> None:
+    login(page, broker)
+    panel = page.get_by_test_id("bridges-panel")
+    expect(panel).to_have_attribute("data-count", "0", timeout=WAIT_MS)  # the answer came
+    expect(panel).to_be_hidden()
 
 
 def test_a_narrow_window_keeps_everything_reachable(

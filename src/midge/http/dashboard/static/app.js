@@ -4,10 +4,11 @@
 // user gives at login (kept in sessionStorage, so it goes when the tab closes),
 // and follows /api/v1/events (server-sent events): `overview` once a second,
 // `client` when a client connects or disconnects, `topics` batches at most once
-// a second. Whatever the broker sends, the page does bounded work: the chart
-// keeps 5 minutes of points, the topic tree keeps at most TREE_MAX_NODES nodes
-// and draws at most TREE_MAX_VISIBLE rows, at most once a second, and the
-// tables are reloaded at most once a second. Data from the broker is only ever
+// a second. The bridges to other brokers are polled every 2 s (/api/v1/bridges;
+// their panel shows only when the broker has one). Whatever the broker sends,
+// the page does bounded work: the chart keeps 5 minutes of points, the topic
+// tree keeps at most TREE_MAX_NODES nodes and draws at most TREE_MAX_VISIBLE
+// rows, at most once a second, and the tables are reloaded at most once a second. Data from the broker is only ever
 // put into the page as text (textContent), never as HTML.
 "use strict";
 
@@ -27,6 +28,10 @@
   const RETAINED_LOADED = 1000;
   const PAYLOAD_SHOWN = 120;
   const RECONNECT_MS = 3000;
+  const BRIDGES_REFRESH_MS = 2000;
+  const BRIDGE_STATES = {
+    up: "up", down: "down", stopped: "down", connecting: "pending", waiting: "pending", starting: "pending",
+  };
 
   const $ = (id) => document.getElementById(id);
   const numberFormat = new Intl.NumberFormat();
@@ -37,6 +42,8 @@
     events: null,
     reconnectTimer: null,
     refreshTimer: null,
+    bridgesTimer: null,
+    bridgesLoading: false,
     renderTimer: null,
     lastOverview: null, // {t, received, sent}
     samples: [], // {t, in, out}: t in ms (client clock)
@@ -144,6 +151,10 @@
     state.refreshTimer = setInterval(() => {
       if (!document.hidden) loadTables();
     }, TABLE_REFRESH_MS);
+    loadBridges();
+    state.bridgesTimer = setInterval(() => {
+      if (!document.hidden) loadBridges();
+    }, BRIDGES_REFRESH_MS);
     window.addEventListener("resize", drawChart);
     $("publish-topic").focus();
   }
@@ -152,16 +163,18 @@
     if (state.events) state.events.close();
     clearTimeout(state.reconnectTimer);
     clearInterval(state.refreshTimer);
+    clearInterval(state.bridgesTimer);
     clearTimeout(state.renderTimer);
     clearTimeout(state.clientsRenderTimer);
     window.removeEventListener("resize", drawChart);
     Object.assign(state, {
       key: null, role: null, events: null, reconnectTimer: null, refreshTimer: null,
-      renderTimer: null, clientsRenderTimer: null, clients: new Map(), samples: [], tree: null,
-      lastOverview: null,
+      bridgesTimer: null, renderTimer: null, clientsRenderTimer: null, clients: new Map(),
+      samples: [], tree: null, lastOverview: null,
     });
     sessionStorage.removeItem(KEY_STORAGE);
     $("app-view").hidden = true;
+    renderBridges([]);
     $("logout-button").hidden = true;
     $("role-badge").hidden = true;
     $("login-view").hidden = false;
@@ -648,6 +661,103 @@
     setText("subscriptions-count", `(${numberFormat.format(rows.length)}${more})`);
   }
 
+  // -------------------------------------------------------------- bridges
+
+  // The bridges (`[[bridges]]`), polled: the panel is hidden while the broker
+  // has none (or does not know the endpoint). A poll still waiting when the
+  // next is due is not doubled; a failed one leaves the last table shown.
+  async function loadBridges() {
+    if (state.bridgesLoading || !state.key) return;
+    state.bridgesLoading = true;
+    try {
+      const answer = await call("GET", "/api/v1/bridges");
+      if (state.key) renderBridges((answer && Array.isArray(answer.bridges) && answer.bridges) || []);
+    } catch (error) {
+      if (state.key && error.status === 404) renderBridges([]);
+    } finally {
+      state.bridgesLoading = false;
+    }
+  }
+
+  function renderBridges(bridges) {
+    const panel = $("bridges-panel");
+    panel.dataset.count = String(bridges.length);
+    panel.hidden = bridges.length === 0;
+    const fragment = document.createDocumentFragment();
+    let up = 0;
+    for (const bridge of bridges.slice(0, TABLE_MAX_ROWS)) {
+      if (!bridge || typeof bridge !== "object") continue;
+      const stateName = String(bridge.state ?? "");
+      if (stateName === "up") up += 1;
+      const row = document.createElement("tr");
+      row.dataset.testid = "bridge-row";
+      row.dataset.bridge = String(bridge.name ?? "");
+      row.dataset.state = stateName;
+
+      const name = document.createElement("td");
+      name.className = "id";
+      const label = document.createElement("div");
+      label.textContent = String(bridge.name ?? "");
+      label.title = bridgeSummary(bridge);
+      name.append(label);
+      const failing = stateName !== "up" && bridge.last_error;
+      if (failing) {
+        const why = document.createElement("div");
+        why.className = "bridge-error";
+        why.dataset.testid = "bridge-error";
+        why.textContent = String(bridge.last_error);
+        name.append(why);
+      }
+      row.append(name);
+
+      const status = document.createElement("td");
+      const badge = document.createElement("span");
+      badge.className = "state";
+      badge.dataset.state = BRIDGE_STATES[stateName] || "pending";
+      badge.dataset.testid = "bridge-state";
+      badge.textContent = stateName || "?";
+      if (failing) badge.title = String(bridge.last_error);
+      status.append(badge);
+      row.append(status);
+
+      cell(row, bridge.address ? String(bridge.address) : "—", "id");
+      row.lastChild.dataset.testid = "bridge-address";
+      if (!bridge.address && Array.isArray(bridge.addresses)) {
+        row.lastChild.title = `configured: ${bridge.addresses.join(", ")}`;
+      }
+      cell(row, count(bridge.queued));
+      cell(row, count(bridge.sent));
+      cell(row, count(bridge.received));
+      const lost = [];
+      for (const [field, what] of [["refused", "refused"], ["too_large", "too large"]]) {
+        if (Number(bridge[field]) > 0) lost.push(`+${numberFormat.format(bridge[field])} ${what}`);
+      }
+      const dropped = count(bridge.dropped);
+      cell(row, lost.length ? `${dropped} (${lost.join(", ")})` : dropped);
+      const cellDropped = row.lastChild;
+      cellDropped.dataset.testid = "bridge-dropped";
+      cellDropped.title = "dropped: at the bridge queue's bound; refused: by the receiving side "
+        + "(a 5.0 reason code); too large: above the remote's Maximum Packet Size";
+      if (Number(bridge.dropped) > 0 || lost.length) cellDropped.classList.add("bad");
+      fragment.append(row);
+    }
+    $("bridges-body").replaceChildren(fragment);
+    setText("bridges-count", bridges.length ? `(${up} of ${numberFormat.format(bridges.length)} up)` : "");
+  }
+
+  // A bridge's name's tooltip: its client id and topic rules.
+  function bridgeSummary(bridge) {
+    const lines = [];
+    if (bridge.client_id) lines.push(`client id ${bridge.client_id} (MQTT ${bridge.protocol ?? "?"}, ${bridge.start ?? "?"})`);
+    for (const rule of Array.isArray(bridge.topics) ? bridge.topics : []) {
+      if (!rule) continue;
+      let text = `${rule.pattern} ${rule.direction} QoS ${rule.qos}`;
+      if (rule.local_prefix || rule.remote_prefix) text += ` (local "${rule.local_prefix ?? ""}", remote "${rule.remote_prefix ?? ""}")`;
+      lines.push(text);
+    }
+    return lines.join("\n");
+  }
+
   // ----------------------------------------------------------- topic tree
 
   function newTree() {
@@ -926,6 +1036,7 @@
     document.addEventListener("visibilitychange", () => {
       if (document.hidden || !state.key) return;
       drawChart();
+      loadBridges();
       if (state.treeDirty) renderTree();
     });
     const saved = sessionStorage.getItem(KEY_STORAGE);
