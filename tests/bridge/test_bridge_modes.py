@@ -222,3 +222,31 @@ def test_a_bridge_taken_out_of_the_config_leaves_no_session_behind(peers: Peers)
     local.stop()
     local.start()  # and it stays gone
     assert not local.log.matching(r"no longer configured")
+
+
+# ------------------------------------------------------------------ the state at the remote
+
+
+@pytest.mark.parametrize("kind", ["mosquitto", "midge"])
+def test_the_state_at_the_remote_and_its_will(peers: Peers, kind: str) -> None:
+    """notifications_remote: "1" retained at the remote once up; when the local
+    broker dies, the remote publishes the bridge's will, "0" (a Midge remote
+    takes it under $SYS/ from a client with the bridge flag)."""
+    remote = peers.mosquitto("remote") if kind == "mosquitto" else peers.midge("remote")
+    table = bridge_table(
+        "cloud",
+        remote.address,
+        [rule("n/#", "out", 1)],
+        client_id="edge.cloud",
+        notifications_remote=True,
+    )
+    local = peers.midge("local", table)
+    wait_connected(local, "cloud")
+    topic = "$SYS/broker/connection/edge.cloud/state"
+    with paho(remote.host, remote.port) as watcher:
+        watcher.subscribe(topic, 1)
+        first = watcher.get()
+        assert (first.topic, first.payload, first.retain) == (topic, b"1", True)
+        local.kill()
+        last = watcher.get()
+        assert (last.topic, last.payload) == (topic, b"0")

@@ -170,3 +170,16 @@ def test_a_message_above_the_remote_maximum_packet_size_ends_here() -> None:
     assert splice.to_local == [PubAck(9)]
     assert [packet.packet_id for packet in splice.to_remote] == [10]  # type: ignore[attr-defined]
     assert (splice.figures.too_large, splice.figures.sent) == (1, 1)
+
+
+def test_the_state_at_the_remote_with_a_will() -> None:
+    config = replace(CONFIG, client_id="edge.cloud", notifications_remote=True)
+    splice = Splice(config, private=True)
+    will = splice.remote_connect().will
+    assert will is not None
+    topic = "$SYS/broker/connection/edge.cloud/state"
+    assert (will.topic, will.payload, will.qos, will.retain) == (topic, b"0", 1, True)
+    assert splice.remote_state(True) == [Publish(topic, b"1", 0, True)]
+    local_only = Splice(CONFIG, private=True)
+    assert local_only.remote_connect().will is None
+    assert local_only.remote_state(True) == []

@@ -163,3 +163,18 @@ def test_a_bridge_does_not_get_back_what_it_published_and_keeps_retain_flags(har
     assert bridge.received() == [Publish("t/kept", b"k", 1, retain=True, packet_id=1)]
     # An ordinary 3.1.1 subscriber gets it with retain 0 [MQTT-3.3.1-9].
     assert other.received() == [Publish("t/kept", b"k", 1, packet_id=2)]
+
+
+def test_a_bridge_may_publish_its_state_under_sys_broker_connection(harness):
+    """Clients cannot publish under $SYS/, but another broker's bridge (the
+    bridge flag) may publish its state on $SYS/broker/connection/..., as
+    Mosquitto's bridges do (retained "1", and "0" as their will)."""
+    watcher = harness.connect("watcher")
+    watcher.subscribed(("$SYS/broker/connection/#", 1))
+    bridge = harness.connect("edge.cloud", bridge=True)
+    bridge.published("$SYS/broker/connection/edge.cloud/state", b"1", 1, retain=True)
+    bridge.published("$SYS/broker/uptime", b"forged", 1)
+    harness.connect("plain").published("$SYS/broker/connection/x/state", b"forged", 1)
+    assert watcher.received() == [
+        Publish("$SYS/broker/connection/edge.cloud/state", b"1", 1, packet_id=1)
+    ]

@@ -134,6 +134,7 @@ def test_a_connection_block_loads_as_the_bridge_it_describes():
             name="backup",
             addresses=("10.0.0.2:1884",),
             topics=(TopicRule("#", "both"),),
+            notifications_remote=True,
         ),
     )
     # The bridges come after the listeners, each key naming its line.
@@ -146,20 +147,29 @@ def test_a_connection_block_loads_as_the_bridge_it_describes():
 
 def test_mosquittos_defaults_need_no_key():
     """A bare bridge: Mosquitto's defaults are Midge's (direction out, QoS 0, no
-    prefixes, 3.1.1, no clean session, keepalive 60, restart 5 to 30 s, ...)."""
+    prefixes, 3.1.1, no clean session, keepalive 60, restart 5 to 30 s, ...)
+    but one: Mosquitto publishes the bridge's state at the remote too."""
     table, left, _toml = bridge("topic a/#\n")
-    assert table == {"name": "up", "addresses": ["h:1883"], "topics": [rule("a/#")]}
+    assert table == {
+        "name": "up",
+        "addresses": ["h:1883"],
+        "topics": [rule("a/#")],
+        "notifications_remote": True,
+    }
     assert left == []
     config = config_from_toml(translate(HEAD + "topic a/#\n", CONF)[0], "i", Path("/"))
-    assert config.bridges == (BridgeConfig("up", ("h:1883",), topics=(TopicRule("a/#"),)),)
+    expected = BridgeConfig(
+        "up", ("h:1883",), topics=(TopicRule("a/#"),), notifications_remote=True
+    )
+    assert config.bridges == (expected,)
 
 
 def test_every_key_comment_names_its_line_and_notes_say_what_differs():
     _table, _left, toml = bridge("topic a\n")
     assert 'addresses = ["h:1883"]  # mosquitto.conf:3' in toml
-    # Mosquitto's state topic and its copy at the remote: both differ a little.
+    # Mosquitto's state topic differs a little; its copy at the remote is a key.
     assert "$SYS/broker/connection/<host name>.up/state" in note(toml, 2)
-    assert "also at the remote" in note(toml, 2)
+    assert "notifications_remote = true  # Mosquitto's default" in toml
 
 
 # ------------------------------------------------------------ topics
@@ -353,10 +363,11 @@ def test_notifications_and_mosquittos_state_topic():
     table, _left, toml = bridge("remote_clientid edge\ntopic a\n")
     assert table["notification_topic"] == "$SYS/broker/connection/edge/state"
     assert 'notification_topic = "$SYS/broker/connection/edge/state"  # Mosquitto' in toml
+    assert table["notifications_remote"] is True  # Mosquitto's default
     table, _left, toml = bridge("notifications_local_only false\ntopic a\n")
-    assert "not at the remote" in note(toml, 4) and "also at the remote" not in note(toml, 2)
+    assert table["notifications_remote"] is True
     table, _left, toml = bridge("notifications_local_only true\ntopic a\n")
-    assert "as asked" in note(toml, 4)
+    assert table["notifications_remote"] is False
     table, _left, toml = bridge("notifications false\nremote_clientid edge\ntopic a\n")
     assert "notification_topic" not in table and note(toml, 2) == ""
 

@@ -118,6 +118,9 @@ class BridgeConfig:
     outgoing_retain: bool = True
     notifications: bool = True
     notification_topic: str = ""  # "": $SYS/broker/connection/<name>/state
+    # Also at the remote (Mosquitto's notifications_local_only false): "1"
+    # retained once up, and a will "0" the remote publishes if the link dies.
+    notifications_remote: bool = False
     start: str = "automatic"
     threshold: int = 10  # lazy: queued messages that start the link
     idle_timeout: float = 60.0  # lazy: seconds without traffic that stop it
@@ -141,6 +144,11 @@ class BridgeConfig:
     @property
     def state_topic(self) -> str:
         return self.notification_topic or NOTIFICATION_TOPIC.format(name=self.name)
+
+    @property
+    def remote_state_topic(self) -> str:
+        """The state topic at the remote: Mosquitto names it by the client id there."""
+        return self.notification_topic or NOTIFICATION_TOPIC.format(name=self.remote_client_id)
 
     def problems(self, key: str) -> list[str]:
         found: list[str] = []

@@ -146,6 +146,8 @@ class BridgeLink:
             finally:
                 local.close(disconnect=True)
         finally:
+            if self.address:  # it was up: a clean end says so at the remote (no will)
+                remote.send(self.splice.remote_state(False))
             remote.close(disconnect=True)
             self.splice.connection_lost()
             if self.address:
@@ -198,6 +200,7 @@ class BridgeLink:
             if subscribe is not None:
                 side.send([subscribe])
         self._went_up(address)
+        remote.send(splice.remote_state(True))
         local.send(splice.to_local)
         relays = [
             asyncio.create_task(self._relay(local, local, remote)),

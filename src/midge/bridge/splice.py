@@ -56,6 +56,7 @@ from midge.protocol.packets import (
     PubRel,
     Subscribe,
     Subscription,
+    Will,
 )
 from midge.protocol.properties import Properties
 from midge.protocol.topics import topic_matches
@@ -108,10 +109,26 @@ class Splice:
             keep_alive=config.keepalive,
             username=config.username or None,
             password=config.password.encode() if config.password else None,
+            will=self._state_will(),
             protocol_level=version,
             properties=properties,
             bridge=self.private,
         )
+
+    def _state_will(self) -> Will | None:
+        """The remote publishes "0" on the state topic when the link dies."""
+        config = self.config
+        if not (config.notifications and config.notifications_remote):
+            return None
+        return Will(config.remote_state_topic, b"0", 1, True)
+
+    def remote_state(self, up: bool) -> list[Packet]:
+        """The state for the remote, retained (QoS 0: the packet ids are the
+        local session's; the will covers a link that dies)."""
+        config = self.config
+        if not (config.notifications and config.notifications_remote):
+            return []
+        return [Publish(config.remote_state_topic, b"1" if up else b"0", 0, True)]
 
     def remote_connected(self, connack: ConnAck) -> None:
         """The remote accepted us: its Receive Maximum caps the window."""

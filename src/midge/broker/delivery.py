@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("midge.broker")
 
 SYS_PREFIX = "$SYS/"  # clients cannot publish here, as in Mosquitto
+# ... but another broker's bridge (Connect.bridge) may publish its state there.
+BRIDGE_STATE_PREFIX = "$SYS/broker/connection/"
 
 
 class Delivery:
@@ -112,7 +114,9 @@ class Delivery:
     def publish_from_client(self, message: Message, origin: Connection, now: float) -> int:
         """Route a client's PUBLISH or will; `$SYS/...` belongs to the broker alone.
         Returns the 5.0 reason code for the acknowledgement."""
-        if message.topic.startswith(SYS_PREFIX):
+        if message.topic.startswith(SYS_PREFIX) and not (
+            origin.bridge and message.topic.startswith(BRIDGE_STATE_PREFIX)
+        ):
             log.debug("ignoring message to %r from %s", message.topic, origin.name)
             self.stats.dropped_acl += 1
             return NOT_AUTHORIZED

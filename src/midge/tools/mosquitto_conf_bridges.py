@@ -393,9 +393,7 @@ def _notification_topic(build: _Build, item: Directive) -> None:
 
 
 def _local_only(build: _Build, item: Directive) -> None:
-    remote = ": not at the remote, where Mosquitto also left a will saying 0"
-    text = ", as asked" if flag(item) else remote
-    build.note(item, f"Midge publishes the bridge's state on this broker only{text}")
+    build.set("notifications_remote", not flag(item), item)
 
 
 def _local_side(build: _Build, item: Directive) -> None:
@@ -580,10 +578,11 @@ def _notification_defaults(build: _Build, opener: Directive) -> None:
                 "(notification_topic sets another)",
             )
     if "notifications_local_only" not in build.seen:
-        build.note(
-            opener,
-            "Midge publishes the bridge's state on this broker only; Mosquitto "
-            "(notifications_local_only false) also at the remote",
+        build.table.set(
+            "notifications_remote",
+            True,
+            "Mosquitto's default",
+            "notifications_local_only false: the state at the remote too, with a will saying 0",
         )
 
 
