@@ -250,3 +250,21 @@ def test_the_state_at_the_remote_and_its_will(peers: Peers, kind: str) -> None:
         local.kill()
         last = watcher.get()
         assert (last.topic, last.payload) == (topic, b"0")
+
+
+def test_without_round_robin_the_bridge_goes_back_to_the_first_address(peers: Peers) -> None:
+    primary = peers.mosquitto("primary")
+    primary.stop()  # its port stays its own: it comes back there
+    backup = peers.mosquitto("backup")
+    table = bridge_table(
+        "back", [primary.address, backup.address], [rule("p/#", "out", 1)], primary_retry=0.5
+    )
+    local = peers.midge("local", table)
+    assert backup.address in wait_connected(local, "back")[0]
+    primary.start()
+    local.log.wait_for(rf"bridge back: {primary.address} answers again: going back to it", 1, WAIT)
+    assert primary.address in wait_connected(local, "back", count=2)[1]
+    with paho(primary.host, primary.port) as subscriber:
+        subscriber.subscribe("p/#", 1)
+        publish_numbers(local, "p/n", range(2))
+        assert received_numbers(subscriber, 2) == [0, 1]

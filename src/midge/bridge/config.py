@@ -92,9 +92,12 @@ class BridgeConfig:
     # "host:port" (port 1883 when left out; "[::1]:1883" for IPv6): tried in
     # turn when one cannot be reached.
     addresses: tuple[str, ...] = ()
-    # False: every attempt starts again at the first address (the primary);
-    # True: the next attempt goes on from the address after the last one.
+    # False: every attempt starts again at the first address (the primary),
+    # and a link to another one ends once the primary answers again (tried
+    # every primary_retry seconds); True: the next attempt goes on from the
+    # address after the last one.
     round_robin: bool = False
+    primary_retry: float = 20.0
     client_id: str = ""  # "": "<host name>.<name>", as Mosquitto names its bridges
     username: str = ""
     password: str = ""
@@ -182,6 +185,7 @@ class BridgeConfig:
             "must be at least restart_delay",
         )
         check(self.connect_timeout > 0, "connect_timeout", "must be > 0")
+        check(self.primary_retry > 0, "primary_retry", "must be > 0")
         check(
             bool(self.username) or not self.password or self.protocol == "5",
             "password",

@@ -97,7 +97,8 @@ class BridgeLink:
 
     async def _attempt(self) -> bool:
         """Every address in turn until one connects; then the link until it
-        ends. True when a lazy link ended because it was idle."""
+        ends. True when it ended on purpose (a lazy link idle, the primary
+        address back): the next attempt need not wait."""
         addresses = self.config.addresses
         start = self._next_address if self.config.round_robin else 0
         for offset in range(len(addresses)):
@@ -130,7 +131,7 @@ class BridgeLink:
 
     async def _connect_and_run(self, address: str) -> bool:
         """Raises LinkError if the link cannot be made; once it was up, returns
-        when it ends (True: idle)."""
+        when it ends (True: on purpose, see `_attempt`)."""
         self.state = "connecting"
         remote = await self._open_remote(address)
         try:
@@ -209,6 +210,9 @@ class BridgeLink:
         ]
         if self.config.start == "lazy":
             relays.append(asyncio.create_task(self._idle_watch()))
+        config = self.config
+        if not config.round_robin and address != config.addresses[0]:
+            relays.append(asyncio.create_task(self._primary_watch()))
         try:
             done, _ = await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -216,7 +220,7 @@ class BridgeLink:
                 task.cancel()
             await asyncio.gather(*relays, return_exceptions=True)
         for task in done:
-            task.result()  # a LinkError says why it went down; None: idle (lazy)
+            task.result()  # a LinkError says why it went down; None: on purpose
 
     def _went_up(self, address: str) -> None:
         config = self.config
@@ -282,6 +286,22 @@ class BridgeLink:
                 raise LinkError(f"{remote.name} did not answer PINGREQ within {interval} s")
             pinged = loop.time()
             remote.send([PingReq()])
+
+    async def _primary_watch(self) -> None:
+        """Linked to another address than the first, without round robin: the
+        first is tried every primary_retry seconds, and once it answers the
+        link ends (returns) so that the next attempt starts there, at once."""
+        config = self.config
+        primary = config.addresses[0]
+        while True:
+            await asyncio.sleep(config.primary_retry)
+            try:
+                side = await open_remote(config, primary, config.connect_timeout)
+            except LinkError:
+                continue
+            side.close()
+            log.info("bridge %s: %s answers again: going back to it", config.name, primary)
+            return
 
     async def _idle_watch(self) -> None:
         """Lazy: returns (the link ends) after idle_timeout without a message."""

@@ -549,13 +549,6 @@ def _password(build: _Build) -> None:
 def _defaults(build: _Build) -> None:
     """Notes where Mosquitto's behaviour without a line differs from Midge's."""
     opener = build.bridge.opener
-    addresses = build.seen.get("address")
-    if addresses is not None and len(build.get("addresses")) > 1 and not build.get("round_robin"):
-        build.note(
-            addresses,
-            "each new attempt starts at the first address, but Midge keeps a working link to "
-            "another one where Mosquitto goes back to the first",
-        )
     if build.get("client_id") is None and build.name != opener.first:
         build.note(opener, "the client id at the remote follows the new name: a new session")
     if build.get("notifications") is False:
