@@ -183,3 +183,14 @@ def test_the_state_at_the_remote_with_a_will() -> None:
     local_only = Splice(CONFIG, private=True)
     assert local_only.remote_connect().will is None
     assert local_only.remote_state(True) == []
+
+
+def test_a_topic_at_the_level_of_a_prefix_is_not_mapped_to_an_empty_one() -> None:
+    # "hq/#" matches "hq" itself [MQTT-4.7.1-2]: stripping "hq/" would leave "".
+    config = replace(CONFIG, topics=(TopicRule("#", "in", 1, "", "hq/"),))
+    splice = connected(config)
+    splice.from_remote(Publish("hq", b"x", 1, packet_id=1))
+    splice.from_remote(Publish("hq/a", b"y", 1, packet_id=2))
+    assert splice.to_remote == [PubAck(1)]
+    assert splice.to_local == [Publish("a", b"y", 1, packet_id=2)]
+    assert splice.figures.unrouted == 1

@@ -91,7 +91,11 @@ class BridgeLink:
                 self.state = "waiting"
                 await self._wait_for_threshold()
             started = asyncio.get_running_loop().time()
-            idle = await self._attempt()
+            try:
+                idle = await self._attempt()
+            except Exception:  # a bug: the link ends; the bridge tries again, later
+                log.exception("bridge %s: internal error: the link ends", config.name)
+                idle = False
             if not idle:
                 await self._back_off(asyncio.get_running_loop().time() - started)
 

@@ -301,8 +301,12 @@ class Splice:
 
 
 def _first(rules: list[TopicRule], topic: str, *, local: bool) -> TopicRule | None:
+    """The first rule taking `topic`. A topic that matches a filter but does not
+    start with its prefix (`a/#` matches `a`: "site1/#" matches "site1") has
+    nothing to map: no rule takes it."""
     for rule in rules:
-        if topic_matches(rule.local_filter if local else rule.remote_filter, topic):
+        prefix = rule.local_prefix if local else rule.remote_prefix
+        if topic.startswith(prefix) and topic_matches(prefix + rule.pattern, topic):
             return rule
     return None
 
