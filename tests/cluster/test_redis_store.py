@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -42,6 +43,7 @@ from midge.cluster.store import RedisStore, redact
 from midge.message import Message
 from midge.store.base import (
     Forwarded,
+    InboundCursor,
     Operation,
     OutboundAdded,
     OutboundDeleted,
@@ -195,6 +197,43 @@ def test_forwarded_entries_go_with_the_batchs_other_writes_in_one_apply(
     state = store.load()
     assert state.sessions == [StoredSession("s")]
     assert state.retained == [msg("r", retain=True)]
+
+
+def test_a_batch_cut_short_never_marks_entries_delivered_without_their_deliveries(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node killed while it writes a batch leaves a prefix of the batch in
+    Redis, and nobody writes the rest. Whatever the prefix, the inbound cursor
+    (entries delivered) is not there without the rows their delivery stored:
+    the node taking its place delivers those entries again, none is lost."""
+    store = make_store("a")
+    queue = RedisStore._queue
+    cut, total = [0], [0]
+
+    def cut_short(self: RedisStore, pipe: Any, operations: Any, popped: Any) -> None:
+        queue(self, pipe, operations, popped)
+        total[0] = len(pipe.command_stack)
+        del pipe.command_stack[cut[0] :]
+
+    monkeypatch.setattr(RedisStore, "_queue", cut_short)
+    while True:
+        client, owner = f"s{cut[0]}", f"n{cut[0]}"
+        store.apply(
+            [
+                InboundCursor(owner, b"5-0"),
+                Forwarded("b", msg(), True, ()),
+                SessionSaved(client),
+                OutboundAdded(client, 1, msg()),
+            ]
+        )
+        if store.client.get(store.keys.cursor(owner)) is not None:
+            sessions = {item.client_id: item for item in store.load().sessions}
+            assert client in sessions, f"the cursor without the session, cut at {cut[0]}"
+            assert sessions[client].outbound == [OutboundRow(1, msg())]
+        if cut[0] >= total[0]:
+            break
+        cut[0] += 1
+    assert store.client.get(store.keys.cursor(f"n{total[0]}")) == b"5-0"  # whole: all there
 
 
 # ------------------------------------------------- routes and the change log

@@ -18,9 +18,15 @@ again; a change-log entry repeated says again what the hash already holds).
 Only a repeated `Forwarded` is not harmless: the message is twice in that
 node's stream, which QoS 1 allows but QoS 2's exactly once does not (the
 receiving node cannot tell a repeat from a second publish).
+A node killed in the middle of a batch leaves a prefix of it too, and that
+one nobody writes again: so an `InboundCursor` (the mark that stream entries
+were delivered) is written last, after the rows their delivery stored. A
+prefix then delivers those entries again (the node taking the dead one's
+place reads them: at QoS 1 a duplicate), rather than leaving them marked
+delivered with their messages nowhere (lost).
 The batch is folded into its net change per key first, as SQLite does
 (store/changes.py); the cluster operations are not rows to fold and go
-first, in the order they came.
+first, in the order they came, but for the cursors.
 
 `apply` returns once Redis has answered every write: durable as far as
 Redis's own persistence is (`appendfsync always` for what SQLite's
@@ -307,8 +313,13 @@ class RedisStore:
     ) -> None:
         encoded: dict[int, bytes] = {}  # id(message) -> its bytes: a fan-out encodes once
         cluster = [op for op in operations if type(op) in _CLUSTER_OPERATIONS]
+        cursors: list[Operation] = []
         if cluster:
             operations = [op for op in operations if type(op) not in _CLUSTER_OPERATIONS]
+            # The inbound cursors go last (see the module docstring).
+            cursors = [op for op in cluster if type(op) is InboundCursor]
+            if cursors:
+                cluster = [op for op in cluster if type(op) is not InboundCursor]
             self._queue_cluster(pipe, cluster, encoded)
         written = self._written
         keys = self.keys
@@ -322,6 +333,8 @@ class RedisStore:
                 pipe.delete(*keys.client_keys(client_id))
                 popped[client_id] = max(popped.get(client_id, 0), written.pop(client_id, 0))
             pipe.srem(keys.node_sessions(self.node), *segment)
+        for cursor in cursors:
+            self._queue_node_state(pipe, cursor)
 
     def _queue_cluster(
         self, pipe: Pipeline, operations: list[Operation], encoded: dict[int, bytes]
