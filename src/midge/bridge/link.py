@@ -68,8 +68,7 @@ class BridgeLink:
         self.notify = notify
         self.state = "starting"  # down, connecting, up, waiting (lazy), stopped
         self.address = ""  # the remote's address while up
-        self.private = config.try_private  # cleared if the remote refuses it
-        self.splice = Splice(config, self.private)
+        self.splice = Splice(config, config.try_private)  # made again without if refused
         self.connections = 0
         self.last_error = ""
         self._session_present = False
@@ -168,14 +167,13 @@ class BridgeLink:
                 connack = await handshake(
                     remote, self.splice.remote_connect(), config.connect_timeout
                 )
-            except (Refused, LinkError) as exc:
+            except LinkError as exc:
                 remote.close()
                 if not self._refuses_private(exc):
                     raise
                 log.info(
                     "bridge %s: %s does not take the bridge flag: without it", config.name, address
                 )
-                self.private = False
                 figures = self.splice.figures
                 self.splice = Splice(config, False)
                 self.splice.figures = figures
