@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from midge.bench.lineup import Lineup
     from midge.bench.scenarios import Params
 
 SCENARIO_NAMES = (
@@ -140,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from midge.bench import runner, scenarios  # noqa: PLC0415 - keeps `midge --help` fast
+    from midge.bench import scenarios  # noqa: PLC0415 - keeps `midge --help` fast
 
     defaults = (
         CLUSTER_DEFAULT
@@ -185,31 +186,12 @@ def run(args: argparse.Namespace) -> int:
     if args.bridge:
         return _bridge(args, params, names, protocols)
     if args.against:
-        others = [b.strip() for b in args.against.split(",") if b.strip()]
-        unknown = [b for b in others if b not in ("mosquitto", "amqtt", "midge")]
+        brokers = _with_midge(args.against)
+        unknown = [b for b in brokers if b not in ("mosquitto", "amqtt", "midge")]
         if unknown:
             clustered = " (aedes runs clustered: add --cluster 2)" if "aedes" in unknown else ""
-            print(
-                f"midge bench: cannot start {unknown}; --against takes mosquitto, amqtt"
-                + clustered,
-                file=sys.stderr,
-            )
-            return 2
-        brokers = ["midge", *[b for b in others if b != "midge"]]
-        output = args.output or DEFAULT_OUTPUT
-        chart = None if args.no_chart else (args.chart or output.with_name("ratios.png"))
-        command = "midge bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        return runner.run_against(
-            brokers,
-            names,
-            args.rounds,
-            params,
-            output,
-            chart,
-            not args.no_ceiling,
-            command,
-            protocols,
-        )
+            return _refuse([f"cannot start {unknown}; --against takes mosquitto, amqtt{clustered}"])
+        return _compare(args, params, names, protocols, brokers, "latest.json", "ratios.png")
     return _single(args, params, names, protocols)
 
 
@@ -234,34 +216,34 @@ def _scenarios(text: str, defaults: tuple[str, ...] = SCENARIO_NAMES) -> list[st
     return names
 
 
-def _cluster(
-    args: argparse.Namespace, params: Params, names: list[str], protocols: tuple[int, ...]
-) -> int:
-    """The runner against clusters of `--cluster` nodes (bench/cluster.py)."""
-    from midge.bench import cluster, runner  # noqa: PLC0415
+def _with_midge(against: str | None) -> list[str]:
+    """Midge first, then the brokers `--against` names (comma-separated)."""
+    others = [b.strip() for b in (against or "").split(",") if b.strip()]
+    return ["midge", *[b for b in others if b != "midge"]]
 
-    others = [b.strip() for b in (args.against or "").split(",") if b.strip()]
-    brokers = ["midge", *[b for b in others if b != "midge"]]
-    problems = []
-    if args.cluster < 2:
-        problems.append("--cluster takes 2 nodes or more")
-    if unknown := [b for b in brokers if b not in cluster.BROKERS]:
-        problems.append(f"cannot cluster {unknown}; with --cluster, --against takes aedes")
-    if single := [name for name in names if name not in cluster.CROSS_NODE]:
-        problems.append(
-            f"{', '.join(single)} does not run across nodes; with --cluster choose from "
-            f"{', '.join(cluster.CROSS_NODE)}"
-        )
-    if "aedes" in brokers and (missing := cluster.aedes_problem()):
-        problems.append(f"aedes: {missing}")
+
+def _refuse(problems: list[str]) -> int:
     for problem in problems:
         print(f"midge bench: {problem}", file=sys.stderr)
-    if problems:
-        return 2
-    output = args.output or DEFAULT_OUTPUT.with_name("cluster.json")
-    chart = None if args.no_chart else (args.chart or output.with_name("cluster-ratios.png"))
+    return 2
+
+
+def _compare(
+    args: argparse.Namespace,
+    params: Params,
+    names: list[str],
+    protocols: tuple[int, ...],
+    brokers: list[str],
+    output_name: str,
+    chart_name: str,
+    lineup: Lineup | None = None,
+) -> int:
+    """The side-by-side runner, writing where the flags (or the names given) say."""
+    from midge.bench import runner  # noqa: PLC0415
+
+    output = args.output or DEFAULT_OUTPUT.with_name(output_name)
+    chart = None if args.no_chart else (args.chart or output.with_name(chart_name))
     command = "midge bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    lineup = cluster.lineup(args.cluster, brokers)
     return runner.run_against(
         brokers,
         names,
@@ -276,14 +258,40 @@ def _cluster(
     )
 
 
+def _cluster(
+    args: argparse.Namespace, params: Params, names: list[str], protocols: tuple[int, ...]
+) -> int:
+    """The runner against clusters of `--cluster` nodes (bench/cluster.py)."""
+    from midge.bench import cluster  # noqa: PLC0415
+
+    brokers = _with_midge(args.against)
+    problems = []
+    if args.cluster < 2:
+        problems.append("--cluster takes 2 nodes or more")
+    if unknown := [b for b in brokers if b not in cluster.BROKERS]:
+        problems.append(f"cannot cluster {unknown}; with --cluster, --against takes aedes")
+    if single := [name for name in names if name not in cluster.CROSS_NODE]:
+        problems.append(
+            f"{', '.join(single)} does not run across nodes; with --cluster choose from "
+            f"{', '.join(cluster.CROSS_NODE)}"
+        )
+    if "aedes" in brokers and (missing := cluster.aedes_problem()):
+        problems.append(f"aedes: {missing}")
+    if problems:
+        return _refuse(problems)
+    lineup = cluster.lineup(args.cluster, brokers)
+    return _compare(
+        args, params, names, protocols, brokers, "cluster.json", "cluster-ratios.png", lineup
+    )
+
+
 def _bridge(
     args: argparse.Namespace, params: Params, names: list[str], protocols: tuple[int, ...]
 ) -> int:
     """The runner through bridges to a remote Mosquitto (bench/bridge.py)."""
-    from midge.bench import bridge, runner  # noqa: PLC0415
+    from midge.bench import bridge  # noqa: PLC0415
 
-    others = [b.strip() for b in (args.against or "").split(",") if b.strip()]
-    brokers = ["midge", *[b for b in others if b != "midge"]]
+    brokers = _with_midge(args.against)
     problems = []
     if unknown := [b for b in brokers if b not in bridge.BROKERS]:
         problems.append(f"cannot bridge {unknown}; with --bridge, --against takes mosquitto")
@@ -292,24 +300,11 @@ def _bridge(
             f"{', '.join(single)} does not run across a bridge; with --bridge choose from "
             f"{', '.join(bridge.CROSS_BRIDGE)}"
         )
-    for problem in problems:
-        print(f"midge bench: {problem}", file=sys.stderr)
     if problems:
-        return 2
-    output = args.output or DEFAULT_OUTPUT.with_name("bridge.json")
-    chart = None if args.no_chart else (args.chart or output.with_name("bridge-ratios.png"))
-    command = "midge bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    return runner.run_against(
-        brokers,
-        names,
-        args.rounds,
-        params,
-        output,
-        chart,
-        not args.no_ceiling,
-        command,
-        protocols,
-        bridge.lineup(brokers),
+        return _refuse(problems)
+    lineup = bridge.lineup(brokers)
+    return _compare(
+        args, params, names, protocols, brokers, "bridge.json", "bridge-ratios.png", lineup
     )
 
 
