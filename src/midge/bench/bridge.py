@@ -17,24 +17,17 @@ broker's CPU share is reported as the broker's, the remote's beside it.
 from __future__ import annotations
 
 import os
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from midge.bench.brokers import (
     BrokerSettings,
     RunningBroker,
-    free_port,
-    launch,
-    listening_port,
-    midge_config,
     mosquitto_binary,
-    mosquitto_config,
     mosquitto_version,
+    start_midge,
     start_mosquitto,
 )
 from midge.bench.cli import BRIDGE_DEFAULT
@@ -54,52 +47,17 @@ PROBE_TOPIC = "bench/probe"
 PROBE_TIMEOUT = 15.0  # seconds for the first message to cross (the link comes up)
 
 
-def _midge_bridge_config(settings: BrokerSettings, remote_port: int) -> str:
-    return midge_config(settings) + (
-        "\n[[bridges]]\n"
-        'name = "bench"\n'
-        f'addresses = ["{HOST}:{remote_port}"]\n'
-        "restart_delay = 0.2\n"
-        'topics = [{ pattern = "bench/#", direction = "out", qos = 2 }]\n'
-    )
-
-
-def _mosquitto_bridge_config(
-    settings: BrokerSettings, port: int, remote_port: int, tmp: Path
-) -> str:
-    return mosquitto_config(settings, port, tmp) + (
-        f"connection bench\naddress {HOST}:{remote_port}\ntopic {RULE}\nrestart_timeout 1\n"
-    )
-
-
-@contextmanager
-def _local_midge(settings: BrokerSettings, remote: RunningBroker) -> Iterator[RunningBroker]:
-    with tempfile.TemporaryDirectory(prefix="bench-bridge-midge-") as folder:
-        tmp = Path(folder)
-        config = tmp / "midge.toml"
-        config.write_text(_midge_bridge_config(settings, remote.port), encoding="utf-8")
-        args = [sys.executable, "-m", "midge", "serve", "--host", HOST, "--port", "0"]
-        args += ["--data-dir", str(tmp / "data"), "--config", str(config)]
-        args += ["--log-level", "warning"]
-        with launch("midge (bridged)", args, tmp, listening_port) as broker:
-            yield broker
-
-
-@contextmanager
-def _local_mosquitto(settings: BrokerSettings, remote: RunningBroker) -> Iterator[RunningBroker]:
-    binary = mosquitto_binary()
-    if binary is None:
-        raise BenchError("mosquitto is not installed (apt-get install mosquitto)")
-    with tempfile.TemporaryDirectory(prefix="bench-bridge-mosquitto-") as folder:
-        tmp = Path(folder)
-        port = free_port()
-        config = tmp / "mosquitto.conf"
-        text = _mosquitto_bridge_config(settings, port, remote.port, tmp)
-        config.write_text(text, encoding="utf-8")
-        with launch(
-            "mosquitto (bridged)", [binary, "-c", str(config)], tmp, lambda _pid: port
-        ) as broker:
-            yield broker
+def _bridge_config(broker: str, remote_port: int) -> str:
+    """What the local `broker`'s config adds: the bridge to the remote."""
+    if broker == "midge":
+        return (
+            "\n[[bridges]]\n"
+            'name = "bench"\n'
+            f'addresses = ["{HOST}:{remote_port}"]\n'
+            "restart_delay = 0.2\n"
+            'topics = [{ pattern = "bench/#", direction = "out", qos = 2 }]\n'
+        )
+    return f"connection bench\naddress {HOST}:{remote_port}\ntopic {RULE}\nrestart_timeout 1\n"
 
 
 @contextmanager
@@ -107,8 +65,11 @@ def start_bridged(broker: str, settings: BrokerSettings) -> Iterator[Deployment]
     """A fresh remote Mosquitto and a fresh local `broker` bridged to it, the link up."""
     if broker not in BROKERS:
         raise BenchError(f"{broker} does not bridge here; choose from {BROKERS}")
-    local_start = _local_midge if broker == "midge" else _local_mosquitto
-    with start_mosquitto(settings) as remote, local_start(settings, remote) as local:
+    local_start = start_midge if broker == "midge" else start_mosquitto
+    with (
+        start_mosquitto(settings) as remote,
+        local_start(settings, _bridge_config(broker, remote.port)) as local,
+    ):
         probe(local, remote)
         target = Target(
             local.host,

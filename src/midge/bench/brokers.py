@@ -189,11 +189,12 @@ def midge_config(settings: BrokerSettings) -> str:
 
 
 @contextmanager
-def start_midge(settings: BrokerSettings) -> Iterator[RunningBroker]:
+def start_midge(settings: BrokerSettings, more_config: str = "") -> Iterator[RunningBroker]:
+    """`more_config`: TOML after the settings' keys (a bridge's table: bridge.py)."""
     with tempfile.TemporaryDirectory(prefix="midge-bench-") as tmp_name:
         tmp = Path(tmp_name)
         config = tmp / "midge.toml"
-        config.write_text(midge_config(settings), encoding="utf-8")
+        config.write_text(midge_config(settings) + more_config, encoding="utf-8")
         args = [sys.executable, "-m", "midge", "serve", "--host", HOST, "--port", "0"]
         args += ["--data-dir", str(tmp / "data"), "--config", str(config)]
         args += ["--log-level", "warning"]
@@ -243,7 +244,8 @@ def mosquitto_config(settings: BrokerSettings, port: int, tmp: Path) -> str:
 
 
 @contextmanager
-def start_mosquitto(settings: BrokerSettings) -> Iterator[RunningBroker]:
+def start_mosquitto(settings: BrokerSettings, more_config: str = "") -> Iterator[RunningBroker]:
+    """`more_config`: lines after the settings' (a `connection` block: bridge.py)."""
     binary = mosquitto_binary()
     if binary is None:
         raise BenchError("mosquitto is not installed (apt-get install mosquitto)")
@@ -251,7 +253,8 @@ def start_mosquitto(settings: BrokerSettings) -> Iterator[RunningBroker]:
         tmp = Path(tmp_name)
         port = free_port()
         config = tmp / "mosquitto.conf"
-        config.write_text(mosquitto_config(settings, port, tmp), encoding="utf-8")
+        text = mosquitto_config(settings, port, tmp) + more_config
+        config.write_text(text, encoding="utf-8")
         with launch("mosquitto", [binary, "-c", str(config)], tmp, lambda _pid: port) as broker:
             yield broker
 
