@@ -200,15 +200,7 @@ class Splice:
         topic = rule.remote_prefix + packet.topic[len(rule.local_prefix) :]
         retain = packet.retain and self.config.outgoing_retain
         properties = self._carried(packet.properties, self.remote_version)
-        publish = Publish(
-            topic,
-            packet.payload,
-            packet.qos,
-            retain,
-            packet.dup,
-            packet.packet_id,
-            properties=properties,
-        )
+        publish = packet.passed_on(topic, properties, retain)
         limit = self.remote_max_packet
         if limit is not None and len(encode(publish, self.remote_version)) > limit:
             # The remote would close the link for it [MQTT-3.1.2-24]: it ends here.
@@ -248,15 +240,8 @@ class Splice:
             self._ack(self.to_remote, packet)
             return
         topic = rule.local_prefix + packet.topic[len(rule.remote_prefix) :]
-        properties = self._carried(packet.properties, PROTOCOL_MQTT_5)
-        local = Publish(
-            topic,
-            packet.payload,
-            packet.qos,
-            packet.retain,
-            packet.dup,
-            packet.packet_id,
-            properties=properties,
+        local = packet.passed_on(
+            topic, self._carried(packet.properties, PROTOCOL_MQTT_5), packet.retain
         )
         self.figures.received += 1
         if packet.qos == 0:

@@ -73,19 +73,7 @@ class Outbound:
         if alias is None:
             return packet, False
         aliased = replace(props, topic_alias=alias) if props else Properties(topic_alias=alias)
-        return _copy(packet, topic, aliased), bool(topic)
-
-
-def _copy(packet: Publish, topic: str, properties: Properties | None) -> Publish:
-    return Publish(
-        topic,
-        packet.payload,
-        packet.qos,
-        packet.retain,
-        packet.dup,
-        packet.packet_id,
-        properties=properties,
-    )
+        return packet.passed_on(topic, aliased, packet.retain), bool(topic)
 
 
 def _without_alias(packet: Publish) -> Publish:
@@ -93,4 +81,5 @@ def _without_alias(packet: Publish) -> Publish:
     if props is None or props.topic_alias is None:
         return packet
     stripped = replace(props, topic_alias=None)
-    return _copy(packet, packet.topic, None if stripped.is_empty() else stripped)
+    properties = None if stripped.is_empty() else stripped
+    return packet.passed_on(packet.topic, properties, packet.retain)

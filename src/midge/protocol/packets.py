@@ -193,6 +193,14 @@ class Publish:
         self.head = head
         self.properties = properties
 
+    def passed_on(self, topic: str, properties: Properties | None, retain: bool) -> Publish:
+        """The same message and flow (QoS, DUP, packet id) under another topic,
+        properties and retain flag, for another hop: no `head` (it would be
+        this hop's bytes)."""
+        return Publish(
+            topic, self.payload, self.qos, retain, self.dup, self.packet_id, properties=properties
+        )
+
 
 @dataclass(slots=True, unsafe_hash=True)  # per message: see the module docstring
 class PubAck:
