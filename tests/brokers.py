@@ -32,9 +32,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
@@ -165,6 +166,78 @@ class RunningBroker:
 
 
 RunningMidge = RunningBroker  # what `start_midge_with_log` yields
+
+
+class RestartableBroker:
+    """A broker process that may be stopped (SIGTERM), killed (SIGKILL) and
+    started again on the port of its first start, each run with its log. A
+    subclass says how it starts (`_launch`): a cluster's node, a bridge's peer."""
+
+    host = HOST
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = 0  # the port of the first start, kept by every restart
+        self.runs: list[RunningBroker] = []  # one per start, the last one current
+        self._stack: ExitStack | None = None
+
+    @property
+    def broker(self) -> Broker:
+        """(host, port, process), as helpers written for `start_midge` take a broker."""
+        return self.host, self.port, self.process
+
+    @property
+    def process(self) -> subprocess.Popen[str]:
+        assert self.runs, f"{self.name} was never started"
+        return self.runs[-1].process
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._stack is not None and self.process.poll() is None
+
+    @property
+    def log(self) -> BrokerLog:
+        """The log of the current run (or of the last one, once stopped)."""
+        assert self.runs, f"{self.name} was never started"
+        return self.runs[-1].log
+
+    def _launch(self) -> AbstractContextManager[RunningBroker]:
+        """The broker's start, on `self.port` once it has one."""
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        """Start the process (again, on the same port) and wait until it listens."""
+        assert self._stack is None, f"{self.name} is already running"
+        stack = ExitStack()
+        try:
+            running = stack.enter_context(self._launch())
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        self.runs.append(running)
+        self.port = running.port
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM to this broker's PID, wait (SIGKILL if it does not exit in time)."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def kill(self) -> None:
+        """SIGKILL to this broker's PID, as a crash; then reap it."""
+        if self._stack is None:
+            return
+        process = self.process
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)
+        self.stop()  # the process is gone: this only joins the log pump
 
 
 @contextmanager

@@ -25,11 +25,10 @@ import os
 import pwd
 import re
 import socket
-import subprocess
 import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,7 @@ from integration_support import Paho
 
 from brokers import (
     HOST,
-    STOP_TIMEOUT,
-    BrokerLog,
+    RestartableBroker,
     RunningBroker,
     mosquitto_binary,
     start_midge_with_log,
@@ -57,95 +55,36 @@ MOSQUITTO_PERSISTENCE = (
 )
 
 
-class Peer:
+class Peer(RestartableBroker):
     """One broker process (`kind` "midge" or "mosquitto") that may be stopped,
-    killed and started again, on the port of its first start."""
+    killed and started again, on the port of its first start, with its data."""
 
     def __init__(self, kind: str, name: str, folder: Path, config: str = "") -> None:
         """`config`: a Midge's TOML file or lines added to mosquitto.conf; in
         mosquitto's, "{data}" stands for the peer's data folder."""
         assert kind in ("midge", "mosquitto"), kind
+        super().__init__(name)
         self.kind = kind
-        self.name = name
         self.folder = folder
         self.config = config
-        self.port = 0  # the port of the first start, kept by every restart
-        self.runs: list[RunningBroker] = []  # one per start, the last one current
-        self._stack: ExitStack | None = None
 
     def __repr__(self) -> str:
-        state = f"pid {self.process.pid}" if self.running else "stopped"
+        state = f"pid {self.pid}" if self.running else "stopped"
         return f"Peer({self.kind} {self.name} on {self.host}:{self.port}, {state})"
-
-    # ------------------------------------------------------------ reading
-    host = HOST
 
     @property
     def address(self) -> str:
         """host:port, as a bridge's `addresses` take it."""
         return f"{self.host}:{self.port}"
 
-    @property
-    def broker(self) -> tuple[str, int, subprocess.Popen[str]]:
-        """(host, port, process), as the helpers written for `start_midge` take a broker."""
-        return self.host, self.port, self.process
-
-    @property
-    def process(self) -> subprocess.Popen[str]:
-        assert self.runs, f"{self.name} was never started"
-        return self.runs[-1].process
-
-    @property
-    def running(self) -> bool:
-        return self._stack is not None and self.process.poll() is None
-
-    @property
-    def log(self) -> BrokerLog:
-        """The log of the current run (or of the last one, once stopped)."""
-        assert self.runs, f"{self.name} was never started"
-        return self.runs[-1].log
-
-    # ------------------------------------------------------------ acting
-    def start(self) -> Peer:
-        """Start the process (again, on the same port and data) and wait until it listens."""
-        assert self._stack is None, f"{self.name} is already running"
-        stack = ExitStack()
-        try:
-            if self.kind == "midge":
-                args = ["--port", str(self.port)] if self.port else []  # after --port 0: it wins
-                running = stack.enter_context(
-                    start_midge_with_log(self.config or None, args, workdir=self.folder)
-                )
-            else:
-                data = self.folder / "data"
-                data.mkdir(parents=True, exist_ok=True)
-                conf = self.config.replace("{data}", str(data))
-                running = stack.enter_context(
-                    start_mosquitto_with_log(conf, port=self.port or None, workdir=self.folder)
-                )
-        except BaseException:
-            stack.close()
-            raise
-        self._stack = stack
-        self.runs.append(running)
-        self.port = running.port
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM to this peer's PID, wait (SIGKILL if it does not exit in time)."""
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            stack.close()
-
-    def kill(self) -> None:
-        """SIGKILL to this peer's PID, as a crash; then reap it."""
-        if self._stack is None:
-            return
-        process = self.process
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
-        self.stop()  # the process is gone: this only joins the log pump
+    def _launch(self) -> AbstractContextManager[RunningBroker]:
+        if self.kind == "midge":
+            args = ["--port", str(self.port)] if self.port else []  # after --port 0: it wins
+            return start_midge_with_log(self.config or None, args, workdir=self.folder)
+        data = self.folder / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        conf = self.config.replace("{data}", str(data))
+        return start_mosquitto_with_log(conf, port=self.port or None, workdir=self.folder)
 
 
 class Peers:

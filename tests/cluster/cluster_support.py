@@ -27,19 +27,16 @@ import itertools
 import os
 import re
 import socket
-import subprocess
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from brokers import (
     HOST,
-    STOP_TIMEOUT,
-    Broker,
-    BrokerLog,
     BrokerStartError,
-    RunningMidge,
+    RestartableBroker,
+    RunningBroker,
     start_midge_with_log,
 )
 from midge.cluster.keys import Keys
@@ -56,74 +53,37 @@ def module_prefix() -> str:
     return f"t{os.getpid()}m{next(_clusters)}"
 
 
-class Node:
+class Node(RestartableBroker):
     """One `midge serve --cluster` process, which may be stopped, killed and started again."""
 
     def __init__(self, cluster: Cluster, name: str) -> None:
+        super().__init__(name)
         self.cluster = cluster
-        self.name = name
-        self.host = HOST
-        self.port = 0  # the port of the first start, kept by every restart
-        self.runs: list[RunningMidge] = []  # one per start, the last one current
-        self._stack: ExitStack | None = None
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"
         return f"Node({self.name} on {self.host}:{self.port}, {state})"
 
-    # ------------------------------------------------------------ reading
     @property
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
-    @property
-    def broker(self) -> Broker:
-        """(host, port, process), as helpers written for `start_midge` take a broker."""
-        return self.host, self.port, self.process
-
-    @property
-    def process(self) -> subprocess.Popen[str]:
-        assert self.runs, f"node {self.name} was never started"
-        return self.runs[-1].process
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self._stack is not None and self.process.poll() is None
-
-    @property
-    def log(self) -> BrokerLog:
-        """The log of the current run (or of the last one, once stopped)."""
-        assert self.runs, f"node {self.name} was never started"
-        return self.runs[-1].log
-
-    # ------------------------------------------------------------ acting
-    def start(self) -> Node:
-        """Start the process (again, with the same name and port) and wait until it
-        listens; with a cluster, check it logged that it joined before listening."""
-        assert self._stack is None, f"node {self.name} is already running"
+    def _launch(self) -> AbstractContextManager[RunningBroker]:
         config, args = self.cluster.node_arguments(self.name)
         if self.port:
             args += ["--port", str(self.port)]  # after the helper's --port 0: it wins
-        stack = ExitStack()
-        try:
-            running = stack.enter_context(
-                start_midge_with_log(
-                    config,
-                    args,
-                    workdir=self.cluster.folder / self.name,
-                    data_dir=not self.cluster.clustered,
-                )
-            )
-        except BaseException:
-            stack.close()
-            raise
-        self._stack = stack
-        self.runs.append(running)
-        self.port = running.port
+        return start_midge_with_log(
+            config,
+            args,
+            workdir=self.cluster.folder / self.name,
+            data_dir=not self.cluster.clustered,
+        )
+
+    def start(self) -> Node:
+        """Start the process (again, with the same name and port) and wait until it
+        listens; with a cluster, check it logged that it joined before listening."""
+        super().start()
+        running = self.runs[-1]
         if self.cluster.clustered and not running.log.matching(self.joined_pattern):
             text = running.log.text()
             self.stop()
@@ -136,22 +96,6 @@ class Node:
     @property
     def joined_pattern(self) -> str:
         return rf"cluster: node {re.escape(self.name)} joined"
-
-    def stop(self) -> None:
-        """SIGTERM to this node's PID, wait (SIGKILL if it does not exit in time)."""
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            stack.close()
-
-    def kill(self) -> None:
-        """SIGKILL to this node's PID, as a crash; then reap it."""
-        if self._stack is None:
-            return
-        process = self.process
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
-        self.stop()  # the process is gone: this only joins the log pump
 
 
 class Cluster:
