@@ -338,3 +338,30 @@ def connect_level(data: bytes) -> int:
     name_length = int.from_bytes(data[offset : offset + 2], "big")
     at = offset + 2 + name_length
     return data[at] if at < len(data) else -1
+
+
+def bridged_to_both(
+    peers: Peers, qos: int, *, persistent: bool = False
+) -> tuple[Peer, dict[str, Peer]]:
+    """A local Midge bridged to a mosquitto ("to-mosquitto", 3.1.1; `persistent`:
+    its sessions survive a restart) and to another Midge ("to-midge", 5.0), each
+    by `stream/#` out at `qos` to `site1/stream/...`; returns the local broker
+    and the remotes by bridge name, once both bridges are connected."""
+    remotes = {
+        "to-mosquitto": peers.mosquitto("mosquitto", persistent=persistent),
+        "to-midge": peers.midge("remote-midge"),
+    }
+    protocols = {"to-mosquitto": "3.1.1", "to-midge": "5"}
+    tables = [
+        bridge_table(
+            name,
+            remote.address,
+            [rule("stream/#", "out", qos, remote_prefix="site1/")],
+            protocol=protocols[name],
+        )
+        for name, remote in remotes.items()
+    ]
+    local = peers.midge("local", "".join(tables))
+    for name in remotes:
+        wait_connected(local, name)
+    return local, remotes

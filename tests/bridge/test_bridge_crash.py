@@ -20,7 +20,7 @@ same port and data dir. What must hold:
 from __future__ import annotations
 
 import pytest
-from bridge_support import Peers, bridge_table, rule, wait_connected
+from bridge_support import Peers, bridged_to_both, wait_connected
 from integration_support import Paho, paho, unique
 
 from streams import WAIT, Inbox, Stream
@@ -36,23 +36,7 @@ BEFORE_KILL = 300  # messages acknowledged before the kill
 def test_nothing_the_local_broker_acknowledged_is_lost_when_it_is_killed(
     peers: Peers, qos: int
 ) -> None:
-    remotes = {
-        "to-mosquitto": peers.mosquitto("mosquitto"),
-        "to-midge": peers.midge("remote-midge"),
-    }
-    protocols = {"to-mosquitto": "3.1.1", "to-midge": "5"}
-    tables = [
-        bridge_table(
-            name,
-            remote.address,
-            [rule("stream/#", "out", 2, remote_prefix="site1/")],
-            protocol=protocols[name],
-        )
-        for name, remote in remotes.items()
-    ]
-    local = peers.midge("local", "".join(tables))
-    for name in remotes:
-        wait_connected(local, name)
+    local, remotes = bridged_to_both(peers, 2)
     subscribers = {name: Paho(remote.host, remote.port) for name, remote in remotes.items()}
     publisher = Paho(local.host, local.port)
     try:

@@ -30,11 +30,9 @@ from bridge_support import (
     Peer,
     Peers,
     States,
-    bridge_table,
+    bridged_to_both,
     delays,
     retry_lines,
-    rule,
-    wait_connected,
 )
 from integration_support import Paho, unique
 
@@ -54,28 +52,6 @@ def persistent_subscriber(remote: Peer) -> Paho:
     return client
 
 
-def bridged(peers: Peers) -> tuple[Peer, dict[str, Peer]]:
-    """The local broker, and its remotes by the name of the bridge to each, connected."""
-    remotes = {
-        "to-mosquitto": peers.mosquitto("mosquitto", persistent=True),
-        "to-midge": peers.midge("remote-midge"),
-    }
-    protocols = {"to-mosquitto": "3.1.1", "to-midge": "5"}
-    tables = [
-        bridge_table(
-            name,
-            remote.address,
-            [rule("stream/#", "out", 1, remote_prefix="site1/")],
-            protocol=protocols[name],
-        )
-        for name, remote in remotes.items()
-    ]
-    local = peers.midge("local", "".join(tables))
-    for name in remotes:
-        wait_connected(local, name)
-    return local, remotes
-
-
 def check_retries(local: Peer, name: str, address: str, retried: list[str]) -> None:
     """One warning for the whole outage; a few attempts, with backoff."""
     refused = local.log.matching(rf"bridge {name}: cannot connect to {address}: ")
@@ -92,7 +68,7 @@ def check_retries(local: Peer, name: str, address: str, retried: list[str]) -> N
 def test_what_the_local_broker_acknowledged_reaches_the_remote_after_an_outage(
     peers: Peers,
 ) -> None:
-    local, remotes = bridged(peers)
+    local, remotes = bridged_to_both(peers, 1, persistent=True)
     subscribers = {name: persistent_subscriber(remote) for name, remote in remotes.items()}
     inboxes = {name: Inbox(sub, f"site1/{TOPIC}") for name, sub in subscribers.items()}
     states = States(local)
