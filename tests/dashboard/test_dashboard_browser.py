@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,12 +123,12 @@ def make_key(key_file: Path, name: str, role: str) -> str:
     return done.stdout.splitlines()[0].strip()
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    folder = tmp_path_factory.mktemp("dashboard-broker")
-    key_file = folder / "api-keys"
-    admin_key = make_key(key_file, "dashboard-admin", "admin")
-    read_key = apikey.create(key_file, "dashboard-reader", "read")  # the same, in-process
+@contextmanager
+def serving(
+    folder: Path, key_file: Path, more_toml: str = ""
+) -> Iterator[tuple[midge.BrokerThread, int, int]]:
+    """A broker with an MQTT and an HTTP listener and the API keys of `key_file`
+    (and `more_toml`): its thread, MQTT port and HTTP port."""
     config = folder / "midge.toml"
     config.write_text(
         f"""
@@ -143,12 +144,22 @@ port = 0
 host = "127.0.0.1"
 port = 0
 transport = "http"
-""",
+{more_toml}""",
         encoding="utf-8",
     )
     with midge.BrokerThread(str(config)) as thread:
         ports = {address.label: address.port for address in thread.read(lambda b: b.listeners)}
-        yield Running(thread, ports["mqtt"], ports["http"], admin_key, read_key)
+        yield thread, ports["mqtt"], ports["http"]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    folder = tmp_path_factory.mktemp("dashboard-broker")
+    key_file = folder / "api-keys"
+    admin_key = make_key(key_file, "dashboard-admin", "admin")
+    read_key = apikey.create(key_file, "dashboard-reader", "read")  # the same, in-process
+    with serving(folder, key_file) as (thread, mqtt_port, http_port):
+        yield Running(thread, mqtt_port, http_port, admin_key, read_key)
 
 
 @pytest.fixture(scope="module")
@@ -166,22 +177,7 @@ def bridged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridged]:
         dead.bind(("127.0.0.1", 0))
         dead_port = int(dead.getsockname()[1])
         retry = "restart_delay = 0.2\nrestart_delay_max = 1.0"
-        config = folder / "midge.toml"
-        config.write_text(
-            f"""
-store = "memory"
-allow_anonymous = true
-api_key_file = "{key_file}"
-
-[[listeners]]
-host = "127.0.0.1"
-port = 0
-
-[[listeners]]
-host = "127.0.0.1"
-port = 0
-transport = "http"
-
+        bridges = f"""
 [[bridges]]
 name = "cloud"
 addresses = ["127.0.0.1:{dead_port}"]
@@ -193,14 +189,9 @@ name = "edge"
 addresses = ["127.0.0.1:{remote.port}"]
 {retry}
 topics = [{{ pattern = "b/#", direction = "out", qos = 1 }}]
-""",
-            encoding="utf-8",
-        )
-        with midge.BrokerThread(str(config)) as thread:
-            ports = {address.label: address.port for address in thread.read(lambda b: b.listeners)}
-            yield Bridged(
-                thread, ports["mqtt"], ports["http"], admin_key, read_key, dead_port, remote.port
-            )
+"""
+        with serving(folder, key_file, bridges) as (thread, mqtt_port, http_port):
+            yield Bridged(thread, mqtt_port, http_port, admin_key, read_key, dead_port, remote.port)
 
 
 @pytest.fixture(scope="module")
