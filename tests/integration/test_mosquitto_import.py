@@ -35,10 +35,10 @@ from integration_support import WAIT, Paho
 
 from brokers import (
     HOST,
-    BrokerLog,
     OutputPump,
     free_port,
     mosquitto_binary,
+    start_midge_with_log,
     start_mosquitto_with_log,
     stop,
     wait_for_port,
@@ -405,25 +405,11 @@ def test_an_imported_bridge_carries_messages_both_ways(tmp_path: Path) -> None:
         )
         assert imported.returncode == 0, imported.stderr
         assert "warning" not in imported.stderr, imported.stderr
-        assert "[[bridges]]" in (tmp_path / "midge.toml").read_text("utf-8")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "midge", "serve", "--config", "midge.toml"],
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-        )
-        pump = OutputPump(process)
-        try:
-            wait_for_port(port)
-            BrokerLog(pump).wait_for(r"bridge cloud: connected", timeout=WAIT * 2)
-            carried_both_ways(port, remote.port)
-        finally:
-            stop(process)
-            pump.join()
+        toml = (tmp_path / "midge.toml").read_text("utf-8")
+        assert "[[bridges]]" in toml
+        with start_midge_with_log(toml, workdir=tmp_path, data_dir=False) as served:
+            served.log.wait_for(r"bridge cloud: connected", timeout=WAIT * 2)
+            carried_both_ways(served.port, remote.port)
 
 
 def carried_both_ways(port: int, remote_port: int) -> None:
