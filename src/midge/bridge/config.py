@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+from midge.config_tables import typed_fields
 from midge.protocol.topics import is_valid_topic_filter
 
 DIRECTIONS: Final = ("in", "out", "both")
@@ -242,7 +243,9 @@ def bridges_from_tables(
         return ()
     bridges = []
     for index, table in enumerate(value):
-        values = _typed(table, BridgeConfig(), f"bridges[{index}]", source, problems)
+        values = typed_fields(
+            table, BridgeConfig(), f"bridges[{index}]", source, problems, raw=("topics",)
+        )
         rules = values.pop("topics", [])
         topics = _rules(rules, f"bridges[{index}].topics", source, problems)
         for name in _PATH_KEYS:
@@ -263,36 +266,6 @@ def _rules(value: Any, key: str, source: str, problems: list[str]) -> tuple[Topi
         )
         return ()
     return tuple(
-        replace(TopicRule(), **_typed(rule, TopicRule(), f"{key}[{index}]", source, problems))
+        replace(TopicRule(), **typed_fields(rule, TopicRule(), f"{key}[{index}]", source, problems))
         for index, rule in enumerate(value)
     )
-
-
-def _typed(
-    table: Mapping[str, Any], template: object, key: str, source: str, problems: list[str]
-) -> dict[str, Any]:
-    """`table`'s well-typed values for `template`'s fields."""
-    known = {item.name for item in fields(template)}  # type: ignore[arg-type]
-    values: dict[str, Any] = {}
-    for name, item in table.items():
-        if name not in known:
-            problems.append(f"unknown config key '{key}.{name}' in {source}")
-            continue
-        default = getattr(template, name)
-        if name == "topics":
-            values[name] = item
-        elif name == "addresses":
-            if isinstance(item, list) and all(isinstance(part, str) for part in item):
-                values[name] = tuple(item)
-            else:
-                problems.append(
-                    f"config key '{key}.{name}' in {source}: expected a list of strings"
-                )
-        elif type(item) is type(default) or (type(default) is float and type(item) is int):
-            values[name] = item
-        else:
-            problems.append(
-                f"config key '{key}.{name}' in {source}: expected {type(default).__name__}, "
-                f"got {type(item).__name__} {item!r}"
-            )
-    return values

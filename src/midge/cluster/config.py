@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
+
+from midge.config_tables import typed_fields
 
 URL_SCHEMES = ("redis", "rediss", "unix")
 # What a node name and a prefix may contain: they become parts of Redis keys
@@ -77,21 +79,7 @@ def cluster_from_table(value: Any, source: str, problems: list[str]) -> ClusterC
         problems.append(f"config key 'cluster' in {source}: expected a [cluster] table")
         return None
     template = ClusterConfig()
-    known = {item.name: item for item in fields(template)}
-    values: dict[str, Any] = {}
-    for key, item in value.items():
-        if key not in known:
-            problems.append(f"unknown config key 'cluster.{key}' in {source}")
-            continue
-        expected = type(getattr(template, key))
-        if type(item) is expected or (expected is float and type(item) is int):
-            values[key] = item
-        else:
-            problems.append(
-                f"config key 'cluster.{key}' in {source}: expected {expected.__name__}, "
-                f"got {type(item).__name__} {item!r}"
-            )
-    return replace(template, **values)
+    return replace(template, **typed_fields(value, template, "cluster", source, problems))
 
 
 def redacted(url: str) -> str:
