@@ -11,16 +11,13 @@ import json
 from pathlib import Path
 
 import pytest
+from bench_support import TINY_FLAGS
 
 from midge.bench import bridge
 from midge.bench.brokers import mosquitto_binary
 from midge.cli import main
 
 pytestmark = pytest.mark.timeout(60)
-
-SIZES = ["--duration", "0.3", "--payload", "16", "--window", "20", "--rate", "200"]
-SIZES += ["--max-messages", "2000", "--quiet", "0.5", "--timeout", "10"]
-SIZES += ["--rounds", "1", "--no-ceiling", "--no-chart"]
 
 
 def test_midge_bridge_against_mosquittos(
@@ -29,7 +26,7 @@ def test_midge_bridge_against_mosquittos(
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto); CI installs it")
     output = tmp_path / "bridge.json"
-    argv = ["bench", "--bridge", "--against", "mosquitto", *SIZES, "--output", str(output)]
+    argv = ["bench", "--bridge", "--against", "mosquitto", *TINY_FLAGS, "--output", str(output)]
     assert main(argv) == 0
     shown = capsys.readouterr().out
     assert "subscribers on the remote" in shown

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+from bench_support import TINY_FLAGS
 
 from midge.bench import cluster
 from midge.bench.brokers import BrokerSettings
@@ -24,9 +25,6 @@ from redis_server import require_redis
 
 pytestmark = pytest.mark.timeout(30)
 
-SIZES = ["--duration", "0.3", "--payload", "16", "--window", "20", "--rate", "200"]
-SIZES += ["--publishers", "2", "--subscribers", "2", "--max-messages", "2000"]
-SIZES += ["--quiet", "0.5", "--timeout", "10", "--rounds", "1", "--no-ceiling", "--no-chart"]
 TINY = Params(
     duration=0.3,
     payload=16,
@@ -61,7 +59,7 @@ def check_result(path: Path, broker: str) -> None:
 def test_midge_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     require_redis()
     output = tmp_path / "cluster.json"
-    assert main(["bench", "--cluster", "2", *SIZES, "--output", str(output)]) == 0
+    assert main(["bench", "--cluster", "2", *TINY_FLAGS, "--output", str(output)]) == 0
     shown = capsys.readouterr().out
     assert "appendfsync everysec" in shown and "subscribers on node 2" in shown
     for name in cluster.DEFAULT_SCENARIOS:
