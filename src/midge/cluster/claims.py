@@ -43,7 +43,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -80,6 +80,7 @@ return 0
 """
 Position = tuple[int, int]  # a stream entry id, comparable
 START: Position = (0, 0)
+POLL_SECONDS = 0.002  # between two looks at a reader's place (polled)
 
 
 def position_of(entry_id: bytes) -> Position:
@@ -428,6 +429,13 @@ class ClaimService:
             task.cancel()
         for answer in self._answers.values():
             answer.cancel()
+
+
+async def polled(done: Callable[[], bool], timeout: float) -> None:
+    """Wait, at most `timeout`, until `done()`: a place another task moves on."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(POLL_SECONDS)
 
 
 async def awaited(result: Awaitable[T] | T) -> T:

@@ -23,14 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError, ResponseError
 
 from midge.broker.clustered import deliver_forwarded, deliver_to_client
 from midge.broker.router import SubscriptionTrie
-from midge.cluster.claims import START, Position, awaited, position_of
+from midge.cluster.claims import START, Position, awaited, polled, position_of
 from midge.cluster.codec import CorruptValue, Record, decode_bundle, decode_message
 from midge.message import Message
 from midge.store.base import InboundCursor
@@ -221,9 +220,7 @@ class Inbound:
         if not last:
             return
         end = position_of(last[0][0])
-        deadline = time.monotonic() + timeout
-        while (self.cursor or START) < end and time.monotonic() < deadline:
-            await asyncio.sleep(0.002)
+        await polled(lambda: (self.cursor or START) >= end, timeout)
 
     def _acknowledge(self, ids: list[bytes]) -> None:
         task = asyncio.get_running_loop().create_task(self._ack(ids))

@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from midge.broker.clustered import release_client
-from midge.cluster.claims import START, ClaimService, Position, awaited, position_of
+from midge.cluster.claims import START, ClaimService, Position, awaited, polled, position_of
 from midge.cluster.codec import CorruptValue, decode_message, decode_will
 from midge.cluster.config import ClusterConfig, redacted
 from midge.cluster.forwarding import Forwarder
@@ -400,9 +400,7 @@ class ClusterNode:
 
     async def reached(self, position: Position) -> None:
         """Wait (a bounded while) until the change log reader has passed `position`."""
-        deadline = time.monotonic() + self.config.node_timeout
-        while position_of(self._changes_from) < position and time.monotonic() < deadline:
-            await asyncio.sleep(0.002)
+        await polled(lambda: position_of(self._changes_from) >= position, self.config.node_timeout)
 
     async def committed(self) -> None:
         """Wait until everything recorded so far is durable."""
