@@ -205,6 +205,13 @@ class RestartableBroker:
         assert self.runs, f"{self.name} was never started"
         return self.runs[-1].log
 
+    def log_tail(self, tail: int) -> str:
+        """The last `tail` lines of the current run's log, headed by this
+        broker's repr, for a failed test's report."""
+        lines = self.log.lines() if self.runs else ["(never started)\n"]
+        skipped = f"({len(lines) - tail} lines before)\n" if len(lines) > tail else ""
+        return f"--- {self!r}\n{skipped}{''.join(lines[-tail:])}"
+
     def _launch(self) -> AbstractContextManager[RunningBroker]:
         """The broker's start, on `self.port` once it has one."""
         raise NotImplementedError

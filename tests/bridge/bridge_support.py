@@ -128,12 +128,7 @@ class Peers:
 
     def logs(self, tail: int = 150) -> str:
         """The last `tail` lines of every peer's current log, for failure reports."""
-        parts = []
-        for peer in self.made:
-            lines = peer.log.lines() if peer.runs else ["(never started)\n"]
-            skipped = f"({len(lines) - tail} lines before)\n" if len(lines) > tail else ""
-            parts.append(f"--- {peer!r}\n{skipped}{''.join(lines[-tail:])}")
-        return "\n".join(parts)
+        return "\n".join(peer.log_tail(tail) for peer in self.made)
 
 
 # ---------------------------------------------------------------- config

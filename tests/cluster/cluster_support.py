@@ -170,12 +170,7 @@ class Cluster:
 
     def logs(self, tail: int = 200) -> str:
         """The last `tail` lines of every node's current log, for failure reports."""
-        parts = []
-        for node in self.nodes:
-            lines = node.log.lines() if node.runs else ["(never started)\n"]
-            skipped = f"({len(lines) - tail} lines before)\n" if len(lines) > tail else ""
-            parts.append(f"--- {node.name}\n{skipped}{''.join(lines[-tail:])}")
-        return "\n".join(parts)
+        return "\n".join(node.log_tail(tail) for node in self.nodes)
 
     # ------------------------------------------------ looking into Redis
     def redis_command(self, *args: str | bytes | int) -> Any:
